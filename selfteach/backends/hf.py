@@ -1,0 +1,254 @@
+"""transformers backend: a hub id, a local directory or a GGUF file, on CPU or GPU.
+
+fp32 on CPU (bf16 autocast is slower there for these models, see platform notes), bf16 on
+GPU. Scoring batches right-padded sequences sorted by length; generation batches
+left-padded prompts. Sampling is seeded per call, so the same seed gives the same output
+on the same device and batch composition.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import torch
+
+from selfteach.backends.base import Generation, Prompt, SamplingParams, Usage
+from selfteach.errors import SelfteachError
+
+
+def pick_device(device: str | None = None) -> str:
+    if device and device != "auto":
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def pick_dtype(device: str, dtype: str | None = None) -> torch.dtype:
+    if dtype and dtype != "auto":
+        return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+                "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[dtype]
+    return torch.bfloat16 if device.startswith("cuda") else torch.float32
+
+
+def split_context(context: str, continuation: str) -> tuple[str, str]:
+    """Move trailing whitespace of the context to the continuation (lm-eval-harness rule):
+    "...is " + "True" is scored as "...is" + " True", the tokens a model actually emits."""
+    stripped = context.rstrip()
+    return stripped, context[len(stripped):] + continuation
+
+
+class HFBackend:
+    """`Backend` over a transformers causal LM. See `selfteach.backends.base.Backend`."""
+
+    def __init__(self, model: str = "smollm2-135m", device: str | None = None, dtype: str | None = None,
+                 batch_size: int = 16, max_batch_tokens: int = 16384, model_obj=None, tokenizer=None):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from selfteach.backends.models import resolve
+
+        self.name = model
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(self.device, dtype)
+        self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self.usage = Usage()
+        if model_obj is not None:
+            self.model, self.tokenizer = model_obj, tokenizer
+        else:
+            path = resolve(model)
+            try:
+                self.tokenizer = AutoTokenizer.from_pretrained(str(path))
+                self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=self.dtype)
+            except OSError as e:
+                raise SelfteachError(f"model {model!r}: cannot load ({str(e).splitlines()[0]})") from None
+            self.model.to(self.device)
+        self.model.eval()
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.max_length = int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
+
+    # ---- tokens -----------------------------------------------------------------------
+    def tokenize(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    def _prompt_ids(self, prompt: Prompt) -> list[int]:
+        ids = list(prompt) if isinstance(prompt, list) else self.tokenize(prompt)
+        bos = self.tokenizer.bos_token_id
+        # Models trained with a BOS token (Gemma) degrade badly without it.
+        if bos is not None and getattr(self.tokenizer, "add_bos_token", False) and (not ids or ids[0] != bos):
+            ids = [bos] + ids
+        return ids
+
+    def chat_prompt(self, user: str, system: str | None = None) -> str:
+        if not getattr(self.tokenizer, "chat_template", None):
+            return user
+        msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+        return self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+
+    # ---- scoring ----------------------------------------------------------------------
+    def _batches(self, lengths: list[int]) -> Iterator[list[int]]:
+        """Index batches, longest first, capped by batch_size and padded-token budget."""
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        batch: list[int] = []
+        for i in order:
+            if batch and (len(batch) >= self.batch_size or lengths[batch[0]] * (len(batch) + 1) > self.max_batch_tokens):
+                yield batch
+                batch = []
+            batch.append(i)
+        if batch:
+            yield batch
+
+    @torch.inference_mode()
+    def _forward_logprobs(self, seqs: list[list[int]], want: list[list[int]]) -> list[torch.Tensor]:
+        """For each sequence, log-softmax rows at the positions in `want` (position p holds
+        the distribution of token p+1). Rows come back as float32 CPU tensors."""
+        out: list[torch.Tensor | None] = [None] * len(seqs)
+        pad = self.tokenizer.pad_token_id
+        for batch in self._batches([len(s) for s in seqs]):
+            width = max(len(seqs[i]) for i in batch)
+            ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for r, i in enumerate(batch):
+                ids[r, : len(seqs[i])] = torch.tensor(seqs[i])
+                mask[r, : len(seqs[i])] = 1
+            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
+            self.usage.calls += 1
+            self.usage.prompt_tokens += int(mask.sum())
+            for r, i in enumerate(batch):
+                rows = logits[r, want[i]].float()
+                out[i] = torch.log_softmax(rows, dim=-1).cpu()
+        return out  # type: ignore[return-value]
+
+    def _check_length(self, n: int) -> None:
+        if n > self.max_length:
+            raise SelfteachError(f"prompt of {n} tokens exceeds the model's context of {self.max_length}")
+
+    def score(self, prompts: list[str], continuations: list[list[str]]) -> list[list[float]]:
+        seqs, want, targets, owner = [], [], [], []
+        for pi, (prompt, conts) in enumerate(zip(prompts, continuations, strict=True)):
+            for ci, cont in enumerate(conts):
+                ctx, cont2 = split_context(prompt, cont)
+                ctx_ids, cont_ids = self._prompt_ids(ctx), self.tokenize(cont2)
+                if not cont_ids:
+                    raise SelfteachError(f"empty continuation {cont!r}")
+                seq = ctx_ids + cont_ids
+                self._check_length(len(seq))
+                seqs.append(seq)
+                want.append(list(range(len(ctx_ids) - 1, len(seq) - 1)))
+                targets.append(cont_ids)
+                owner.append((pi, ci))
+        rows = self._forward_logprobs(seqs, want)
+        result = [[0.0] * len(c) for c in continuations]
+        for (pi, ci), lp, tgt in zip(owner, rows, targets, strict=True):
+            result[pi][ci] = float(lp[torch.arange(len(tgt)), torch.tensor(tgt)].sum())
+        return result
+
+    def next_token_logprobs(self, prompts: list[str]) -> list[torch.Tensor]:
+        """Full next-token log-prob vectors (vocab-sized) after each prompt."""
+        seqs = [self._prompt_ids(p) for p in prompts]
+        for s in seqs:
+            self._check_length(len(s))
+        rows = self._forward_logprobs(seqs, [[len(s) - 1] for s in seqs])
+        return [r[0] for r in rows]
+
+    def label_logprobs(self, prompts: list[str], labels: dict[str, list[str]]) -> list[dict[str, float]]:
+        single: dict[str, list[int]] = {}
+        multi: dict[str, list[str]] = {}
+        for label, variants in labels.items():
+            ids: list[int] = []
+            for v in variants:
+                toks = self.tokenize(v)
+                if len(toks) == 1:
+                    if toks[0] not in ids:
+                        ids.append(toks[0])
+                else:
+                    multi.setdefault(label, []).append(v)
+            single[label] = ids
+        dists = self.next_token_logprobs(prompts)
+        out = []
+        for d in dists:
+            out.append({lab: float(torch.logsumexp(d[ids], 0)) if ids else -math.inf for lab, ids in single.items()})
+        if multi:  # variants that span several tokens are scored in full and added
+            names = [(lab, v) for lab, vs in multi.items() for v in vs]
+            scores = self.score(prompts, [[v for _, v in names]] * len(prompts))
+            for row, srow in zip(out, scores, strict=True):
+                for (lab, _), s in zip(names, srow, strict=True):
+                    row[lab] = float(torch.logaddexp(torch.tensor(row[lab]), torch.tensor(s)))
+        return out
+
+    def top_logprobs(self, prompts: list[str], k: int = 20) -> list[dict[str, float]]:
+        out = []
+        for d in self.next_token_logprobs(prompts):
+            vals, idx = torch.topk(d, k)
+            out.append({self.tokenizer.decode([int(i)]): float(v) for v, i in zip(vals, idx, strict=True)})
+        return out
+
+    # ---- generation -------------------------------------------------------------------
+    @torch.inference_mode()
+    def generate(self, prompts: list[Prompt], params: SamplingParams) -> list[list[Generation]]:
+        seqs = [self._prompt_ids(p) for p in prompts]
+        for s in seqs:
+            self._check_length(len(s) + params.max_new_tokens)
+        results: list[list[Generation]] = [[] for _ in prompts]
+        per_batch = max(1, self.batch_size // params.n)
+        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+        for start in range(0, len(order), per_batch):
+            batch = order[start : start + per_batch]
+            gens = self._generate_batch([seqs[i] for i in batch], params)
+            for i, g in zip(batch, gens, strict=True):
+                results[i] = g
+        return results
+
+    def _generate_batch(self, seqs: list[list[int]], params: SamplingParams) -> list[list[Generation]]:
+        pad = self.tokenizer.pad_token_id
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for r, s in enumerate(seqs):  # left padding
+            ids[r, width - len(s):] = torch.tensor(s)
+            mask[r, width - len(s):] = 1
+        if params.seed is not None:
+            torch.manual_seed(params.seed)
+        sample = params.temperature > 0
+        kwargs = dict(max_new_tokens=params.max_new_tokens, do_sample=sample, num_return_sequences=params.n,
+                      pad_token_id=pad, eos_token_id=self.model.generation_config.eos_token_id
+                      or self.tokenizer.eos_token_id)
+        if sample:
+            kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        if params.stop:
+            kwargs.update(stop_strings=params.stop, tokenizer=self.tokenizer)
+        out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs)
+        self.usage.calls += 1
+        self.usage.prompt_tokens += int(mask.sum()) * params.n
+        new = out[:, width:].cpu().tolist()
+        gens: list[list[Generation]] = []
+        for r in range(len(seqs)):
+            gens.append([self._finish(new[r * params.n + j], params) for j in range(params.n)])
+        self.usage.generated_tokens += sum(g.num_tokens for row in gens for g in row)
+        return gens
+
+    def _finish(self, ids: list[int], params: SamplingParams) -> Generation:
+        """Cut at EOS/padding and at the first stop string; report why it ended."""
+        eos = self.model.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}
+        reason = "length"
+        for j, t in enumerate(ids):
+            if t in eos_ids:
+                ids, reason = ids[:j], "stop"
+                break
+        text = self.detokenize(ids)
+        if params.stop:
+            cut = min((text.find(s) for s in params.stop if s in text), default=-1)
+            if cut >= 0:
+                text, reason = text[:cut], "stop"
+                # keep the shortest token prefix that still covers the kept text
+                for j in range(len(ids) + 1):
+                    if self.detokenize(ids[:j]).startswith(text) and len(self.detokenize(ids[:j])) >= len(text):
+                        ids = ids[:j]
+                        break
+        return Generation(text=text, token_ids=ids, finish_reason=reason)
