@@ -26,7 +26,7 @@ server:
 	PYTHON=$(BIN)/python bash scripts/build_llama_server.sh
 
 demo: setup
-	$(BIN)/selfteach demo
+	$(BIN)/selfteach demo $(if $(wildcard ../shared/data/math/mawps_singleop.jsonl),--data ../shared/data/math/mawps_singleop.jsonl)
 
 test: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -56,12 +56,16 @@ def models() -> None:
 def _register_all() -> None:
     for name in COMMAND_MODULES:
         try:
-            mod = importlib.import_module(name)
+            importlib.import_module(name).register(app)
         except ModuleNotFoundError as e:
-            if e.name == name:
-                continue
-            raise
-        mod.register(app)
+            if e.name != name:
+                _warn_broken(name, e)
+        except Exception as e:  # one broken command group must not take the whole CLI down
+            _warn_broken(name, e)
+
+
+def _warn_broken(name: str, e: Exception) -> None:
+    console.print(f"[yellow]warning:[/yellow] commands from {name} unavailable: {type(e).__name__}: {e}")
 
 
 _register_all()

@@ -89,25 +89,28 @@ class RunDir:
             return []
         return read_jsonl(f)
 
-    def done_ids(self, name: str, key: str = "id") -> set[str]:
-        """Ids already written to an outputs file (for --resume). A torn last line from an
-        interruption is dropped rather than failing the resume."""
+    def done_rows(self, name: str, key: str = "id") -> dict[str, dict[str, Any]]:
+        """Rows already written to an outputs file, by `key` (for --resume). A torn last
+        line left by an interruption is dropped (and the file repaired) instead of failing."""
         f = self.path / name
         if not f.exists():
-            return set()
-        ids = set()
-        lines = f.read_text(encoding="utf-8").splitlines()
+            return {}
+        lines = [ln for ln in f.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        rows: dict[str, dict[str, Any]] = {}
         good = []
         for line in lines:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            ids.add(str(row[key]))
+            rows[str(row[key])] = row
             good.append(line)
-        if len(good) != len([ln for ln in lines if ln.strip()]):
+        if len(good) != len(lines):
             atomic_write_text(f, "".join(g + "\n" for g in good))
-        return ids
+        return rows
+
+    def done_ids(self, name: str, key: str = "id") -> set[str]:
+        return set(self.done_rows(name, key))
 
     def write_json(self, name: str, obj: Any) -> Path:
         return atomic_write_text(self.path / name, json.dumps(obj, indent=2, default=str))

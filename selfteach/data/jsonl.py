@@ -13,6 +13,9 @@ from pydantic import BaseModel
 
 from selfteach.errors import SelfteachError
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """All rows of a JSONL file; a bad line raises an error naming file and line."""
@@ -69,6 +72,7 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

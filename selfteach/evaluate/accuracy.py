@@ -1,0 +1,156 @@
+"""Accuracy of a model on problems: greedy or sampled, with pass@k and maj@k.
+
+Per item: k samples (k=1 greedy by default), each answer extracted and compared with the
+gold answer (math-verify for math, the letter for multiple choice). Reported with
+bootstrap 95% intervals over items (`selfteach.stats`). pass@k is the unbiased estimator
+of Chen et al. 2021 (arXiv 2107.03374, eq. 1); maj@k is the accuracy of the most common
+extracted answer (self-consistency, Wang et al. 2022, arXiv 2203.11171).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from selfteach.backends.base import Backend, SamplingParams
+from selfteach.data.answers import answers_match, extract_answer, extract_choice
+from selfteach.data.records import Problem
+from selfteach.errors import SelfteachError
+from selfteach.evaluate.prompts import solve_prompt
+from selfteach.runs import RunDir
+from selfteach.stats import majority, mean_ci, pass_at_k
+
+
+class AccuracyConfig(BaseModel):
+    """Settings of `selfteach eval accuracy`."""
+
+    model: str = Field("smollm2-135m", description="model alias, directory, .gguf, hub id or server URL")
+    data: str = Field("builtin:arithmetic", description="data spec: JSONL/parquet/dataset dir or builtin:NAME")
+    limit: int | None = Field(None, description="evaluate the first N problems only")
+    samples: int = Field(1, ge=1, description="k samples per problem (pass@k, maj@k)")
+    temperature: float = Field(0.0, ge=0.0, description="0 = greedy; with samples > 1 use e.g. 0.7")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling mass")
+    max_new_tokens: int = Field(256, ge=1, description="cap on generated tokens per sample")
+    batch_size: int = Field(8, ge=1, description="problems per generation batch")
+    seed: int = Field(0, description="sampling seed")
+    fields: dict[str, str] = Field(default_factory=dict, description="field mapping for JSONL data")
+
+
+def score_item(problem: Problem, texts: list[str]) -> dict:
+    """Per-item record: answers, correctness, and the item's pass@k / maj@k."""
+    kind = "choice" if problem.choices else "math"
+    if kind == "choice":
+        answers = [extract_choice(t) for t in texts]
+        correct = [a is not None and a == str(problem.answer).upper() for a in answers]
+    else:
+        answers = [extract_answer(t) for t in texts]
+        correct = [answers_match(a, problem.answer) for a in answers]
+    maj = majority(answers)
+    maj_ok = maj is not None and (maj == str(problem.answer).upper() if kind == "choice" else answers_match(maj, problem.answer))
+    k = len(texts)
+    return {"id": problem.id, "gold": problem.answer, "answers": answers, "correct": correct,
+            "accuracy": sum(correct) / k, "pass_at_k": pass_at_k(k, sum(correct), k),
+            "maj_at_k": float(maj_ok), "outputs": texts}
+
+
+def summarize(items: list[dict]) -> dict:
+    """Mean and 95% bootstrap interval of accuracy, pass@k and maj@k over items."""
+    if not items:
+        raise SelfteachError("no items were evaluated")
+    return {name: mean_ci([it[name] for it in items]) for name in ("accuracy", "pass_at_k", "maj_at_k")} | {
+        "n": len(items), "k": len(items[0]["correct"])}
+
+
+def accuracy(model: str | Backend, problems: list[Problem], samples: int = 1, temperature: float | None = None,
+             max_new_tokens: int = 256, top_p: float = 1.0, seed: int = 0, batch_size: int = 8,
+             run: RunDir | None = None, progress: bool = True) -> dict:
+    """Evaluate `model` on `problems`. Returns `summarize(...)` plus `items`.
+
+    `temperature` defaults to 0 (greedy) for one sample and 0.7 for several. With `run`,
+    per-item outputs go to `outputs.jsonl` as they finish and items already there are
+    skipped (resume).
+    """
+    from selfteach.backends import load_backend
+
+    backend = load_backend(model) if isinstance(model, str) else model
+    missing = [p.id for p in problems if p.answer is None]
+    if missing:
+        raise SelfteachError(f"{len(missing)} problems have no gold answer (first id {missing[0]!r}); "
+                             "accuracy needs answers")
+    if temperature is None:
+        temperature = 0.0 if samples == 1 else 0.7
+    params = SamplingParams(n=samples, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
+    done = run.done_rows("outputs.jsonl") if run else {}
+    # Batches have fixed boundaries and a per-batch seed, so a resumed run regenerates a
+    # partly finished batch with the same composition and seed: the same samples.
+    batches = [problems[i : i + batch_size] for i in range(0, len(problems), batch_size)]
+    with _progress(progress, len(problems), sum(p.id in done for p in problems)) as advance:
+        for b, batch in enumerate(batches):
+            if all(p.id in done for p in batch):
+                continue
+            gens = backend.generate([solve_prompt(backend, p) for p in batch],
+                                    params.model_copy(update={"seed": seed + b}))
+            for p, g in zip(batch, gens, strict=True):
+                if p.id in done:
+                    continue
+                item = score_item(p, [x.text for x in g]) | {"tokens": [x.num_tokens for x in g]}
+                done[p.id] = item
+                if run:
+                    run.append("outputs.jsonl", item)
+                advance(1)
+    items = [done[p.id] for p in problems]
+    return summarize(items) | {"items": items, "usage": backend.usage.as_dict()}
+
+
+class _progress:
+    """A rich progress bar (or nothing) yielding an `advance(n)` callable."""
+
+    def __init__(self, enabled: bool, total: int, completed: int = 0, label: str = "evaluating"):
+        self.enabled, self.total, self.completed, self.label = enabled, total, completed, label
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda n: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                            transient=True)
+        self.bar.start()
+        task = self.bar.add_task(self.label, total=self.total, completed=self.completed)
+        return lambda n: self.bar.advance(task, n)
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.bar.stop()
+        return False
+
+
+def run_accuracy(config: AccuracyConfig, out: str | Path, resume: bool = False, progress: bool = True) -> dict:
+    """`selfteach eval accuracy`: load data and model, evaluate, write the run directory."""
+    from selfteach.backends import load_backend
+    from selfteach.data.loaders import load_problems
+
+    problems = load_problems(config.data, fields=config.fields, limit=config.limit, require_answers=True,
+                             seed=config.seed)
+    run = RunDir.create(out, config, resume=resume, seed=config.seed)
+    backend = load_backend(config.model)
+    result = accuracy(backend, problems, samples=config.samples, temperature=config.temperature if
+                      (config.samples == 1 or config.temperature > 0) else None,
+                      max_new_tokens=config.max_new_tokens, top_p=config.top_p, seed=config.seed,
+                      batch_size=config.batch_size, run=run, progress=progress)
+    summary = {k: v for k, v in result.items() if k != "items"}
+    run.write_json("metrics.json", summary)
+    run.log_metrics({"event": "accuracy", **{k: v["mean"] for k, v in summary.items() if isinstance(v, dict) and "mean" in v}})
+    run.write_json("summary.json", summary_tables(config, summary))
+    return result
+
+
+def summary_tables(config: AccuracyConfig, s: dict) -> dict:
+    rows = [[name, f"{s[key]['mean']:.3f}", f"[{s[key]['lo']:.3f}, {s[key]['hi']:.3f}]"]
+            for name, key in (("accuracy (mean over samples)", "accuracy"), (f"pass@{s['k']}", "pass_at_k"),
+                              (f"maj@{s['k']}", "maj_at_k"))]
+    return {"title": f"Accuracy of {config.model} on {config.data}",
+            "tables": [{"name": f"{s['n']} problems, k={s['k']}", "columns": ["metric", "value", "95% CI (bootstrap)"],
+                        "rows": rows}],
+            "notes": [f"temperature {config.temperature}, max_new_tokens {config.max_new_tokens}, seed {config.seed}"]}
