@@ -117,13 +117,23 @@ class HFBackend:
             for r, i in enumerate(batch):
                 ids[r, : len(seqs[i])] = torch.tensor(seqs[i])
                 mask[r, : len(seqs[i])] = 1
-            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
+            hidden = self.model.get_decoder()(input_ids=ids.to(self.device),
+                                              attention_mask=mask.to(self.device)).last_hidden_state
             self.usage.calls += 1
             self.usage.prompt_tokens += int(mask.sum())
-            for r, i in enumerate(batch):
-                rows = logits[r, want[i]].float()
-                out[i] = torch.log_softmax(rows, dim=-1).cpu()
+            # The LM head only at the wanted positions: for a 262k vocabulary (Gemma 3) the
+            # head over every position costs more than the whole transformer.
+            rows = torch.cat([hidden[r, want[i]] for r, i in enumerate(batch)])
+            lp = torch.log_softmax(self._head(rows), dim=-1).cpu()
+            for i, part in zip(batch, torch.split(lp, [len(want[i]) for i in batch]), strict=True):
+                out[i] = part
         return out  # type: ignore[return-value]
+
+    def _head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """fp32 logits from hidden states (with final soft-capping where the model has it)."""
+        logits = self.model.get_output_embeddings()(hidden).float()
+        cap = getattr(self.model.config, "final_logit_softcapping", None)
+        return torch.tanh(logits / cap) * cap if cap else logits
 
     def _check_length(self, n: int) -> None:
         if n > self.max_length:
@@ -388,17 +398,20 @@ class HFBackend:
     # examples is paid for once instead of once per scored example.
 
     def _icm_label_ids(self, labels: dict[str, list[str]]) -> dict[str, list[int]] | None:
-        """Single-token ids of every variant of every label; None when a variant spans
-        several tokens (then callers fall back to `label_logprobs`)."""
+        """Ids of the variants of each label that are one token for this tokenizer (" True",
+        "True", " true", ...; all of them are summed). Variants that span several tokens
+        (" TRUE" in some vocabularies) are left out here: scoring them needs a forward pass
+        per variant and their mass is negligible. None when a label has no one-token
+        variant (callers then fall back to `label_logprobs`)."""
         out: dict[str, list[int]] = {}
         for label, variants in labels.items():
             ids: list[int] = []
             for v in variants:
                 toks = self.tokenize(v)
-                if len(toks) != 1:
-                    return None
-                if toks[0] not in ids:
+                if len(toks) == 1 and toks[0] not in ids:
                     ids.append(toks[0])
+            if not ids:
+                return None
             out[label] = ids
         return out
 

@@ -62,17 +62,24 @@ def summarize(items: list[dict]) -> dict:
         "n": len(items), "k": len(items[0]["correct"])}
 
 
-def accuracy(model: str | Backend, problems: list[Problem], samples: int = 1, temperature: float | None = None,
+def accuracy(model: str | Backend, problems: list[Problem] | str, samples: int = 1, temperature: float | None = None,
              max_new_tokens: int = 256, top_p: float = 1.0, seed: int = 0, batch_size: int = 8,
              run: RunDir | None = None, progress: bool = True) -> dict:
-    """Evaluate `model` on `problems`. Returns `summarize(...)` plus `items`.
+    """Evaluate `model` on `problems` (records, or a data spec like "builtin:arithmetic").
+    Returns `summarize(...)` plus `items` and the backend's `usage`.
+
+    >>> r = accuracy("smollm2-135m", load_problems("data.jsonl", limit=50))
+    >>> r["accuracy"]["mean"], r["maj_at_k"]
 
     `temperature` defaults to 0 (greedy) for one sample and 0.7 for several. With `run`,
     per-item outputs go to `outputs.jsonl` as they finish and items already there are
     skipped (resume).
     """
     from selfteach.backends import load_backend
+    from selfteach.data.loaders import load_problems
 
+    if isinstance(problems, str):
+        problems = load_problems(problems)
     backend = load_backend(model) if isinstance(model, str) else model
     missing = [p.id for p in problems if p.answer is None]
     if missing:
