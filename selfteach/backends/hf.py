@@ -351,7 +351,7 @@ class HFBackend:
             else:
                 kwargs.update(temperature=None, top_p=None, top_k=None)
             if params.stop:
-                kwargs.update(stop_strings=params.stop, tokenizer=self.tokenizer)
+                kwargs.update(stopping_criteria=self._stop_criteria(tuple(params.stop)))
             gen = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                                       past_key_values=cache, **kwargs)
             self.usage.calls += 1
@@ -364,6 +364,16 @@ class HFBackend:
                 self.usage.generated_tokens += g.num_tokens
                 out[i][j] = g
         return out  # type: ignore[return-value]
+
+    def _stop_criteria(self, stop: tuple[str, ...]):
+        """Stop-string criteria built once per stop set: building them scans the whole
+        vocabulary (1-4 s on CPU per `generate` call with `stop_strings=`)."""
+        from transformers import StoppingCriteriaList, StopStringCriteria
+
+        cache = self.__dict__.setdefault("_stop_criteria_cache", {})
+        if stop not in cache:
+            cache[stop] = StoppingCriteriaList([StopStringCriteria(self.tokenizer, list(stop))])
+        return cache[stop]
 
     def _prefill_kv(self, seqs: list[list[int]]) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
         """One forward pass per batch of sequences (right-padded); per sequence and layer the

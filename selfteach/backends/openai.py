@@ -1,0 +1,499 @@
+"""OpenAI-compatible server backend: vLLM, SGLang, llama.cpp's llama-server, or any server
+that speaks the OpenAI completions / chat API.
+
+How each `Backend` call maps onto the API (one HTTP request per prompt, at most
+`max_concurrency` in flight, retried with exponential backoff on 408/409/429/5xx,
+timeouts and dropped connections by the official `openai` client):
+
+- `label_logprobs` / `top_logprobs`: ONE generated token with the top-20 log-probs
+  (`max_tokens=1, logprobs=20`); a label's probability is the sum over its surface variants
+  found there. We never ask for prompt log-probs (`echo`): they disable vLLM's prefix cache.
+  A label none of whose variants reach the top 20 is scored exactly with a forced token
+  (below), so its log-prob is never silently -inf.
+- `score` (multi-token continuations): each continuation token is *forced* with
+  `logit_bias={token: +100}` after the exact token prefix, one request per token; the
+  server reports the token's log-prob from the raw logits (llama-server, vLLM V1's default
+  `raw_logprobs`). This needs no `echo` (llama-server has none, see the platform notes), so
+  it works on every server tested; a server that reports biased log-probs is detected and
+  refused. Context/continuation split follows lm-eval-harness, as in the hf backend.
+- `generate`: `n` samples in one request, with stop strings and seed; a prompt may be a
+  list of token ids (completions API), so anytime evaluation can continue an exact prefix.
+  Token ids come from the response (llama-server's `logprobs.content[].id`; vLLM's
+  `return_tokens_as_token_ids`), else from re-tokenising the text.
+- `tokenize` / `detokenize` / `chat_prompt`: a local HF tokenizer if given (`tokenizer=`),
+  else the server's endpoints (llama-server `/tokenize`, `/detokenize`, `/apply-template`;
+  vLLM `/tokenize`, `/detokenize`).
+
+`mode="completions"` (default) sends prompts as raw text: use it for base models, and for
+instruct models with prompts built by `chat_prompt()`. `mode="chat"` sends each prompt as
+one user message to `/chat/completions` (the server applies the template); it cannot
+continue token-id prefixes or score forced continuations.
+
+The API key is read from the environment variable named by `api_key_env` (local servers
+need none) and is never logged, printed or put in an error message.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from selfteach.backends.base import Generation, Prompt, SamplingParams, Usage
+from selfteach.errors import SelfteachError
+
+TOP_K = 20  # top log-probs per label-scoring request (OpenAI's and vLLM's default cap)
+FORCE_BIAS = 100.0  # logit_bias that forces a token (OpenAI's maximum)
+
+
+class ChatText(str):
+    """A user message returned by `chat_prompt` in chat mode; remembers its system prompt."""
+
+    system: str | None = None
+
+
+@dataclass
+class Step:
+    """One generated position as the server reports it (any of the API shapes)."""
+
+    token: str
+    id: int | None
+    logprob: float
+    nbytes: int | None  # length in UTF-8 bytes, when the server says
+    top: list[tuple[str, int | None, float]]
+
+
+def _get(obj: Any, key: str, default: Any = None) -> Any:
+    if obj is None:
+        return default
+    if isinstance(obj, dict):
+        return obj.get(key, default)
+    val = getattr(obj, key, default)
+    if val is default and getattr(obj, "model_extra", None):
+        val = obj.model_extra.get(key, default)
+    return val
+
+
+def _token_id(token: str, given: Any) -> int | None:
+    if given is not None:
+        return int(given)
+    if token.startswith("token_id:"):  # vLLM with return_tokens_as_token_ids
+        return int(token.removeprefix("token_id:"))
+    return None
+
+
+def parse_logprobs(lp: Any) -> list[Step]:
+    """Adapter over the three shapes of `choice.logprobs`:
+
+    - chat API, and llama-server even on /completions: `{"content": [{"id"?, "token",
+      "bytes", "logprob", "top_logprobs": [{"token", "logprob", ...}]}]}`;
+    - OpenAI/vLLM completions: `{"tokens": [...], "token_logprobs": [...],
+      "top_logprobs": [{token: logprob}, ...]}`.
+    """
+    if lp is None:
+        return []
+    content = _get(lp, "content")
+    steps: list[Step] = []
+    if content is not None:
+        for c in content:
+            tok = _get(c, "token") or ""
+            b = _get(c, "bytes")
+            top = [(_get(t, "token") or "", _token_id(_get(t, "token") or "", _get(t, "id")), float(_get(t, "logprob")))
+                   for t in (_get(c, "top_logprobs") or [])]
+            steps.append(Step(tok, _token_id(tok, _get(c, "id")), float(_get(c, "logprob")),
+                              len(b) if b is not None else None, top))
+        return steps
+    tokens = _get(lp, "tokens") or []
+    lps = _get(lp, "token_logprobs") or []
+    tops = _get(lp, "top_logprobs") or [None] * len(tokens)
+    for tok, logprob, t in zip(tokens, lps, tops, strict=False):
+        top = [(k, _token_id(k, None), float(v)) for k, v in (t or {}).items()]
+        steps.append(Step(tok, _token_id(tok, None), -math.inf if logprob is None else float(logprob), None, top))
+    return steps
+
+
+def _logsumexp(xs: Sequence[float]) -> float:
+    xs = [x for x in xs if x != -math.inf]
+    if not xs:
+        return -math.inf
+    m = max(xs)
+    return m + math.log(sum(math.exp(x - m) for x in xs))
+
+
+def _first_line(text: str) -> str:
+    lines = [ln for ln in str(text).strip().splitlines() if ln.strip()]
+    return lines[0][:300] if lines else ""
+
+
+QUERY_KEYS = ("model", "mode", "tokenizer", "api_key_env", "max_concurrency", "system")
+
+
+def _split_query(url: str) -> tuple[str, dict[str, str]]:
+    """`http://host:8000/v1?mode=chat&tokenizer=Qwen/Qwen2.5-0.5B-Instruct` -> (url, options):
+    constructor options inside the URL, so `--model URL` on the command line can carry them."""
+    from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SelfteachError(f"server URL {url!r}: expected http(s)://HOST:PORT/v1")
+    query = dict(parse_qsl(parts.query))
+    unknown = sorted(set(query) - set(QUERY_KEYS))
+    if unknown:
+        raise SelfteachError(f"server URL option {unknown[0]!r}: choose from {', '.join(QUERY_KEYS)}")
+    return urlunsplit(parts._replace(query="", fragment="")), query
+
+
+def _as_int(name: str, value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise SelfteachError(f"{name} {value!r}: expected an integer") from None
+
+
+class OpenAIBackend:
+    """`Backend` over an OpenAI-compatible server. See the module docstring.
+
+    Args:
+        base_url: the API root, e.g. `http://127.0.0.1:8000/v1` (vLLM) or
+            `http://127.0.0.1:8080/v1` (llama-server).
+        model: the served model name; default: the first one `/models` lists.
+        api_key_env: environment variable holding the API key (unset: no key, "EMPTY").
+        mode: "completions" (raw text prompts; base models, or text from `chat_prompt`) or
+            "chat" (each prompt is one user message; instruct models behind a chat-only API).
+        max_concurrency: requests in flight at once (a thread pool).
+        timeout: seconds before one request is abandoned (and retried).
+        max_retries: retries per request on 408/409/429/5xx, timeouts and connection errors,
+            with exponential backoff (0.5 s doubling to 8 s, or the server's Retry-After).
+        tokenizer: a local HF tokenizer (object, or a path/alias for AutoTokenizer) used for
+            tokenize/detokenize/chat_prompt instead of the server's endpoints.
+        system: chat mode only: system message for prompts not built by `chat_prompt`.
+
+    Options can also ride in the URL's query string, so `--model URL` on the command line
+    can set them: `http://127.0.0.1:8000/v1?mode=chat&tokenizer=Qwen/Qwen2.5-0.5B-Instruct`
+    (keys: model, mode, tokenizer, api_key_env, max_concurrency, system).
+    """
+
+    def __init__(self, base_url: str, model: str | None = None, api_key_env: str = "OPENAI_API_KEY",
+                 mode: str = "completions", max_concurrency: int = 8, timeout: float = 120.0,
+                 max_retries: int = 3, tokenizer: Any = None, system: str | None = None):
+        import openai
+
+        base_url, query = _split_query(base_url)
+        model, mode, tokenizer = model or query.get("model"), query.get("mode", mode), tokenizer or query.get("tokenizer")
+        api_key_env, system = query.get("api_key_env", api_key_env), system or query.get("system")
+        max_concurrency = _as_int("max_concurrency", query.get("max_concurrency", max_concurrency))
+        if mode not in ("completions", "chat"):
+            raise SelfteachError(f"mode {mode!r}: choose completions or chat")
+        if max_concurrency < 1:
+            raise SelfteachError(f"max_concurrency {max_concurrency}: must be >= 1")
+        self.base_url = base_url.rstrip("/")
+        self.mode = mode
+        self.system = system
+        self.max_concurrency = max_concurrency
+        self.usage = Usage()
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="selfteach-openai")
+        self._client = openai.OpenAI(base_url=self.base_url, api_key=os.environ.get(api_key_env) or "EMPTY",
+                                     max_retries=max_retries, timeout=timeout)
+        self._root = self.base_url[: -len("/v1")] if self.base_url.endswith("/v1") else self.base_url
+        self.kind, served = self._probe()
+        self.model = model or served
+        self.name = f"{self.base_url}#{self.model}"
+        self.tokenizer = self._load_tokenizer(tokenizer)
+        self._bos: list[int] | None = None
+
+    def __repr__(self) -> str:  # never shows the key
+        return f"OpenAIBackend({self.base_url!r}, model={self.model!r}, mode={self.mode!r}, kind={self.kind!r})"
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self._client.close()
+
+    def __enter__(self) -> OpenAIBackend:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- plumbing -----------------------------------------------------------------------
+    def _call(self, fn: Callable[..., Any], **kwargs) -> Any:
+        """One API call; failures become one-line SelfteachErrors (the key is never in them)."""
+        import openai
+
+        try:
+            return fn(**kwargs)
+        except openai.APITimeoutError:
+            raise SelfteachError(f"server {self.base_url}: request timed out after {self._client.timeout}s "
+                                 f"and {self._client.max_retries} retries") from None
+        except openai.APIConnectionError as e:
+            cause = _first_line(str(e.__cause__ or e))
+            raise SelfteachError(f"server {self.base_url}: unreachable "
+                                 f"({cause}); is it running?") from None
+        except openai.APIStatusError as e:
+            body = e.body if isinstance(e.body, (str, type(None))) else _get(e.body, "message", e.body)
+            raise SelfteachError(f"server {self.base_url}: HTTP {e.status_code}: {_first_line(str(body or e.message))}"
+                                 ) from None
+
+    def _map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+        """Run `fn` over items with at most `max_concurrency` requests in flight, in order."""
+        if len(items) <= 1:
+            return [fn(x) for x in items]
+        return list(self._pool.map(fn, items))
+
+    def _count(self, resp: Any) -> None:
+        u = _get(resp, "usage")
+        details = _get(u, "prompt_tokens_details")
+        with self._lock:
+            self.usage.calls += 1
+            self.usage.prompt_tokens += int(_get(u, "prompt_tokens", 0) or 0)
+            self.usage.generated_tokens += int(_get(u, "completion_tokens", 0) or 0)
+            cached = int(_get(details, "cached_tokens", 0) or 0)
+            if cached:
+                self.usage.extra["cached_prompt_tokens"] = self.usage.extra.get("cached_prompt_tokens", 0) + cached
+
+    def _http(self, path: str, payload: dict) -> dict:
+        """POST to a non-OpenAI endpoint at the server root (tokenize, apply-template)."""
+        resp = self._call(self._client.post, path=f"{self._root}{path}", cast_to=object, body=payload)
+        if not isinstance(resp, dict):
+            raise SelfteachError(f"server {self.base_url}: unexpected answer from {path}")
+        return resp
+
+    def _probe(self) -> tuple[str, str]:
+        """(server kind, first served model) from GET /models; fails fast if unreachable."""
+        # one retry at most: a refused connection here almost always means "not running"
+        client = self._client.with_options(max_retries=min(self._client.max_retries, 1))
+        models = self._call(client.models.list)
+        data = list(models.data)
+        if not data:
+            raise SelfteachError(f"server {self.base_url}: /models lists no model")
+        owner = str(_get(data[0], "owned_by", "") or "").lower()
+        kind = "llamacpp" if "llama" in owner else "vllm" if "vllm" in owner else "sglang" if "sglang" in owner \
+            else "openai"
+        return kind, str(data[0].id)
+
+    def _load_tokenizer(self, tokenizer: Any) -> Any:
+        if tokenizer is None or not isinstance(tokenizer, str):
+            return tokenizer
+        from transformers import AutoTokenizer
+
+        from selfteach.backends.models import resolve
+
+        return AutoTokenizer.from_pretrained(str(resolve(tokenizer)))
+
+    def _extra(self) -> dict:
+        """Non-OpenAI sampling fields: plain temperature/top-p sampling, as in the hf backend
+        (llama-server defaults to top_k=40, min_p=0.05; vLLM may apply the model's
+        generation_config). -1 disables top-k on llama.cpp, vLLM and SGLang alike."""
+        if self.kind == "openai":
+            return {}
+        extra: dict[str, Any] = {"top_k": -1, "min_p": 0.0}
+        if self.kind == "llamacpp":
+            extra["repeat_penalty"] = 1.0
+        return extra
+
+    # ---- tokens -------------------------------------------------------------------------
+    def tokenize(self, text: str) -> list[int]:
+        return self._tokenize(text, special=False)
+
+    def _tokenize(self, text: str, special: bool) -> list[int]:
+        if self.tokenizer is not None:
+            return list(self.tokenizer.encode(text, add_special_tokens=special))
+        if self.kind == "llamacpp":
+            return [int(t) for t in self._http("/tokenize", {"content": text, "add_special": special})["tokens"]]
+        if self.kind == "vllm":
+            return [int(t) for t in self._http("/tokenize", {"model": self.model, "prompt": text,
+                                                             "add_special_tokens": special})["tokens"]]
+        raise SelfteachError(f"server {self.base_url}: has no tokenize endpoint; pass tokenizer=PATH_OR_ALIAS")
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        ids = [int(i) for i in ids]
+        if not ids:
+            return ""
+        if self.tokenizer is not None:
+            return self.tokenizer.decode(ids, skip_special_tokens=True)
+        if self.kind == "llamacpp":
+            return str(self._http("/detokenize", {"tokens": ids})["content"])
+        if self.kind == "vllm":
+            return str(self._http("/detokenize", {"model": self.model, "tokens": ids})["prompt"])
+        raise SelfteachError(f"server {self.base_url}: has no detokenize endpoint; pass tokenizer=PATH_OR_ALIAS")
+
+    def _bos_ids(self) -> list[int]:
+        """[bos] when the model expects one (Gemma), else []; token-id prompts get it
+        prepended like the hf backend does (servers add it only to text prompts)."""
+        if self._bos is None:
+            self._bos = self._tokenize("", special=True)[:1]
+        return self._bos
+
+    def _ids(self, prompt: Prompt) -> list[int]:
+        ids = list(prompt) if isinstance(prompt, list) else self.tokenize(prompt)
+        bos = self._bos_ids()
+        return bos + ids if bos and (not ids or ids[0] != bos[0]) else ids
+
+    def chat_prompt(self, user: str, system: str | None = None) -> str:
+        if self.mode == "chat":
+            out = ChatText(user)
+            out.system = system
+            return out
+        msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+        if self.tokenizer is not None:
+            if not getattr(self.tokenizer, "chat_template", None):
+                return user
+            return self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        if self.kind == "llamacpp":
+            return str(self._http("/apply-template", {"messages": msgs})["prompt"])
+        raise SelfteachError(f"server {self.base_url}: cannot apply the chat template here; "
+                             "pass tokenizer=PATH_OR_ALIAS or use mode='chat'")
+
+    # ---- one request --------------------------------------------------------------------
+    def _messages(self, prompt: Prompt) -> list[dict]:
+        if isinstance(prompt, list):
+            raise SelfteachError("token-id prompts need mode='completions' (the chat API takes text only)")
+        system = prompt.system if isinstance(prompt, ChatText) else self.system
+        return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": str(prompt)}]
+
+    def _request(self, prompt: Prompt, *, max_tokens: int, top: int = 0, temperature: float = 0.0,
+                 top_p: float = 1.0, n: int = 1, stop: list[str] | None = None, seed: int | None = None,
+                 logit_bias: dict[str, float] | None = None) -> Any:
+        """One completions/chat request; returns the raw response (choices, usage)."""
+        common: dict[str, Any] = dict(model=self.model, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                                      n=n, extra_body=self._extra())
+        if stop:
+            common["stop"] = stop
+        if seed is not None:
+            common["seed"] = seed
+        if logit_bias:
+            common["logit_bias"] = logit_bias
+        if self.mode == "chat":
+            if top:
+                common.update(logprobs=True, top_logprobs=top)
+            elif self.kind == "llamacpp":  # its chat logprobs carry the sampled token ids
+                common.update(logprobs=True)
+            resp = self._call(self._client.chat.completions.create, messages=self._messages(prompt), **common)
+        else:
+            if isinstance(prompt, list):
+                prompt = self._ids(prompt)
+            if top or self.kind in ("llamacpp", "vllm"):  # sampled ids come back with the log-probs
+                common["logprobs"] = top or 1
+            if self.kind == "vllm" and not top:
+                common["extra_body"]["return_tokens_as_token_ids"] = True
+            resp = self._call(self._client.completions.create, prompt=prompt, **common)
+        self._count(resp)
+        if not resp.choices:
+            raise SelfteachError(f"server {self.base_url}: returned no choices")
+        return resp
+
+    # ---- next-token distribution ---------------------------------------------------------
+    def _top(self, prompt: str, k: int) -> list[tuple[str, int | None, float]]:
+        resp = self._request(prompt, max_tokens=1, top=k)
+        steps = parse_logprobs(resp.choices[0].logprobs)
+        if not steps or not steps[0].top:
+            raise SelfteachError(f"server {self.base_url}: returned no top log-probs (does it support logprobs?)")
+        return steps[0].top
+
+    def top_logprobs(self, prompts: list[str], k: int = TOP_K) -> list[dict[str, float]]:
+        out = []
+        for top in self._map(lambda p: self._top(p, k), prompts):
+            row: dict[str, float] = {}
+            for tok, _, lp in top:  # distinct ids can share a text: keep the sum
+                row[tok] = _logsumexp([row[tok], lp]) if tok in row else lp
+            out.append(row)
+        return out
+
+    def label_logprobs(self, prompts: list[str], labels: dict[str, list[str]]) -> list[dict[str, float]]:
+        def one(prompt: str) -> dict[str, float]:
+            top = self._top(prompt, TOP_K)
+            row = {}
+            for label, variants in labels.items():
+                found = [lp for tok, _, lp in top if tok in variants]
+                if found:
+                    row[label] = _logsumexp(found)
+                else:  # none in the top 20: score the variants exactly, never -inf by omission
+                    row[label] = self._exact_label(prompt, variants)
+            return row
+
+        return self._map(one, prompts)
+
+    def _exact_label(self, prompt: str, variants: list[str]) -> float:
+        if self.mode == "chat":
+            return -math.inf  # below the top 20 of the chat answer; a forced score needs completions
+        return _logsumexp(self._score_one(prompt, v) for v in dict.fromkeys(variants))
+
+    # ---- continuation scoring ------------------------------------------------------------
+    def score(self, prompts: list[str], continuations: list[list[str]]) -> list[list[float]]:
+        if self.mode == "chat":
+            raise SelfteachError("score() needs mode='completions': the chat API cannot force a continuation")
+        pairs = [(p, c) for p, conts in zip(prompts, continuations, strict=True) for c in conts]
+        flat = iter(self._map(lambda pc: self._score_one(*pc), pairs))
+        return [[next(flat) for _ in conts] for conts in continuations]
+
+    def _score_one(self, prompt: str, continuation: str) -> float:
+        # lm-eval-harness boundary, as `hf.split_context` (not imported: that pulls in torch)
+        ctx = prompt.rstrip()
+        cont = prompt[len(ctx):] + continuation
+        ctx_ids, cont_ids = self._ids(ctx), self.tokenize(cont)
+        if not cont_ids:
+            raise SelfteachError(f"empty continuation {continuation!r}")
+        return sum(self._forced(ctx_ids + cont_ids[:j], t) for j, t in enumerate(cont_ids))
+
+    def _forced(self, prefix: list[int], token: int) -> float:
+        """log P(token | prefix): force `token` with a +100 logit bias, read its raw log-prob."""
+        resp = self._request(prefix, max_tokens=1, top=1, logit_bias={str(token): FORCE_BIAS})
+        steps = parse_logprobs(resp.choices[0].logprobs)
+        if not steps:
+            raise SelfteachError(f"server {self.base_url}: returned no log-probs for a forced token")
+        s = steps[0]
+        if s.id is not None and s.id != token:
+            raise SelfteachError(f"server {self.base_url}: ignored logit_bias (asked token {token}, got {s.id}); "
+                                 "score() needs logit_bias support")
+        best = s.top[0] if s.top else None
+        if best is not None and best[1] is not None and best[1] != token and s.logprob >= best[2] - 1e-6:
+            raise SelfteachError(f"server {self.base_url}: reports log-probs after logit_bias; score() needs raw "
+                                 "log-probs (vLLM: --logprobs-mode raw_logprobs)")
+        return s.logprob
+
+    # ---- generation ---------------------------------------------------------------------
+    def generate(self, prompts: list[Prompt], params: SamplingParams) -> list[list[Generation]]:
+        def one(prompt: Prompt) -> list[Generation]:
+            resp = self._request(prompt, max_tokens=params.max_new_tokens, temperature=params.temperature,
+                                 top_p=params.top_p, n=params.n, stop=params.stop or None, seed=params.seed)
+            choices = sorted(resp.choices, key=lambda c: c.index)
+            if len(choices) != params.n:
+                raise SelfteachError(f"server {self.base_url}: asked n={params.n} samples, got {len(choices)}")
+            return [self._generation(c) for c in choices]
+
+        return self._map(one, prompts)
+
+    def _generation(self, choice: Any) -> Generation:
+        text = (choice.message.content or "") if self.mode == "chat" else (choice.text or "")
+        reason = "length" if choice.finish_reason == "length" else "stop"
+        steps = parse_logprobs(_get(choice, "logprobs"))
+        if steps and all(s.id is not None for s in steps):
+            ids = self._trim(steps, text)
+        elif text and (self.tokenizer is not None or self.kind in ("llamacpp", "vllm")):
+            ids = self.tokenize(text)
+        else:  # a generic server gives no ids and has no tokenize endpoint: pass tokenizer=
+            ids = []
+        return Generation(text=text, token_ids=ids, finish_reason=reason)
+
+    def _trim(self, steps: list[Step], text: str) -> list[int]:
+        """The shortest prefix of the sampled tokens that covers `text` (the server cuts the
+        text at a stop string or EOS but may report the token that contained it)."""
+        ids = [int(s.id) for s in steps]  # type: ignore[arg-type]
+        want = len(text.encode("utf-8"))
+        if all(s.nbytes is not None for s in steps):
+            total = 0
+            for j, s in enumerate(steps):
+                if total >= want:
+                    return ids[:j]
+                total += s.nbytes  # type: ignore[operator]
+            return ids
+        if self.detokenize(ids) == text:
+            return ids
+        for j in range(len(ids) + 1):
+            if len(self.detokenize(ids[:j]).encode("utf-8")) >= want:
+                return ids[:j]
+        return ids

@@ -1,0 +1,96 @@
+"""`selfteach elicit`: ICM label elicitation from the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def elicit(
+        model: str = typer.Option(..., "--model", help="model alias, directory, .gguf, hub id or server URL"),
+        claims: str = typer.Option(..., "--claims", help="claims JSONL/parquet/dataset dir, or builtin:capitals"),
+        task: str = typer.Option("binary", "--task", help="binary | math | comparison | exclusive"),
+        out: Path = typer.Option(..., "--out", help="run directory"),
+        baselines: bool = typer.Option(False, "--baselines", help="also zero-shot, random few-shot, golden context"),
+        resume: bool = typer.Option(False, "--resume", help="continue an interrupted run in --out"),
+        scoring: str = typer.Option("fast", "--scoring", help="fast (default) | exact (naive full rescoring)"),
+        alpha: float = typer.Option(50.0, "--alpha", help="weight of mutual predictability"),
+        iters: int | None = typer.Option(None, "--iters", help="annealing steps (default 2 x claims)"),
+        seed: int = typer.Option(0, "--seed"),
+        limit: int | None = typer.Option(None, "--limit", help="use the first N claims"),
+        field: list[str] | None = typer.Option(None, "--field", help="field map TARGET=SOURCE, e.g. claim=text"),
+        backend: str = typer.Option("auto", "--backend", help="hf | openai | auto"),
+        blocks: int = typer.Option(2, "--blocks", help="fast scoring: context blocks"),
+        refresh_every: int = typer.Option(64, "--refresh-every", help="fast scoring: full rescoring period"),
+        refresh_frac: float = typer.Option(0.25, "--refresh-frac", help="fast scoring: rescore after this share "
+                                           "of labels changed"),
+        max_context_tokens: int = typer.Option(3072, "--max-context-tokens", help="few-shot context budget"),
+        progress: bool = typer.Option(True, "--progress/--no-progress"),
+    ) -> None:
+        """Label claims True/False with ICM (no labels needed); writes labels.jsonl."""
+        from pydantic import ValidationError
+
+        from selfteach.data.loaders import load_claims, parse_field_map
+        from selfteach.elicit.rules import TASKS, make_rule
+        from selfteach.elicit.search import ICMConfig, icm
+        from selfteach.errors import SelfteachError
+        from selfteach.runs import RunDir
+
+        if task not in TASKS:
+            raise SelfteachError(f"--task {task!r}: choose {', '.join(TASKS)}")
+        if scoring not in ("fast", "exact"):
+            raise SelfteachError(f"--scoring {scoring!r}: choose fast or exact")
+        if limit is not None and limit < 1:
+            raise SelfteachError(f"--limit {limit}: must be >= 1")
+        try:
+            cfg = ICMConfig(alpha=alpha, iters=iters, seed=seed, scoring=scoring, blocks=blocks,
+                            refresh_every=refresh_every, refresh_frac=refresh_frac, max_context_tokens=max_context_tokens,
+                            baselines=baselines)
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise SelfteachError(f"--{str(err['loc'][0]).replace('_', '-')} {err.get('input')!r}: "
+                                 f"{err['msg']}") from None
+        data = load_claims(claims, fields=parse_field_map(field), limit=limit, seed=seed)
+        make_rule(task, data)  # check the claims fit the task before loading a model
+        run = RunDir.create(out, {"model": model, "claims": claims, "task": task, "limit": limit,
+                                  "fields": field or [], "backend": backend, **cfg.model_dump(mode="json")},
+                            resume=resume, seed=seed)
+        from selfteach.backends import load_backend
+
+        be = load_backend(model, backend=backend)
+        res = icm(data, be, task=task, config=cfg, run=run, progress=progress)
+        print_summary(res, model, claims)
+        Console().print(f"labels: {run.file('labels.jsonl')}  trajectory: {run.file('metrics.jsonl')}")
+
+
+def print_summary(res, model: str, claims: str) -> None:
+    m, b = res.metrics, res.baselines
+    table = Table(title=f"ICM labels: {model} on {claims} ({m['claims']} claims, task {m['task']}, "
+                        f"scoring {m['scoring']})")
+    for col in ("labels from", "accuracy", "AUROC", "share True"):
+        table.add_column(col)
+
+    def fmt(x):
+        return "-" if x is None else f"{x:.3f}"
+
+    rows = [("zero-shot", b.get("zero_shot", {"accuracy": m["zero_shot_accuracy"], "auroc": m["zero_shot_auroc"],
+                                               "balance": None}))]
+    if "random_fewshot" in b:
+        rows.append(("random-label few-shot", b["random_fewshot"]))
+    rows.append(("ICM (no labels)", {"accuracy": m["accuracy"], "auroc": m["auroc"], "balance": m["balance"]}))
+    if "golden" in b:
+        rows.append(("golden-label context (ceiling)", b["golden"]))
+    for name, r in rows:
+        table.add_row(name, fmt(r.get("accuracy")), fmt(r.get("auroc")), fmt(r.get("balance")))
+    con = Console()
+    con.print(table)
+    con.print(f"U={m['U']:.2f}  I={m['I']}  steps={m['steps']}  acceptance={m['acceptance']}  "
+              f"agreement with zero-shot={m['agree_zero_shot']:.3f}  model calls/claim={m['calls_per_claim']}  "
+              f"tokens/claim={m['tokens_per_claim']}  time={m['seconds']:.0f}s")
+    for w in m["warnings"]:
+        con.print(f"[yellow]warning:[/yellow] {w}")

@@ -1,0 +1,240 @@
+"""Mutual predictability P(D) = sum_i log P(y_i | x_i, D without i), exact and fast.
+
+Wen et al. 2025 (arXiv 2506.10139), eq. 1-2. P(y | x, context) is the next-token
+probability of the label word after the example block, summed over every token variant
+of the word (" True", "True", " true", ...) and renormalised over the two labels (the
+paper reads the two label words only; renormalising makes P independent of the mass the
+model puts on unrelated tokens, which varies with context length).
+
+Two scorers with one interface (`predict`, `total_logp`, `after_step`, `score_all`):
+
+- `ExactScorer` (`--scoring exact`): the naive loop of the reference code. Every U(D) is
+  computed from scratch: |D| prompts, each with the other |D|-1 labeled examples in
+  context, i.e. O(|D|^2) tokens per evaluation, and ConsistencyFix pays that again for
+  every assignment it tries.
+- `FastScorer` (default): three changes that keep the objective's shape and cut the cost
+  by orders of magnitude.
+  1. Leave-one-*block*-out contexts: claims are split into `blocks` fixed random blocks;
+     a claim is scored with the labeled claims of all *other* blocks in context. All
+     claims of a block share one context, so the backend reads it once and scores the
+     claims as short suffixes against its KV cache (`label_logprobs_shared_prefix`).
+     With B blocks a claim sees (B-1)/B of D (B = |D| would be exact leave-one-out).
+  2. Scores are cached against a snapshot of the labels and reused: a proposal, a
+     ConsistencyFix candidate and delta-U are computed from cached per-claim
+     log-probabilities (a label change's effect on the *other* claims' scores is
+     deferred), so most steps cost one short suffix or nothing.
+  3. The snapshot is refreshed when a share `refresh_frac` of it has changed (or after
+     `refresh_every` steps): all labeled claims are rescored in the current context (B
+     prefixes + |D| suffixes) and U is recomputed. Refreshes are frequent while D is
+     small and cheap, rare once it is large.
+  The deferred cross-effects are the approximation; `benchmarks/bench_icm.py` measures
+  its cost and its label accuracy against the exact loop.
+
+Contexts are the labeled examples ordered by group (related claims sit together) and
+cut to `max_context_tokens` from the far end; the scored example is never cut (it is a
+separate suffix).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterable
+
+from selfteach.data.records import Claim
+from selfteach.elicit.templates import Template
+
+LP = tuple[float, float]  # (log P(True), log P(False)), renormalised over the two labels
+
+
+def normalise(row: dict[str, float]) -> LP:
+    """Renormalise {True: a, False: b} log-probs over the two labels."""
+    a, b = row["True"], row["False"]
+    if a == -math.inf and b == -math.inf:
+        return (math.log(0.5), math.log(0.5))
+    m = max(a, b)
+    z = m + math.log(math.exp(a - m) + math.exp(b - m))
+    return (a - z, b - z)
+
+
+def logp(lp: LP, label: bool) -> float:
+    return lp[0] if label else lp[1]
+
+
+def term(lp: LP, label: bool, margin: bool = False) -> float:
+    """One claim's term of P: log P(label), or the signed margin log P(label) - log P(other)."""
+    return (lp[0] - lp[1]) * (1 if label else -1) if margin else logp(lp, label)
+
+
+class _Base:
+    def __init__(self, claims: list[Claim], backend, template: Template, max_context_tokens: int):
+        self.claims, self.backend, self.template = claims, backend, template
+        self.labels_spec = template.labels()
+        order: dict[str, int] = {}
+        for c in claims:
+            if c.group is not None:
+                order.setdefault(c.group, len(order))
+        # contexts list related claims together: by group (first appearance), then index
+        self.rank = {i: (order.get(c.group, len(order) + i) if c.group is not None else len(order) + i, i)
+                     for i, c in enumerate(claims)}
+        self.budget = max_context_tokens
+        limit = getattr(backend, "max_length", None)
+        tok = getattr(backend, "tokenize", None)
+        if tok is not None:
+            self.example_len = {i: len(tok(template.example(c, True) + template.separator))
+                                for i, c in enumerate(claims)}
+            if limit:
+                longest_query = max(len(tok(template.suffix(c, True))) for c in claims)
+                self.budget = max(0, min(self.budget, int(limit) - longest_query - 8))
+        else:  # a backend without a tokenizer: a rough character estimate
+            self.example_len = {i: len(template.example(c, True)) // 3 + 2 for i, c in enumerate(claims)}
+
+    # ---- prompts ----------------------------------------------------------------------
+    def context(self, labels: dict[int, bool], exclude: Iterable[int]) -> str:
+        """Labeled examples except `exclude`, grouped, cut from the far end to the budget."""
+        skip = set(exclude)
+        members = sorted((i for i in labels if i not in skip), key=self.rank.__getitem__)
+        kept: list[int] = []
+        used = 0
+        for i in reversed(members):  # keep the examples nearest the query
+            if used + self.example_len[i] > self.budget:
+                break
+            kept.append(i)
+            used += self.example_len[i]
+        kept.reverse()
+        return self.template.context([self.template.example(self.claims[i], labels[i]) for i in kept])
+
+    def _score(self, prefix: str, idx: list[int]) -> dict[int, LP]:
+        """Label log-probs of claims `idx` after the shared context `prefix`."""
+        if not idx:
+            return {}
+        sufs = [self.template.suffix(self.claims[i], bool(prefix)) for i in idx]
+        shared = getattr(self.backend, "label_logprobs_shared_prefix", None)
+        if shared is not None and prefix:
+            rows = shared(prefix, sufs, self.labels_spec)
+        else:
+            fn = getattr(self.backend, "label_logprobs_last", None) or self.backend.label_logprobs
+            rows = fn([prefix + s for s in sufs], self.labels_spec)
+        return {i: normalise(r) for i, r in zip(idx, rows, strict=True)}
+
+    def _score_each(self, prompts: list[tuple[int, str]]) -> dict[int, LP]:
+        """Each claim with its own context (no sharing), batched in one call."""
+        if not prompts:
+            return {}
+        fn = getattr(self.backend, "label_logprobs_last", None) or self.backend.label_logprobs
+        texts = [ctx + self.template.suffix(self.claims[i], bool(ctx)) for i, ctx in prompts]
+        rows = fn(texts, self.labels_spec)
+        return {i: normalise(r) for (i, _), r in zip(prompts, rows, strict=True)}
+
+    def zero_shot(self) -> dict[int, LP]:
+        """No context: the model's own prior labels (a baseline and a diagnostic)."""
+        return self._score("", list(range(len(self.claims))))
+
+    # ---- checkpointing ----------------------------------------------------------------
+    def state(self) -> dict:
+        return {}
+
+    def load_state(self, state: dict) -> None:
+        pass
+
+
+class ExactScorer(_Base):
+    """The naive loop: every U(D) rescored from scratch with leave-one-out contexts."""
+
+    name = "exact"
+
+    def predict(self, i: int, labels: dict[int, bool]) -> LP:
+        return self._score_each([(i, self.context(labels, [i]))])[i]
+
+    def total_logp(self, labels: dict[int, bool], margin: bool = False) -> float:
+        scores = self._score_each([(i, self.context(labels, [i])) for i in labels])
+        return sum(term(scores[i], y, margin) for i, y in labels.items())
+
+    def after_step(self, step: int, labels: dict[int, bool]) -> bool:
+        return False
+
+    def refresh(self, labels: dict[int, bool]) -> None:
+        pass
+
+    def score_all(self, labels: dict[int, bool]) -> dict[int, LP]:
+        """Every claim scored with all other labeled claims in context."""
+        return self._score_each([(i, self.context(labels, [i])) for i in range(len(self.claims))])
+
+
+class FastScorer(_Base):
+    """Leave-one-block-out contexts read once per block, cached scores, periodic refresh."""
+
+    name = "fast"
+
+    def __init__(self, claims: list[Claim], backend, template: Template, max_context_tokens: int,
+                 blocks: int = 2, refresh_every: int = 64, refresh_frac: float = 0.25, seed: int = 0):
+        super().__init__(claims, backend, template, max_context_tokens)
+        perm = list(range(len(claims)))
+        random.Random(f"icm-blocks-{seed}").shuffle(perm)
+        self.n_blocks = max(1, min(blocks, len(claims)))
+        self.block = {i: r % self.n_blocks for r, i in enumerate(perm)}
+        self.refresh_every, self.refresh_frac = refresh_every, refresh_frac
+        self.last_refresh = 0
+        self.snapshot: dict[int, bool] = {}
+        self.cache: dict[int, LP] = {}
+
+    def _prefix(self, b: int) -> str:
+        return self.context(self.snapshot, [i for i in self.snapshot if self.block[i] == b])
+
+    def _fill(self, idx: Iterable[int]) -> None:
+        """Score uncached claims against the snapshot, one shared context per block."""
+        by_block: dict[int, list[int]] = {}
+        for i in idx:
+            if i not in self.cache:
+                by_block.setdefault(self.block[i], []).append(i)
+        for b, members in sorted(by_block.items()):
+            self.cache.update(self._score(self._prefix(b), sorted(members)))
+
+    def predict(self, i: int, labels: dict[int, bool]) -> LP:
+        self._fill([i])
+        return self.cache[i]
+
+    def total_logp(self, labels: dict[int, bool], margin: bool = False) -> float:
+        self._fill(labels)
+        return sum(term(self.cache[i], y, margin) for i, y in labels.items())
+
+    def refresh(self, labels: dict[int, bool]) -> None:
+        """New snapshot = current labels; rescore every labeled claim in it."""
+        self.snapshot = dict(labels)
+        self.cache = {}
+        self._fill(labels)
+
+    def after_step(self, step: int, labels: dict[int, bool]) -> bool:
+        """Refresh when the labels moved enough since the snapshot (a share `refresh_frac`
+        of it changed or was added: refreshes are cheap while D is small and rarer as it
+        grows), or after `refresh_every` steps with any change. Returns True if refreshed."""
+        changed = sum(self.snapshot.get(i) != y for i, y in labels.items())
+        due = step - self.last_refresh >= self.refresh_every
+        if changed and (due or changed >= self.refresh_frac * max(len(self.snapshot), 8)):
+            self.refresh(labels)
+            self.last_refresh = step
+            return True
+        return False
+
+    def score_all(self, labels: dict[int, bool]) -> dict[int, LP]:
+        self.snapshot = dict(labels)
+        self.cache = {}
+        self._fill(range(len(self.claims)))
+        return dict(self.cache)
+
+    def state(self) -> dict:
+        return {"last_refresh": self.last_refresh, "snapshot": {str(i): y for i, y in self.snapshot.items()},
+                "cache": {str(i): list(v) for i, v in self.cache.items()}}
+
+    def load_state(self, state: dict) -> None:
+        self.last_refresh = int(state.get("last_refresh", 0))
+        self.snapshot = {int(i): bool(y) for i, y in state.get("snapshot", {}).items()}
+        self.cache = {int(i): (float(v[0]), float(v[1])) for i, v in state.get("cache", {}).items()}
+
+
+def make_scorer(kind: str, claims: list[Claim], backend, template: Template, max_context_tokens: int,
+                blocks: int, refresh_every: int, refresh_frac: float, seed: int) -> ExactScorer | FastScorer:
+    if kind == "exact":
+        return ExactScorer(claims, backend, template, max_context_tokens)
+    return FastScorer(claims, backend, template, max_context_tokens, blocks=blocks,
+                      refresh_every=refresh_every, refresh_frac=refresh_frac, seed=seed)

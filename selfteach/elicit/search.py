@@ -1,0 +1,426 @@
+"""ICM: Internal Coherence Maximization by simulated annealing.
+
+Wen et al. 2025, "Unsupervised Elicitation of Language Models", arXiv 2506.10139,
+Algorithm 1 (search) and Algorithm 2 (ConsistencyFix):
+
+    U(D) = alpha * P(D) - I(D)
+    P(D) = sum_i log P(y_i | x_i, D without i)        mutual predictability (scoring.py)
+    I(D) = number of labeled pairs violating the consistency rule (rules.py)
+
+Difference from the paper's formula (on purpose, `objective` config): by default P is the
+*mean* over the labeled claims of the signed label margin log P(y_i|.) - log P(not y_i|.),
+as in the authors' reference code (`train_prob = np.mean(scores)`), for which alpha=50
+and T0=10 were tuned. With the sum as printed, every log-probability is negative, so
+adding a claim to D always lowers U and annealing stops accepting new claims once T
+cools: D stays near its K=8 seed (shown in tests/test_icm.py). `objective="sum"` gives the
+printed formula, `"mean"` the mean log-probability.
+
+1. K random claims get random balanced labels (K=8), then ConsistencyFix.
+2. For n = 1..N_iter: T = max(T_min, T0 / (1 + beta * log n)); sample a claim (unlabeled
+   claims related to a labeled one weigh `related_weight` = 100x); propose
+   y = argmax_y P(y | x, D without x); D' = ConsistencyFix(D with the proposal);
+   accept if U(D') > U(D), else with probability exp((U(D') - U(D)) / T).
+3. ConsistencyFix (M=10 rounds): pick a violating pair, try every consistent assignment
+   of it (both-False included where consistent), keep the best if it raises U. Unlike the
+   paper, an assignment that would create more violations elsewhere in the group than it
+   removes is not tried, so a fix never increases I(D).
+
+Claims the search never reached get the argmax label in the final context (counted in
+the metrics as `labeled_by_final_argmax`). Gold labels (`Claim.gold`) never reach the
+search: they are read only by `_report` after the labels are fixed. The label state is
+copied (a new dict) for every proposal, so a rejected proposal cannot leak into it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import time
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from selfteach.data.records import Claim
+from selfteach.elicit.rules import Rule, make_rule
+from selfteach.elicit.scoring import LP, logp, make_scorer
+from selfteach.elicit.templates import Template
+from selfteach.errors import SelfteachError
+
+CHECKPOINT = "icm_checkpoint.json"
+
+
+class ICMConfig(BaseModel):
+    """ICM settings. Defaults follow the paper (arXiv 2506.10139, section 2.3)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    objective: Literal["margin", "mean", "sum"] = Field(
+        "margin", description="P(D): margin = mean over D of log P(y_i|.) - log P(not y_i|.) (the authors' code; "
+                              "default); mean = mean of log P(y_i|.); sum = sum of log P(y_i|.) (the paper's formula)")
+    alpha: float = Field(50.0, gt=0, description="weight of mutual predictability P against inconsistency I; "
+                                                 "the authors lower it to 20-30 when the search moves slowly")
+    iters: int | None = Field(None, ge=0, description="annealing steps N_iter; None: 2 x number of claims")
+    init_k: int = Field(8, ge=0, description="claims labeled at random (balanced) before the search")
+    t0: float = Field(10.0, gt=0, description="initial temperature T0")
+    t_min: float = Field(0.01, gt=0, description="final temperature T_min")
+    beta: float = Field(0.99, ge=0, description="cooling rate: T = max(T_min, T0 / (1 + beta * log n))")
+    fix_rounds: int = Field(10, ge=0, description="ConsistencyFix rounds M per step")
+    related_weight: float = Field(100.0, gt=0, description="sampling weight of an unlabeled claim related (same "
+                                                           "group, rule relates them) to a labeled one; others 1")
+    scoring: Literal["fast", "exact"] = Field("fast", description="fast: block contexts + prefix KV reuse + cached "
+                                              "scores (default); exact: naive full rescoring every step")
+    blocks: int = Field(2, ge=2, description="fast scoring: claims are split into this many blocks; a claim is "
+                                             "scored with the labeled claims of the other blocks in context")
+    refresh_every: int = Field(64, ge=1, description="fast scoring: rescore all labeled claims at least every this "
+                                                     "many steps (when any label changed)")
+    refresh_frac: float = Field(0.25, gt=0, description="fast scoring: rescore all labeled claims once this share "
+                                                        "of the snapshot's labels changed or was added")
+    max_context_tokens: int = Field(3072, ge=0, description="token budget of the few-shot context; the examples "
+                                                            "farthest from the query are cut first")
+    template: Template = Field(default_factory=Template, description="prompt format and label words")
+    seed: int = Field(0, description="same seed, same labels")
+    baselines: bool = Field(False, description="also compute zero-shot, random-label few-shot and golden-context "
+                                               "labels (the last only when the claims carry gold)")
+
+
+class ICMResult(BaseModel):
+    """Labels by claim id, their margins in the final context, and diagnostics."""
+
+    labels: dict[str, bool] = Field(description="claim id -> ICM label")
+    margins: dict[str, float] = Field(description="claim id -> log P(True) - log P(False) in the final context")
+    metrics: dict[str, Any] = Field(default_factory=dict, description="final U, P, I, accuracy (if gold), cost, "
+                                                                      "balance, warnings")
+    baselines: dict[str, Any] = Field(default_factory=dict, description="zero_shot / random_fewshot / golden: "
+                                                                        "accuracy, labels")
+    trajectory: list[dict[str, Any]] = Field(default_factory=list, description="per-step U, P, I, T, acceptance")
+
+
+def temperature(n: int, cfg: ICMConfig) -> float:
+    """T_n = max(T_min, T0 / (1 + beta * log n)), n >= 1."""
+    return max(cfg.t_min, cfg.t0 / (1.0 + cfg.beta * math.log(max(n, 1))))
+
+
+def acceptance_probability(delta: float, t: float) -> float:
+    """Metropolis: 1 if the objective rises, else exp(delta / T)."""
+    if delta > 0:
+        return 1.0
+    return math.exp(max(delta / t, -700.0))
+
+
+class _Search:
+    def __init__(self, claims: list[Claim], backend, rule: Rule, cfg: ICMConfig):
+        self.claims, self.backend, self.rule, self.cfg = claims, backend, rule, cfg
+        self.rng = random.Random(cfg.seed)
+        self.scorer = make_scorer(cfg.scoring, claims, backend, cfg.template, cfg.max_context_tokens,
+                                  cfg.blocks, cfg.refresh_every, cfg.refresh_frac, cfg.seed)
+
+    def U(self, labels: dict[int, bool]) -> float:
+        if not labels:
+            return 0.0
+        p = self.scorer.total_logp(labels, margin=self.cfg.objective == "margin")
+        if self.cfg.objective != "sum":
+            p /= len(labels)
+        return self.cfg.alpha * p - self.rule.count(labels)
+
+    def init_labels(self) -> dict[int, bool]:
+        k = min(self.cfg.init_k, len(self.claims))
+        idx = self.rng.sample(range(len(self.claims)), k)
+        ys = [True] * (k // 2) + [False] * (k - k // 2)
+        self.rng.shuffle(ys)
+        return dict(zip(idx, ys, strict=True))
+
+    def consistency_fix(self, labels: dict[int, bool], u: float) -> tuple[dict[int, bool], float]:
+        """Algorithm 2: repair violating pairs while that raises U; never raises I."""
+        tried: set[tuple[int, int]] = set()
+        for _ in range(self.cfg.fix_rounds):
+            pairs = [p for p in self.rule.violations(labels) if p not in tried]
+            if not pairs:
+                break
+            i, j = pairs[self.rng.randrange(len(pairs))]
+            tried.add((i, j))
+            now = self.rule.count(labels)
+            best: tuple[dict[int, bool], float] | None = None
+            for a, b in self.rule.consistent_assignments(i, j):
+                cand = dict(labels)
+                cand[i], cand[j] = a, b
+                if self.rule.count(cand) > now:
+                    continue
+                uc = self.U(cand)
+                if best is None or uc > best[1]:
+                    best = (cand, uc)
+            if best is not None and best[1] > u:
+                labels, u = best
+        return labels, u
+
+    def weights(self, labels: dict[int, bool]) -> list[float]:
+        """Unlabeled claims related to a labeled one weigh `related_weight`, all others 1
+        (as in the authors' code: the boost pulls in the partners of labeled claims so
+        the rule can act; boosting labeled claims too would starve unlabeled ones)."""
+        w = []
+        for i in range(len(self.claims)):
+            related = i not in labels and any(j in labels for j in self.rule.related(i))
+            w.append(self.cfg.related_weight if related else 1.0)
+        return w
+
+
+def _fingerprint(claims: list[Claim], task: str, cfg: ICMConfig) -> str:
+    payload = json.dumps([[c.id, c.question, c.claim, c.group, c.key] for c in claims] + [task],
+                         sort_keys=True) + cfg.model_dump_json(exclude={"baselines"})
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _rng_state(rng: random.Random) -> list:
+    v, s, g = rng.getstate()
+    return [v, list(s), g]
+
+
+def _set_rng(rng: random.Random, state: list) -> None:
+    rng.setstate((state[0], tuple(state[1]), state[2]))
+
+
+def icm(claims: list[Claim], backend, task: str = "binary", config: ICMConfig | dict | None = None,
+        run=None, progress: bool = True) -> ICMResult:
+    """Label `claims` True/False without supervision (ICM, arXiv 2506.10139).
+
+    task: "binary" (no rule), "math" (final answers in `key`, problems in `group`),
+    "comparison" (both orders of a pair share `group`), "exclusive" (candidates of one
+    question share `group`: at most one True). `run` (a RunDir) receives labels.jsonl,
+    metrics.jsonl (the trajectory), icm_result.json and a checkpoint after every step;
+    an existing matching checkpoint is resumed and gives the same labels.
+    """
+    try:
+        cfg = config if isinstance(config, ICMConfig) else ICMConfig(**(config or {}))
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise SelfteachError(f"ICM config field {'.'.join(map(str, err['loc']))!r}: {err['msg']} "
+                             f"(got {err.get('input')!r})") from None
+    rule = make_rule(task, claims)
+    s = _Search(claims, backend, rule, cfg)
+    n_iter = cfg.iters if cfg.iters is not None else 2 * len(claims)
+    usage = backend.usage
+    start_calls, start_tokens = usage.calls, usage.prompt_tokens
+    fp = _fingerprint(claims, task, cfg)
+    ck = _load_checkpoint(run, fp)
+    t_start = time.time()
+    cost: dict[str, dict[str, float]] = ck.get("cost", {}) if ck else {}
+
+    def spent(stage: str, calls0: int, tokens0: int, t0: float) -> None:
+        c = cost.setdefault(stage, {"calls": 0, "prompt_tokens": 0, "seconds": 0.0})
+        c["calls"] += usage.calls - calls0
+        c["prompt_tokens"] += usage.prompt_tokens - tokens0
+        c["seconds"] = round(c["seconds"] + time.time() - t0, 3)
+
+    if ck:
+        zs = {int(i): tuple(v) for i, v in ck["zero_shot"].items()}
+        labels = {int(i): bool(y) for i, y in ck["labels"].items()}
+        u, step, accepted, proposals = float(ck["U"]), int(ck["step"]), int(ck["accepted"]), int(ck["proposals"])
+        _set_rng(s.rng, ck["rng"])
+        s.scorer.load_state(ck["scorer"])
+        trajectory = ck.get("trajectory", [])
+    else:
+        c0, k0, t0 = usage.calls, usage.prompt_tokens, time.time()
+        zs = s.scorer.zero_shot()
+        spent("zero_shot", c0, k0, t0)
+        c0, k0, t0 = usage.calls, usage.prompt_tokens, time.time()
+        labels = s.init_labels()
+        s.scorer.refresh(labels)
+        labels, u = s.consistency_fix(labels, s.U(labels))
+        step, accepted, proposals, trajectory = 0, 0, 0, []
+        spent("search", c0, k0, t0)
+
+    def save(done: bool = False) -> None:
+        if run is None:
+            return
+        run.write_json(CHECKPOINT, {"fingerprint": fp, "step": step, "U": u, "accepted": accepted, "proposals": proposals, "done": done,
+                                    "labels": {str(i): y for i, y in labels.items()}, "rng": _rng_state(s.rng),
+                                    "scorer": s.scorer.state(), "cost": cost, "trajectory": trajectory,
+                                    "zero_shot": {str(i): list(v) for i, v in zs.items()}})
+
+    zs_label = {i: v[0] >= v[1] for i, v in zs.items()}
+    bar = _progress(progress, n_iter, step)
+    try:
+        while step < n_iter:
+            c0, k0, t0 = usage.calls, usage.prompt_tokens, time.time()
+            n = step + 1
+            t = temperature(n, cfg)
+            i = s.rng.choices(range(len(claims)), weights=s.weights(labels))[0]
+            lp = s.scorer.predict(i, labels)
+            y = lp[0] >= lp[1]
+            ok = False
+            if labels.get(i) != y:  # the same label again changes nothing: no need to score it
+                proposals += 1
+                prop = dict(labels)  # a copy: a rejected proposal must not touch the current state
+                prop[i] = y
+                prop, u_new = s.consistency_fix(prop, s.U(prop))
+                delta = u_new - u
+                ok = delta > 0 or s.rng.random() < acceptance_probability(delta, t)
+                if ok:
+                    labels, u = prop, u_new
+                    accepted += 1
+            if s.scorer.after_step(n, labels):
+                u = s.U(labels)
+            step = n
+            spent("search", c0, k0, t0)
+            row = _trajectory_row(step, t, u, labels, rule, cfg, ok, accepted, proposals, zs_label, usage,
+                                  start_calls, start_tokens)
+            trajectory.append(row)
+            save()
+            if run is not None:
+                run.log_metrics({"stage": "icm", **row})
+            if bar is not None:
+                bar[0].update(bar[1], advance=1, description=f"ICM U={u:.1f} I={row['I']} n={len(labels)}")
+    finally:
+        if bar is not None:
+            bar[0].stop()
+
+    # final context: margins for every claim; claims never reached get the argmax label
+    c0, k0, t0 = usage.calls, usage.prompt_tokens, time.time()
+    final = s.scorer.score_all(labels)
+    spent("final", c0, k0, t0)
+    reached = len(labels)
+    out_labels = {i: labels.get(i, final[i][0] >= final[i][1]) for i in range(len(claims))}
+    result = _report(claims, rule, cfg, s, out_labels, labels, final, zs, u, trajectory, cost, reached,
+                     accepted, proposals, step, time.time() - t_start)
+    if cfg.baselines:
+        result.baselines = _baselines(claims, s, zs, cost)
+        result.metrics["baselines"] = {k: v.get("accuracy") for k, v in result.baselines.items()}
+    _write_outputs(run, result, claims)
+    save(done=True)
+    return result
+
+
+def _trajectory_row(step, t, u, labels, rule, cfg, ok, accepted, proposals, zs_label, usage, c0,
+                    k0) -> dict[str, Any]:
+    i_count = rule.count(labels)
+    n_true = sum(labels.values())
+    agree = sum(labels[i] == zs_label[i] for i in labels) / max(len(labels), 1)
+    return {"step": step, "T": round(t, 5), "U": round(u, 4), "P": round((u + i_count) / cfg.alpha, 4),
+            "I": i_count, "accepted": ok, "acceptance": round(accepted / max(proposals, 1), 4),
+            "labeled": len(labels),
+            "balance": round(n_true / max(len(labels), 1), 4), "agree_zero_shot": round(agree, 4),
+            "calls": usage.calls - c0, "prompt_tokens": usage.prompt_tokens - k0}
+
+
+def _progress(progress: bool, total: int, done: int):
+    if not progress or total == 0:
+        return None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   transient=False)
+    task = bar.add_task("ICM", total=total, completed=done)
+    bar.start()
+    return bar, task
+
+
+def accuracy(labels: dict[int, bool], claims: list[Claim]) -> float | None:
+    gold = [(labels[i], c.gold) for i, c in enumerate(claims) if c.gold is not None and i in labels]
+    return None if not gold else sum(a == b for a, b in gold) / len(gold)
+
+
+def auroc(margins: dict[int, float], claims: list[Claim]) -> float | None:
+    """Probability that a gold-True claim has a higher margin than a gold-False one."""
+    pos = [margins[i] for i, c in enumerate(claims) if c.gold is True]
+    neg = [margins[i] for i, c in enumerate(claims) if c.gold is False]
+    if not pos or not neg:
+        return None
+    wins = sum((p > q) + 0.5 * (p == q) for p in pos for q in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def _report(claims, rule, cfg, s, out_labels, searched, final: dict[int, LP], zs: dict[int, LP], u, trajectory,
+            cost, reached, accepted, proposals, steps, seconds) -> ICMResult:
+    margins = {i: final[i][0] - final[i][1] for i in range(len(claims))}
+    zs_labels = {i: v[0] >= v[1] for i, v in zs.items()}
+    n = len(claims)
+    i_count = rule.count(out_labels)
+    p_final = sum(logp(final[i], y) for i, y in out_labels.items())
+    balance = sum(out_labels.values()) / n
+    agree = sum(out_labels[i] == zs_labels[i] for i in range(n)) / n
+    # the cost of ICM itself: search + final context (zero-shot and baselines are reported apart)
+    calls = sum(cost.get(k, {}).get("calls", 0) for k in ("search", "final"))
+    tokens = sum(cost.get(k, {}).get("prompt_tokens", 0) for k in ("search", "final"))
+    metrics: dict[str, Any] = {
+        "task": rule.name, "scoring": cfg.scoring, "claims": n, "steps": steps, "proposals": proposals,
+        "accepted": accepted, "acceptance": round(accepted / proposals, 4) if proposals else None, "labeled_by_search": reached,
+        "labeled_by_final_argmax": n - reached, "U": round(u, 4), "P_final_context": round(p_final, 4),
+        "I": i_count, "balance": round(balance, 4), "agree_zero_shot": round(agree, 4),
+        "accuracy": accuracy(out_labels, claims), "zero_shot_accuracy": accuracy(zs_labels, claims),
+        "auroc": auroc(margins, claims), "zero_shot_auroc": auroc({i: v[0] - v[1] for i, v in zs.items()}, claims),
+        "model_calls": calls, "prompt_tokens": tokens,
+        "calls_per_claim": round(calls / n, 3), "tokens_per_claim": round(tokens / n, 1),
+        "cost": cost, "seconds": round(seconds, 2),
+    }
+    warnings = []
+    if balance in (0.0, 1.0):
+        warnings.append(f"degenerate labeling: every claim is {out_labels[0]}")
+    elif balance < 0.1 or balance > 0.9:
+        warnings.append(f"strong imbalance: {balance:.0%} of claims labeled True")
+    if metrics["accuracy"] is not None and metrics["zero_shot_accuracy"] is not None:
+        if metrics["accuracy"] <= metrics["zero_shot_accuracy"]:
+            warnings.append(f"no gain over zero-shot ({metrics['accuracy']:.3f} vs {metrics['zero_shot_accuracy']:.3f})")
+    elif agree > 0.95:
+        warnings.append(f"labels agree with zero-shot on {agree:.0%} of claims: ICM may have added nothing")
+    if i_count:
+        warnings.append(f"{i_count} consistency violations remain")
+    metrics["warnings"] = warnings
+    ids = [c.id for c in claims]
+    return ICMResult(labels={ids[i]: y for i, y in out_labels.items()},
+                     margins={ids[i]: round(m, 5) for i, m in margins.items()}, metrics=metrics,
+                     trajectory=trajectory)
+
+
+def _baselines(claims, s: _Search, zs: dict[int, LP], cost) -> dict[str, Any]:
+    """Floor and ceiling in the same scorer: zero-shot, random-label many-shot, gold many-shot."""
+    out: dict[str, Any] = {}
+    zs_labels = {i: v[0] >= v[1] for i, v in zs.items()}
+    out["zero_shot"] = {"accuracy": accuracy(zs_labels, claims), "auroc": auroc({i: v[0] - v[1] for i, v in zs.items()},
+                                                                               claims),
+                        "balance": sum(zs_labels.values()) / len(claims)}
+    usage = s.backend.usage
+    rng = random.Random(f"icm-random-baseline-{s.cfg.seed}")
+    ys = [True] * (len(claims) // 2) + [False] * (len(claims) - len(claims) // 2)
+    rng.shuffle(ys)
+    contexts = {"random_fewshot": dict(enumerate(ys))}
+    if any(c.gold is not None for c in claims):
+        contexts["golden"] = {i: c.gold for i, c in enumerate(claims) if c.gold is not None}
+    for name, ctx in contexts.items():
+        c0, k0, t0 = usage.calls, usage.prompt_tokens, time.time()
+        scores = s.scorer.score_all(ctx)
+        c = cost.setdefault(f"baseline_{name}", {"calls": 0, "prompt_tokens": 0, "seconds": 0.0})
+        c["calls"] += usage.calls - c0
+        c["prompt_tokens"] += usage.prompt_tokens - k0
+        c["seconds"] = round(time.time() - t0, 3)
+        labels = {i: v[0] >= v[1] for i, v in scores.items()}
+        out[name] = {"accuracy": accuracy(labels, claims),
+                     "auroc": auroc({i: v[0] - v[1] for i, v in scores.items()}, claims),
+                     "balance": sum(labels.values()) / len(claims)}
+    return out
+
+
+def _load_checkpoint(run, fp: str) -> dict | None:
+    if run is None:
+        return None
+    f = run.file(CHECKPOINT)
+    if not f.exists():
+        return None
+    try:
+        ck = json.loads(f.read_text())
+    except (json.JSONDecodeError, OSError):
+        return None
+    return ck if ck.get("fingerprint") == fp else None
+
+
+def _write_outputs(run, result: ICMResult, claims: list[Claim]) -> None:
+    if run is None:
+        return
+    from selfteach.data.jsonl import write_jsonl
+
+    rows = [{"id": c.id, "label": result.labels[c.id], "margin": result.margins[c.id], "claim": c.claim,
+             "group": c.group, "gold": c.gold} for c in claims]
+    write_jsonl(run.file("labels.jsonl"), rows)
+    run.write_json("icm_result.json", {"metrics": result.metrics, "baselines": result.baselines})
+    run.log_metrics({"stage": "icm_final", **{k: v for k, v in result.metrics.items()
+                                              if not isinstance(v, dict | list)}})

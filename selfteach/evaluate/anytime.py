@@ -1,0 +1,430 @@
+"""Anytime reasoning under a token budget: quality curves and the Anytime Index.
+
+Protocol of AnytimeReasoner (arXiv 2505.13438) as used by "Budget-Aware Anytime Reasoning
+with LLM-Synthesized Preference Data" (arXiv 2601.11038), see docs/methods.md section 5:
+
+1. generate each reasoning trace once, up to the largest budget b_T;
+2. for every budget b_t, keep exactly the first b_t trace tokens, append a forced-answer
+   suffix ("\\nTherefore, the final answer is", or "\\n\\n</think>\\n\\n**Final Answer**\\n"
+   for thinking models) and let the model write a short answer; a trace that ended on its
+   own within b_t tokens is scored as it is;
+3. Q_t = mean quality at b_t (accuracy, or constraint satisfaction rate for planning), and
+   the Anytime Index is the normalised area under the best-so-far curve Q*_t = max_{i<=t} Q_i:
+
+       AI = sum_{t=1}^{T-1} (Q*_t + Q*_{t+1})/2 * (b_{t+1} - b_t) / ((b_T - b_1) * Q_max)
+
+Cost: the forced answers continue from the trace's KV cache when the backend offers
+`generate_from_shared_prefix` (HF backend), so T budgets cost one trace plus T short
+answers rather than T traces; over a server the token-id prompts share a prefix, which
+vLLM / llama.cpp prefix caching reuses.
+"""
+
+from __future__ import annotations
+
+import math
+import string
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+from selfteach.backends.base import Backend, Generation, SamplingParams
+from selfteach.data.records import Problem
+from selfteach.errors import SelfteachError
+from selfteach.evaluate.scorers import check_scorable, format_question, get_scorer, predicted
+
+PLAIN_SUFFIX = "\nTherefore, the final answer is"
+THINK_SUFFIX = "\n\n</think>\n\n**Final Answer**\n"
+DEFAULT_TEMPLATE = "{question}\n\nThink step by step, then give the final answer."
+OUTPUTS = "outputs.jsonl"
+
+
+class AnytimeConfig(BaseModel):
+    """Everything `selfteach eval anytime` does, recorded in the run's config.yaml."""
+
+    model: str = Field("smollm2-135m", description="model alias, directory, GGUF file, hub id or server URL")
+    backend: str = Field("auto", description="hf, openai or auto (openai for http URLs)")
+    data: str = Field("builtin:arithmetic", description="JSONL/parquet/HF-dir path or builtin:NAME; needs gold answers")
+    fields: dict[str, str] = Field(default_factory=dict, description="field mapping, e.g. question=prompt_0shot")
+    limit: int | None = Field(None, ge=1, description="evaluate only the first N items")
+    budgets: list[int] = Field([32, 64, 128, 256, 512], description="token budgets b_1 < ... < b_T for the trace")
+    samples: int = Field(1, ge=1, description="traces per item; quality averages over them")
+    method: Literal["plain", "pdp", "pdp+"] = Field(
+        "plain", description="plain prompt, or preference-data prompting (pdp: better/worse pairs, pdp+: better only)")
+    scorer: Literal["auto", "math", "choice", "trip"] = Field(
+        "auto", description="math answers, multiple-choice letter, or NaturalPlan trip CSR; auto picks per item")
+    prompt_template: str = Field(DEFAULT_TEMPLATE, description="reasoning prompt; must contain {question}")
+    system: str | None = Field(None, description="system message for chat models")
+    suffix: str | None = Field(None, description="forced-answer suffix; None picks by model family "
+                                                 "(</think> suffix for thinking chat templates, else plain)")
+    answer_tokens: int = Field(100, ge=1, le=1024, description="max tokens of each forced answer")
+    answer_stop: list[str] | None = Field(None, description="stop strings ending a forced answer; None: a blank "
+                                                            "line, except for trip plans (which contain blank lines)")
+    temperature: float | None = Field(None, ge=0.0, description="trace sampling temperature; None: 0 (greedy) for "
+                                                                "1 sample, 0.7 for more")
+    top_p: float = Field(0.95, gt=0.0, le=1.0, description="nucleus mass when sampling")
+    seed: int = Field(0, description="sampling seed (per batch: seed + batch index)")
+    batch_size: int = Field(8, ge=1, description="items per trace-generation batch")
+    shared_prefix: bool = Field(True, description="reuse the trace's KV cache for the forced answers when the "
+                                                  "backend supports it (HF); False re-reads each prefix")
+    pdp_k: int = Field(4, ge=2, description="PDP: attempts sampled per item for the in-context examples")
+    pdp_budget: int | None = Field(None, ge=1, description="PDP: token budget of each attempt; None: the median budget")
+    pdp_pairs: int = Field(1, ge=1, description="PDP: (better, worse) pairs shown (pdp+: better attempts shown)")
+    pdp_judge: Literal["pointwise", "pairwise", "vote"] = Field(
+        "pointwise", description="PDP self-ranking: the model's P(correct) per attempt, its pairwise preference "
+                                 "(both orders), or agreement with the majority answer (math/choice only)")
+    pdp_temperature: float = Field(0.8, gt=0.0, description="PDP: sampling temperature of the attempts")
+
+    @field_validator("budgets")
+    @classmethod
+    def _budgets(cls, v: list[int]) -> list[int]:
+        check_budgets(v)
+        return v
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _template(cls, v: str) -> str:
+        check_template(v, required={"question"}, name="--prompt-template")
+        return v
+
+    @field_validator("suffix")
+    @classmethod
+    def _suffix(cls, v: str | None) -> str | None:
+        if v is not None:
+            check_template(v, required=set(), name="--suffix")
+            if not v.strip():
+                raise SelfteachError("--suffix: empty; give the text that asks for the final answer")
+        return v
+
+    @property
+    def trace_temperature(self) -> float:
+        if self.temperature is not None:
+            return self.temperature
+        return 0.0 if self.samples == 1 else 0.7
+
+
+# ---- validation ------------------------------------------------------------------------
+
+def parse_budgets(text: str) -> list[int]:
+    """"32,64,128" -> [32, 64, 128], checked (see `check_budgets`)."""
+    try:
+        budgets = [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise SelfteachError(f"--budgets {text!r}: expected comma-separated integers, e.g. 32,64,128") from None
+    check_budgets(budgets, text)
+    return budgets
+
+
+def check_budgets(budgets: list[int], shown: str | None = None) -> None:
+    shown = shown or ",".join(map(str, budgets))
+    if not budgets:
+        raise SelfteachError("--budgets: empty; give e.g. 32,64,128")
+    bad = [b for b in budgets if b <= 0]
+    if bad:
+        raise SelfteachError(f"--budgets {shown}: budget {bad[0]} is not positive")
+    for a, b in zip(budgets, budgets[1:], strict=False):
+        if b <= a:
+            raise SelfteachError(f"--budgets {shown}: not strictly increasing ({a} then {b})")
+
+
+def check_template(template: str, required: set[str], name: str) -> None:
+    """A template's `{slots}` must be exactly known ones and include `required`."""
+    try:
+        slots = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    except ValueError as e:
+        raise SelfteachError(f"{name} {template!r}: bad braces ({e}); write {{{{ and }}}} for literal braces") from None
+    missing = required - slots
+    if missing:
+        raise SelfteachError(f"{name} {template!r}: no {{{sorted(missing)[0]}}} slot")
+    unknown = slots - required
+    if unknown:
+        raise SelfteachError(f"{name} {template!r}: unknown slot {{{sorted(unknown)[0]}}}"
+                             + (f" (only {{{', '.join(sorted(required))}}})" if required else " (takes no slots)"))
+
+
+def default_suffix(backend: Backend) -> str:
+    """The forced-answer suffix for a model family: thinking chat templates (a `<think>`
+    block) get the `</think>` suffix, everything else the plain one."""
+    tok = getattr(backend, "tokenizer", None)
+    template = getattr(tok, "chat_template", None) or ""
+    return THINK_SUFFIX if "<think>" in str(template) else PLAIN_SUFFIX
+
+
+# ---- metrics ---------------------------------------------------------------------------
+
+def best_so_far(quality: list[float]) -> list[float]:
+    """Q*_t = max_{i<=t} Q_i."""
+    out, best = [], -math.inf
+    for q in quality:
+        best = max(best, q)
+        out.append(best)
+    return out
+
+
+def anytime_index(budgets: list[int], quality: list[float], q_max: float = 1.0) -> float:
+    """Normalised area under the best-so-far curve (arXiv 2601.11038; docs/methods.md s.5).
+
+    AI = sum_{t=1}^{T-1} (Q*_t + Q*_{t+1})/2 * (b_{t+1} - b_t) / ((b_T - b_1) * Q_max).
+    With a single budget the area is degenerate; its limit Q*_1 / Q_max is returned.
+    """
+    check_budgets(list(budgets))
+    if len(quality) != len(budgets):
+        raise SelfteachError(f"anytime_index: {len(quality)} quality values for {len(budgets)} budgets")
+    if q_max <= 0:
+        raise SelfteachError(f"anytime_index: q_max {q_max} must be positive")
+    qs = best_so_far(quality)
+    if len(budgets) == 1:
+        return qs[0] / q_max
+    area = sum((qs[t] + qs[t + 1]) / 2 * (budgets[t + 1] - budgets[t]) for t in range(len(budgets) - 1))
+    return area / ((budgets[-1] - budgets[0]) * q_max)
+
+
+# ---- the protocol ----------------------------------------------------------------------
+
+def build_prompt_ids(backend: Backend, question: str, template: str = DEFAULT_TEMPLATE,
+                     system: str | None = None) -> list[int]:
+    """Token ids of the reasoning prompt: the template in the model's chat format."""
+    return backend.tokenize(backend.chat_prompt(template.format(question=question), system=system))
+
+
+def forced_answer_plan(trace: Generation, budgets: list[int]) -> list[int | None]:
+    """Per budget: how many trace tokens to keep before the forced answer, or None when the
+    trace ended on its own within the budget (then it is answered as is)."""
+    finished = trace.finish_reason == "stop"
+    return [None if finished and trace.num_tokens <= b else min(b, trace.num_tokens) for b in budgets]
+
+
+def force_answers(backend: Backend, prompts: list[list[int]], traces: list[Generation], budgets: list[int],
+                  suffix_ids: list[int], params: SamplingParams, shared_prefix: bool = True
+                  ) -> list[list[Generation | None]]:
+    """Forced answers after `prompt + trace[:b] + suffix` for every trace and budget (None
+    where the trace finished within b). Truncation is at exact token counts."""
+    plans = [forced_answer_plan(t, budgets) for t in traces]
+    out: list[list[Generation | None]] = [[None] * len(budgets) for _ in traces]
+    if shared_prefix and hasattr(backend, "generate_from_shared_prefix"):
+        rows = [(i, [j for j, k in enumerate(plan) if k is not None]) for i, plan in enumerate(plans)]
+        rows = [(i, js) for i, js in rows if js]
+        if rows:
+            prefixes = [prompts[i] + traces[i].token_ids for i, _ in rows]
+            cuts = [[len(prompts[i]) + plans[i][j] for j in js] for i, js in rows]
+            gens = backend.generate_from_shared_prefix(prefixes, cuts, suffix_ids, params)
+            for (i, js), row in zip(rows, gens, strict=True):
+                for j, g in zip(js, row, strict=True):
+                    out[i][j] = g
+        return out
+    flat = [(i, j) for i, plan in enumerate(plans) for j, k in enumerate(plan) if k is not None]
+    if flat:
+        gens = backend.generate([prompts[i] + traces[i].token_ids[: plans[i][j]] + suffix_ids for i, j in flat],
+                                params)
+        for (i, j), g in zip(flat, gens, strict=True):
+            out[i][j] = g[0]
+    return out
+
+
+def answer_stop(cfg: AnytimeConfig, kinds: list[str]) -> list[str]:
+    if cfg.answer_stop is not None:
+        return cfg.answer_stop
+    return [] if "trip" in kinds else ["\n\n"]
+
+
+def anytime_items(backend: Backend, problems: list[Problem], prompts: list[list[int]], kinds: list[str],
+                  cfg: AnytimeConfig, suffix: str, seed: int) -> list[dict[str, Any]]:
+    """Run the protocol on a batch of items; one output row per item."""
+    budgets = cfg.budgets
+    trace_params = SamplingParams(n=cfg.samples, max_new_tokens=budgets[-1], temperature=cfg.trace_temperature,
+                                  top_p=cfg.top_p, seed=seed)
+    traces = backend.generate(prompts, trace_params)
+    flat_prompts = [prompts[i] for i, ts in enumerate(traces) for _ in ts]
+    flat_traces = [t for ts in traces for t in ts]
+    answer_params = SamplingParams(max_new_tokens=cfg.answer_tokens, stop=answer_stop(cfg, kinds), seed=seed)
+    answers = force_answers(backend, flat_prompts, flat_traces, budgets, backend.tokenize(suffix), answer_params,
+                            cfg.shared_prefix)
+    rows, k = [], 0
+    for p, kind, ts in zip(problems, kinds, traces, strict=True):
+        scorer = get_scorer(kind)
+        samples = []
+        for t in ts:
+            per_budget = []
+            for b, a in zip(budgets, answers[k], strict=True):
+                text = t.text if a is None else suffix + a.text
+                per_budget.append({"budget": b, "forced": a is not None, "answer": text if a is not None else None,
+                                   "pred": predicted(text, kind), "score": scorer(text, p)})
+            samples.append({"trace": t.text, "trace_tokens": t.num_tokens, "finished": t.finish_reason == "stop",
+                            "budgets": per_budget})
+            k += 1
+        quality = [sum(s["budgets"][j]["score"] for s in samples) / len(samples) for j in range(len(budgets))]
+        rows.append({"id": p.id, "gold": p.answer, "scorer": kind, "quality": quality, "samples": samples})
+    return rows
+
+
+# ---- the run ---------------------------------------------------------------------------
+
+def summarize(rows: list[dict[str, Any]], cfg: AnytimeConfig, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Quality per budget (with bootstrap CI over items), best-so-far, mean, Anytime Index."""
+    from selfteach.stats import mean_ci
+
+    budgets = cfg.budgets
+    if not rows:
+        raise SelfteachError("no evaluated items to summarise")
+    cis = [mean_ci([r["quality"][j] for r in rows]) for j in range(len(budgets))]
+    quality = [c["mean"] for c in cis]
+    best = best_so_far(quality)
+    forced = [sum(s["budgets"][j]["forced"] for r in rows for s in r["samples"])
+              / sum(len(r["samples"]) for r in rows) for j in range(len(budgets))]
+    ai = anytime_index(budgets, quality)
+    curve = {"model": cfg.model, "method": cfg.method, "data": cfg.data, "budgets": budgets, "quality": quality,
+             "ci": [[c["lo"], c["hi"]] for c in cis], "best_so_far": best, "anytime_index": ai,
+             "mean_quality": sum(quality) / len(quality), "items": len(rows), "samples": cfg.samples,
+             "label": f"{cfg.model} {cfg.method}", **(extra or {})}
+    trace_tokens = [s["trace_tokens"] for r in rows for s in r["samples"]]
+    summary = {
+        "title": f"Anytime evaluation: {cfg.model} ({cfg.method}) on {cfg.data}",
+        "tables": [
+            {"name": "quality by budget",
+             "columns": ["budget", "quality", "ci_lo", "ci_hi", "best_so_far", "forced_share"],
+             "rows": [[b, round(q, 4), round(c["lo"], 4), round(c["hi"], 4), round(s, 4), round(f, 4)]
+                      for b, q, c, s, f in zip(budgets, quality, cis, best, forced, strict=True)]},
+            {"name": "anytime summary",
+             "columns": ["model", "method", "items", "samples", "anytime_index", "mean_quality", "final_quality",
+                         "mean_trace_tokens"],
+             "rows": [[cfg.model, cfg.method, len(rows), cfg.samples, round(ai, 4),
+                       round(curve["mean_quality"], 4), round(quality[-1], 4),
+                       round(sum(trace_tokens) / len(trace_tokens), 1)]]},
+        ],
+        "notes": [
+            "Anytime Index = sum_t (Q*_t + Q*_{t+1})/2 (b_{t+1}-b_t) / ((b_T-b_1) Q_max), Q*_t best-so-far, "
+            "Q_max = 1 (arXiv 2601.11038).",
+            "forced_share: fraction of traces still running at the budget (answered through the suffix); "
+            "the rest ended on their own and were scored as written.",
+            f"quality CI: 95% bootstrap over items; trace temperature {cfg.trace_temperature}.",
+        ],
+    }
+    return {"summary": summary, "curve": curve}
+
+
+def plot_curves(curves: list[dict[str, Any]], out_png: str | Path, title: str | None = None) -> Path:
+    """Quality vs budget, one solid line per curve and its best-so-far dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for c in curves:
+        line, = ax.plot(c["budgets"], c["quality"], marker="o",
+                        label=f"{c.get('label', c['method'])} (AI {c['anytime_index']:.3f})")
+        ax.plot(c["budgets"], c["best_so_far"], linestyle="--", color=line.get_color(), alpha=0.6)
+    ax.set_xscale("log", base=2)
+    ticks = sorted({b for c in curves for b in c["budgets"]})
+    ax.set_xticks(ticks, [str(b) for b in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("token budget")
+    ax.set_ylabel("quality (accuracy / CSR)")
+    ax.set_ylim(0, max(1e-3, max(max(c["quality"]) for c in curves)) * 1.15)
+    ax.set_title(title or "anytime quality (dashed: best so far)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def compare_plot(run_dirs: list[str | Path], out_png: str | Path, labels: list[str] | None = None) -> Path:
+    """One plot of several `eval anytime` runs (for `selfteach report --compare`). Each run
+    dir must hold the anytime.json an anytime run writes; `labels` overrides the legend."""
+    import json
+
+    curves = []
+    for i, d in enumerate(run_dirs):
+        f = Path(d) / "anytime.json"
+        if not f.exists():
+            raise SelfteachError(f"{d}: no anytime.json (not a finished `selfteach eval anytime` run)")
+        c = json.loads(f.read_text())
+        if labels:
+            c["label"] = labels[i]
+        curves.append(c)
+    if labels and len(labels) != len(curves):
+        raise SelfteachError(f"compare_plot: {len(labels)} labels for {len(curves)} runs")
+    return plot_curves(curves, out_png, title="anytime quality by run (dashed: best so far)")
+
+
+def evaluate_anytime(cfg: AnytimeConfig, out: str | Path, resume: bool = False, backend: Backend | None = None,
+                     progress: bool = True) -> dict[str, Any]:
+    """Run `selfteach eval anytime`: outputs.jsonl, summary.json, anytime.json, anytime.png in
+    `out`. Checks everything it can (budgets, templates, answers, scorers) before generating."""
+    from selfteach.data.loaders import load_problems
+    from selfteach.runs import RunDir
+
+    problems = load_problems(cfg.data, fields=cfg.fields or None, limit=cfg.limit, require_answers=True,
+                             seed=cfg.seed)
+    if not problems:
+        raise SelfteachError(f"{cfg.data}: no items")
+    ids = [p.id for p in problems]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise SelfteachError(f"{cfg.data}: duplicate item id {dup!r}")
+    kinds = check_scorable(problems, cfg.scorer, cfg.data)
+    if cfg.method != "plain":
+        from selfteach.evaluate.pdp import check_pdp
+
+        check_pdp(cfg, kinds)
+    if backend is None:
+        from selfteach.backends import load_backend
+
+        backend = load_backend(cfg.model, cfg.backend)
+    if getattr(backend, "mode", None) == "chat":  # the chat API cannot continue a token prefix
+        raise SelfteachError(f"--model {cfg.model}: anytime evaluation continues exact token prefixes; use the "
+                             "server's completions mode, not chat mode")
+    suffix = cfg.suffix if cfg.suffix is not None else default_suffix(backend)
+    run = RunDir.create(out, cfg, resume=resume, seed=cfg.seed, device=getattr(backend, "device", None))
+    done = run.done_ids(OUTPUTS) if resume else set()
+    todo = [(p, k) for p, k in zip(problems, kinds, strict=True) if p.id not in done]
+    usage0 = backend.usage.as_dict()
+    t0 = time.time()
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(TextColumn("anytime {task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), disable=not progress, transient=False) as bar:
+        task = bar.add_task(cfg.method, total=len(problems), completed=len(problems) - len(todo))
+        for start in range(0, len(todo), cfg.batch_size):
+            chunk = todo[start : start + cfg.batch_size]
+            probs, ks = [p for p, _ in chunk], [k for _, k in chunk]
+            seed = cfg.seed + (len(problems) - len(todo) + start) // cfg.batch_size
+            pdp_info: list[dict] = [{} for _ in probs]
+            if cfg.method == "plain":
+                prompts = [build_prompt_ids(backend, format_question(p), cfg.prompt_template, cfg.system)
+                           for p in probs]
+            else:
+                from selfteach.evaluate.pdp import pdp_prompts
+
+                prompts, pdp_info = pdp_prompts(backend, probs, ks, cfg, suffix, seed)
+            rows = anytime_items(backend, probs, prompts, ks, cfg, suffix, seed)
+            for row, info, prompt in zip(rows, pdp_info, prompts, strict=True):
+                row["prompt_tokens"] = len(prompt)
+                if info:
+                    row["pdp"] = info
+                run.append(OUTPUTS, row)
+            bar.advance(task, len(chunk))
+    usage1 = backend.usage.as_dict()
+    keep = set(ids)
+    rows = [r for r in run.read(OUTPUTS) if r["id"] in keep]
+    cost = {k: usage1.get(k, 0) - usage0.get(k, 0) for k in usage1 if isinstance(usage1.get(k), int | float)}
+    result = summarize(rows, cfg, extra={"suffix": suffix, "seconds_this_session": round(time.time() - t0, 2),
+                                         "usage_this_session": cost})
+    run.write_json("summary.json", result["summary"])
+    run.write_json("anytime.json", result["curve"])
+    plot_curves([result["curve"]], run.file("anytime.png"),
+                title=f"{cfg.model} ({cfg.method}) on {Path(cfg.data).name}; dashed: best so far")
+    run.log_metrics({"anytime_index": result["curve"]["anytime_index"],
+                     "mean_quality": result["curve"]["mean_quality"], "items": len(rows)})
+    return result

@@ -1,0 +1,144 @@
+"""Diverse candidate solutions sampled from the model itself (ICM+DPO pipeline, step 1).
+
+methods.md section 2: sample several solutions per problem over a spread of temperatures
+so that both right and wrong solutions appear. Only model samples are used: a public
+version of this pipeline mixed in the gold solution and hand-made wrong ones, which is
+supervision in disguise. Gold answers, when present, are attached to each candidate as
+`correct` for reporting only; nothing downstream of ICM reads them for training.
+
+A candidate row (candidates.jsonl, one per sample):
+    {"id": "<problem id>#<j>", "problem_id", "prompt", "text", "answer", "temperature",
+     "finish_reason", "tokens", "correct" (bool or null)}
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+
+from selfteach.backends.base import Backend, SamplingParams
+from selfteach.data.answers import answers_match, extract_answer
+from selfteach.data.records import Problem
+from selfteach.errors import SelfteachError
+from selfteach.runs import RunDir
+
+
+def split_samples(n: int, temperatures: Sequence[float]) -> list[tuple[float, int]]:
+    """Spread n samples over the temperatures as evenly as possible: (temperature, count)."""
+    if not temperatures:
+        raise SelfteachError("--temperatures: give at least one temperature")
+    if n < 1:
+        raise SelfteachError(f"--samples {n}: must be >= 1")
+    k = len(temperatures)
+    counts = [n // k + (1 if i < n % k else 0) for i in range(k)]
+    return [(float(t), c) for t, c in zip(temperatures, counts, strict=True) if c > 0]
+
+
+def generate_candidates(backend: Backend, problems: list[Problem], n: int = 8,
+                        temperatures: Sequence[float] = (0.3, 0.6, 0.9), max_new_tokens: int = 128,
+                        seed: int = 0, batch_size: int = 8, run: RunDir | None = None, file: str = "candidates.jsonl",
+                        progress: bool = True) -> list[dict]:
+    """n samples per problem from `backend`, split over `temperatures`. With `run`, rows are
+    appended to `file` per problem batch and problems already there are skipped (resume)."""
+    from selfteach.evaluate.prompts import solve_prompt
+
+    plan = split_samples(n, temperatures)
+    if run:
+        run.done_ids(file)  # drops a torn last line left by an interruption
+    rows = run.read(file) if run else []
+    # a problem counts as done only with all n samples (an interruption can tear a batch)
+    have = Counter(r["problem_id"] for r in rows)
+    done = {pid for pid, c in have.items() if c >= n}
+    if run and len(done) < len(have):
+        rows = [r for r in rows if r["problem_id"] in done]
+        from selfteach.data.jsonl import write_jsonl
+
+        write_jsonl(run.file(file), rows)
+    todo = [p for p in problems if p.id not in done]
+    with _bar(progress, len(problems), len(problems) - len(todo), "candidates") as advance:
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start : start + batch_size]
+            prompts = [solve_prompt(backend, p) for p in batch]
+            per_problem: list[list[dict]] = [[] for _ in batch]
+            for ti, (temp, count) in enumerate(plan):
+                params = SamplingParams(n=count, temperature=temp, max_new_tokens=max_new_tokens,
+                                        seed=seed * 1000 + start * 10 + ti)
+                for i, gens in enumerate(backend.generate(prompts, params)):
+                    for g in gens:
+                        p = batch[i]
+                        ans = extract_answer(g.text)
+                        per_problem[i].append({
+                            "id": f"{p.id}#{len(per_problem[i])}", "problem_id": p.id, "prompt": prompts[i],
+                            "text": g.text, "answer": ans, "temperature": temp, "finish_reason": g.finish_reason,
+                            "tokens": g.num_tokens,
+                            "correct": None if p.answer is None else answers_match(ans, p.answer)})
+            for cands in per_problem:
+                for c in cands:
+                    if run:
+                        run.append(file, c)
+                    rows.append(c)
+            advance(len(batch))
+    order = {p.id: i for i, p in enumerate(problems)}
+    return sorted((r for r in rows if r["problem_id"] in order), key=lambda r: (order[r["problem_id"]],
+                                                                               int(r["id"].rsplit("#", 1)[1])))
+
+
+def diversity_stats(candidates: list[dict]) -> dict:
+    """How diverse the candidates are, and (when gold exists) how often a problem has both a
+    right and a wrong candidate: the problems ICM+DPO can learn anything from."""
+    by_problem: dict[str, list[dict]] = defaultdict(list)
+    for c in candidates:
+        by_problem[c["problem_id"]].append(c)
+    if not by_problem:
+        return {"problems": 0, "candidates": 0}
+    distinct = [len({c["answer"] for c in cs if c["answer"] is not None}) for cs in by_problem.values()]
+    texts = [len({c["text"].strip() for c in cs}) / len(cs) for cs in by_problem.values()]
+    out = {
+        "problems": len(by_problem), "candidates": len(candidates),
+        "mean_distinct_answers": sum(distinct) / len(distinct),
+        "share_problems_multiple_answers": sum(d >= 2 for d in distinct) / len(distinct),
+        "share_no_answer": sum(c["answer"] is None for c in candidates) / len(candidates),
+        "share_truncated": sum(c["finish_reason"] == "length" for c in candidates) / len(candidates),
+        "mean_unique_text_ratio": sum(texts) / len(texts),
+        "mean_tokens": sum(c["tokens"] for c in candidates) / len(candidates),
+        "by_temperature": {str(t): n for t, n in sorted(Counter(c["temperature"] for c in candidates).items())},
+    }
+    golded = {pid: cs for pid, cs in by_problem.items() if cs[0]["correct"] is not None}
+    if golded:
+        out |= {
+            "candidate_accuracy": sum(c["correct"] for cs in golded.values() for c in cs)
+            / sum(len(cs) for cs in golded.values()),
+            "share_problems_any_correct": sum(any(c["correct"] for c in cs) for cs in golded.values()) / len(golded),
+            "share_problems_right_and_wrong": sum(any(c["correct"] for c in cs) and not all(c["correct"] for c in cs)
+                                                  for cs in golded.values()) / len(golded),
+        }
+    return out
+
+
+class _bar:
+    """A transient rich progress bar yielding `advance(n)`, or a no-op."""
+
+    def __init__(self, enabled: bool, total: int, completed: int, label: str):
+        self.enabled, self.total, self.completed, self.label = enabled, total, completed, label
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda n: None
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeRemainingColumn(), transient=True)
+        self.bar.start()
+        task = self.bar.add_task(self.label, total=self.total, completed=self.completed)
+        return lambda n: self.bar.advance(task, n)
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self.bar.stop()
+        return False

@@ -1,0 +1,104 @@
+"""Judge prompt templates (SPCT, arXiv 2504.02495, section 3: principles, then critiques,
+then one score per response).
+
+The judge reads a query and n responses and writes, in order: principles for this query,
+each with a weight; a critique of each response against them; and a last line
+`Scores: \\boxed{a, b, ...}` with one integer 1-10 per response, in the order shown. In
+pointwise mode it sees one response and ends with `Score: \\boxed{a}`. The wording is ours;
+every template is a field of `JudgePrompt`, so a user can replace it (`--prompts FILE`,
+a YAML/JSON file with any of these fields).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from selfteach.errors import SelfteachError
+
+SYSTEM = "You are a careful and impartial judge. You grade answers to a user's query."
+
+MULTI = """Grade the {n} responses to the query below.
+
+1. First write two to four principles that a good answer to this query must satisfy, each with a weight in percent, e.g. "Principle 1 (50%): the final result is computed correctly."
+2. Then critique every response against these principles, one short paragraph per response.
+3. Finally give every response an integer score from 1 (worst) to 10 (best). End with exactly one line
+Scores: \\boxed{{s1, s2}}
+that lists the {n} scores in the order of the responses, separated by commas.
+
+[Query]
+{query}
+
+{responses}"""
+
+POINTWISE = """Grade the response to the query below.
+
+1. First write two to four principles that a good answer to this query must satisfy, each with a weight in percent.
+2. Then critique the response against these principles in one short paragraph.
+3. Finally give the response an integer score from 1 (worst) to 10 (best). End with exactly one line
+Score: \\boxed{{s}}
+
+[Query]
+{query}
+
+{responses}"""
+
+RESPONSE = "[Response {i}]\n{response}\n[End of response {i}]\n"
+
+
+class JudgePrompt(BaseModel):
+    """The judge's prompt templates. `{query}`, `{responses}`, `{n}` are filled in; each
+    response is rendered with `response` (`{i}` is 1-based, `{response}` its text)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    system: str | None = Field(SYSTEM, description="system message (None: no system turn)")
+    multi: str = Field(MULTI, description="template for n >= 2 responses judged together")
+    pointwise: str = Field(POINTWISE, description="template for one response judged alone")
+    response: str = Field(RESPONSE, description="how one response is shown; {i} is 1-based")
+    chat: bool = Field(True, description="wrap in the model's chat template (no effect on base models)")
+
+    @classmethod
+    def from_file(cls, path: str | Path | None) -> JudgePrompt:
+        """Templates from a YAML or JSON file (missing fields keep their defaults)."""
+        if path is None:
+            return cls()
+        p = Path(path)
+        if not p.is_file():
+            raise SelfteachError(f"{p}: prompts file not found")
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise SelfteachError(f"{p}: not valid YAML/JSON ({str(e).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise SelfteachError(f"{p}: expected a mapping of template fields")
+        try:
+            prompt = cls(**data)
+        except ValidationError as e:
+            err = e.errors()[0]
+            raise SelfteachError(f"{p}: field {'.'.join(map(str, err['loc']))!r}: {err['msg']}") from None
+        for name in ("multi", "pointwise"):  # fail now, not at the first item
+            try:
+                getattr(prompt, name).format(n=2, query="q", responses="r")
+            except (KeyError, IndexError, ValueError) as e:
+                raise SelfteachError(f"{p}: field {name!r}: bad template ({e!r}); use {{n}} {{query}} {{responses}}, "
+                                     "and double literal braces: \\\\boxed{{{{s}}}}") from None
+        return prompt
+
+
+def build_prompt(query: str, responses: list[str], prompt: JudgePrompt | None = None) -> str:
+    """The judge's user message for `responses` in the order they are shown. One response
+    uses the pointwise template, two or more the multi-response one."""
+    prompt = prompt or JudgePrompt()
+    shown = "\n".join(prompt.response.format(i=i + 1, response=r.strip()) for i, r in enumerate(responses))
+    template = prompt.pointwise if len(responses) == 1 else prompt.multi
+    return template.format(n=len(responses), query=query.strip(), responses=shown)
+
+
+def render(backend, query: str, responses: list[str], prompt: JudgePrompt | None = None) -> str:
+    """The full text sent to the model: the user message inside the chat template."""
+    prompt = prompt or JudgePrompt()
+    user = build_prompt(query, responses, prompt)
+    return backend.chat_prompt(user, system=prompt.system) if prompt.chat else user

@@ -1,0 +1,192 @@
+"""Glue shared by the TRL trainers (DPO, GRPO, and the SFT baselines).
+
+- `load_trainable(spec)`: a model spec (alias, directory, .gguf, hub id) -> a plain fp32/bf16
+  transformers model + tokenizer, through `selfteach.backends.models.resolve` (GGUF files
+  are dequantised once and cached, so TRL gets an ordinary model it may fine-tune).
+- `precision_kwargs()`: fp32 + `use_cpu=True` on CPU (bf16 autocast is slower on these CPUs
+  and TRL turns bf16 and gradient checkpointing on by default), bf16 on GPU.
+- `trl_common_kwargs(cfg, out)`: the TrainingArguments fields every trainer shares.
+- `lora_config(cfg)`: a peft `LoraConfig` when `cfg.lora` is set.
+- `finish(trainer, cfg, out)`: merge LoRA, save a full model directory any backend can load,
+  write the training log (train_log.jsonl) and curves (train_curves.png).
+
+Everything here works unchanged under `accelerate launch` (DDP, DeepSpeed ZeRO-2): the
+trainers read the distributed state from the environment accelerate sets up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from selfteach.errors import SelfteachError
+
+
+class TrainConfig(BaseModel):
+    """Options every selfteach trainer shares (TRL-style: each field has a default)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field("smollm2-135m", description="model spec to train: alias, directory, .gguf file or hub id")
+    learning_rate: float = Field(5e-6, gt=0, description="AdamW peak learning rate")
+    epochs: float = Field(1.0, gt=0, description="passes over the training data (ignored when max_steps > 0)")
+    max_steps: int = Field(-1, description="optimizer steps; -1 = run `epochs` epochs")
+    batch_size: int = Field(4, ge=1, description="examples per device per forward pass")
+    grad_accum: int = Field(1, ge=1, description="gradient accumulation steps (global batch = batch_size x grad_accum x processes)")
+    max_length: int = Field(512, ge=16, description="truncate prompt+completion to this many tokens")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="share of steps with linear learning-rate warm-up")
+    lr_scheduler: str = Field("linear", description="transformers scheduler name: linear, cosine, constant, ...")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    lora: bool = Field(False, description="train a LoRA adapter (peft) instead of all weights; merged when saved")
+    lora_r: int = Field(16, ge=1, description="LoRA rank")
+    lora_alpha: int = Field(32, ge=1, description="LoRA scaling alpha")
+    lora_dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout")
+    device: str = Field("auto", description="auto (cuda if available, else cpu), cpu or cuda")
+    seed: int = Field(0, description="seed for data order, LoRA init and sampling")
+    logging_steps: int = Field(1, ge=1, description="log loss/metrics every this many optimizer steps")
+    gradient_checkpointing: bool = Field(False, description="trade compute for memory (useful on GPU for long sequences)")
+    save_model: bool = Field(True, description="save the trained (merged) model to OUT/model")
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    model_dir: Path | None  # full merged model, loadable by HFBackend / resolve()
+    log_history: list[dict[str, Any]] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)  # train_runtime, steps, final loss, ...
+
+
+def pick_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise SelfteachError(f"--device {device!r}: choose auto, cpu or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SelfteachError("--device cuda: no CUDA device is available")
+    return device
+
+
+def precision_kwargs(device: str) -> dict[str, Any]:
+    """fp32 on CPU with `use_cpu=True`, bf16 on GPU (see platform notes)."""
+    if device == "cpu":
+        return {"use_cpu": True, "bf16": False, "fp16": False}
+    return {"bf16": True, "fp16": False}
+
+
+def load_trainable(spec: str, device: str = "cpu"):
+    """(model, tokenizer) from a model spec; fp32 on CPU, bf16 on GPU. The model stays on
+    CPU memory: the Trainer/accelerate places it (and shards it under DeepSpeed)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from selfteach.backends.models import resolve
+
+    path = resolve(spec)
+    dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path))
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+    except OSError as e:
+        raise SelfteachError(f"model {spec!r}: cannot load ({str(e).splitlines()[0]})") from None
+    if getattr(model, "hf_quantizer", None) is not None:  # GGUF marker blocks fine-tuning
+        model.hf_quantizer.remove_quantization_config(model)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return model, tok
+
+
+def lora_config(cfg: TrainConfig):
+    """A peft LoRA config over all linear layers except the LM head, or None."""
+    if not cfg.lora:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules="all-linear", task_type="CAUSAL_LM")
+
+
+def trl_common_kwargs(cfg: TrainConfig, out: Path, device: str) -> dict[str, Any]:
+    """TrainingArguments fields shared by DPOConfig / GRPOConfig / SFTConfig."""
+    return dict(
+        output_dir=str(out / "trainer"), learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum, warmup_steps=cfg.warmup_ratio,  # <1 means a ratio
+        lr_scheduler_type=cfg.lr_scheduler, weight_decay=cfg.weight_decay, seed=cfg.seed,
+        logging_steps=cfg.logging_steps, save_strategy="no", report_to="none",
+        activation_checkpointing=cfg.gradient_checkpointing, disable_tqdm=False,
+        dataloader_num_workers=0, **precision_kwargs(device),
+    )
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0) == 0
+
+
+def finish(trainer, cfg: TrainConfig, out: Path, title: str) -> TrainResult:
+    """Save the merged model, the log history and training curves; return a TrainResult."""
+    history = [dict(h) for h in trainer.state.log_history]
+    metrics = next((h for h in reversed(history) if "train_runtime" in h), {})
+    losses = [h["loss"] for h in history if "loss" in h]
+    metrics = {**metrics, "global_step": trainer.state.global_step,
+               "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None}
+    model_dir = None
+    if cfg.save_model:
+        model_dir = out / "model"
+        trainer.accelerator.wait_for_everyone()
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        if hasattr(model, "merge_and_unload"):  # LoRA: one plain model directory any backend loads
+            model = model.merge_and_unload()
+        if is_main_process():
+            model.save_pretrained(str(model_dir), safe_serialization=True)
+            trainer.processing_class.save_pretrained(str(model_dir))
+    if is_main_process():
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "train_log.jsonl").write_text("".join(json.dumps(h, default=str) + "\n" for h in history))
+        (out / "train_metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+        plot_curves(history, out / "train_curves.png", title)
+    return TrainResult(model_dir=model_dir, log_history=history, metrics=metrics)
+
+
+CURVE_KEYS = ["loss", "rewards/margins", "rewards/accuracies", "reward", "kl", "learning_rate"]
+
+
+def plot_curves(history: list[dict[str, Any]], path: Path, title: str) -> Path | None:
+    """One small panel per logged quantity that exists (loss, DPO margins, GRPO reward ...)."""
+    keys = [k for k in CURVE_KEYS if any(k in h for h in history)]
+    if not keys:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8), squeeze=False)
+    for ax, k in zip(axes[0], keys, strict=True):
+        pts = [(h.get("step", i), h[k]) for i, h in enumerate(history) if k in h]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".")
+        ax.set_title(k, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+class Timer:
+    def __enter__(self):
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.t0

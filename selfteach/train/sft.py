@@ -1,0 +1,410 @@
+"""`selfteach train sft`: supervised fine-tuning with an entropic objective (arXiv 2602.11424).
+
+A subclass of TRL's SFTTrainer whose `compute_loss` swaps NLL for one of
+`selfteach.train.objectives.OBJECTIVES` (nll, deformed, prob, dft, cayley, deft). It keeps
+TRL's fused LM head, which projects hidden states to the vocabulary in tiles and returns
+per-token log p (with gradient), entropy and log sum_v pi_v^2 without ever building the
+(tokens x vocab) logits, so every objective costs one forward and one backward, the same
+as TRL's NLL (the deprecated `compute_loss_func` hook would add a second forward).
+
+Data is prompt/completion (completion-only loss): JSONL rows with `prompt` + `completion`
+(strings or chat messages), rows with `messages` (the last message, from the assistant,
+is the completion), or problems (question + solution or answer; the completion is the
+solution, else "The answer is N.").
+
+Defaults follow the authors' recipe where it transfers (AdamW betas (0.9, 0.95), weight
+decay 0.01, cosine schedule, warmup 10%, lr 5e-5, 1 epoch); batch sizes are CPU-sized.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import torch
+import typer
+from pydantic import BaseModel, Field
+from transformers import TrainerCallback
+
+from selfteach.errors import SelfteachError
+from selfteach.runs import RunDir
+from selfteach.train.diagnostics import Diagnostics
+from selfteach.train.objectives import OBJECTIVES, check_objective, entropic_loss, reduce_loss
+
+try:  # TRL is a dependency; the import is here so the error names what is missing
+    from trl import SFTConfig, SFTTrainer
+    from trl.trainer.utils import add_fused_lm_head
+except ImportError as e:  # pragma: no cover
+    raise SelfteachError(f"train sft needs trl ({e})") from None
+
+
+class SFTRunConfig(BaseModel):
+    """Everything `train sft` does, recorded as config.yaml in the run directory."""
+
+    model: str = Field("smollm2-135m", description="model alias, local directory, .gguf file or hub id")
+    data: str = Field("", description="JSONL/parquet/dataset dir with prompt/completion, messages, or problems; "
+                                      "or builtin:arithmetic")
+    objective: str = Field("nll", description=f"one of {', '.join(OBJECTIVES)} (see selfteach.train.objectives)")
+    alpha: float | None = Field(None, description="alpha for objective=deformed (0 < alpha <= 1); others take none")
+    lora: bool = Field(False, description="train a LoRA adapter (peft) instead of all weights")
+    lora_r: int = Field(16, ge=1, description="LoRA rank")
+    lora_alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = lora_alpha / lora_r)")
+    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the LoRA branch")
+    max_steps: int = Field(-1, description="optimizer steps; -1 means `epochs` passes over the data")
+    epochs: float = Field(1.0, gt=0, description="passes over the data when max_steps is -1 (authors: 1)")
+    learning_rate: float = Field(5e-5, gt=0, description="peak learning rate (authors: 5e-5 for 1.5-7B models)")
+    batch_size: int = Field(4, ge=1, description="examples per device step")
+    grad_accum: int = Field(1, ge=1, description="gradient accumulation steps (global batch = batch_size x this)")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="share of steps with linear warmup (authors: 0.1)")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (authors: 0.01)")
+    adam_beta2: float = Field(0.95, gt=0, lt=1, description="AdamW beta2 (authors: 0.95)")
+    max_length: int | None = Field(None, ge=8, description="longest allowed example in tokens; default the model "
+                                                           "context. Longer examples are an error, not truncated")
+    diag_every: int = Field(10, ge=1, description="write token diagnostics to metrics.jsonl every N steps")
+    save_steps: int = Field(50, ge=1, description="checkpoint every N steps (for --resume)")
+    seed: int = Field(0, description="seed for data order, LoRA init and dropout")
+    fields: dict[str, str] = Field(default_factory=dict, description="field mapping for problem data "
+                                                                      "(question=..., answer=..., solution=...)")
+    limit: int | None = Field(None, ge=1, description="use only the first N examples")
+    device: str = Field("auto", description="auto (cuda if available), cpu or cuda")
+
+
+# ---- data --------------------------------------------------------------------------------
+def answer_completion(answer: str) -> str:
+    """The completion built from a bare final answer."""
+    return f"The answer is {answer}."
+
+
+def plain_prompt(question: str) -> str:
+    """Prompt for models without a chat template (base models such as Gemma-3-270M)."""
+    return f"Question: {question}\nAnswer:"
+
+
+def load_sft_rows(data: str | Path | list[dict], fields: dict[str, str] | None = None,
+                  limit: int | None = None) -> list[dict[str, Any]]:
+    """Rows {"prompt", "completion"} (strings or message lists) from any supported data.
+    Problems become {"question", "completion"} and are formatted per model by `format_rows`."""
+    from selfteach.data.loaders import load_problems, read_rows
+
+    name = "data" if isinstance(data, list) else str(data)
+    if isinstance(data, list):
+        rows = data
+    elif str(data).startswith("builtin:"):
+        rows = [p.model_dump() for p in load_problems(str(data))]
+    else:
+        rows = read_rows(data)
+    if not rows:
+        raise SelfteachError(f"{name}: no examples")
+    has_pc = "prompt" in rows[0] and "completion" in rows[0]
+    out: list[dict[str, Any]] = []
+    for i, row in enumerate(rows):
+        where = f"{name}:{i + 1}"
+        if not isinstance(row, dict):
+            raise SelfteachError(f"{where}: expected an object, got {type(row).__name__}")
+        if "question" in row and "prompt" not in row and row.get("completion"):  # a problem with its completion
+            out.append({"question": str(row["question"]), "completion": str(row["completion"])})
+        elif has_pc or "completion" in row:
+            if "prompt" not in row or row.get("completion") in (None, "", []):
+                raise SelfteachError(f"{where}: missing or empty field 'completion'" if "prompt" in row
+                                     else f"{where}: missing field 'prompt'")
+            out.append({"prompt": row["prompt"], "completion": row["completion"]})
+        elif "messages" in row:
+            msgs = row["messages"]
+            if not isinstance(msgs, list) or len(msgs) < 2 or not isinstance(msgs[-1], dict) \
+                    or msgs[-1].get("role") != "assistant":
+                raise SelfteachError(f"{where}: field 'messages' must end with an assistant message (the completion)")
+            out.append({"prompt": msgs[:-1], "completion": [msgs[-1]]})
+        else:
+            out.append(_problem_row(row, i, fields or {}, where))
+        if limit is not None and len(out) >= limit:
+            break
+    return out
+
+
+def _problem_row(row: dict, i: int, fields: dict[str, str], where: str) -> dict[str, Any]:
+    from selfteach.data.loaders import _problem_from_row, _validated
+
+    if "question" in row and "meta" in row and "id" in row and not fields:  # a Problem record (builtin)
+        q, sol, ans = row["question"], row.get("solution"), row.get("answer")
+    else:
+        prob = _validated(lambda: _problem_from_row(row, i, fields, where), where)
+        q, sol, ans = prob.question, prob.solution, prob.answer
+    if sol:
+        return {"question": q, "completion": str(sol).strip()}
+    if ans not in (None, ""):
+        return {"question": q, "completion": answer_completion(str(ans))}
+    raise SelfteachError(f"{where}: no completion: need 'completion' (with 'prompt'), 'messages', or a problem "
+                         "with a solution or answer (map one with --field answer=FIELD)")
+
+
+def format_rows(rows: list[dict[str, Any]], chat: bool) -> list[dict[str, Any]]:
+    """Problem rows -> chat messages when the tokenizer has a chat template, else plain text."""
+    out = []
+    for r in rows:
+        if "question" in r:
+            if chat:
+                r = {"prompt": [{"role": "user", "content": r["question"]}],
+                     "completion": [{"role": "assistant", "content": r["completion"]}]}
+            else:
+                r = {"prompt": plain_prompt(r["question"]), "completion": " " + r["completion"]}
+        out.append(r)
+    if len({isinstance(r["prompt"], list) for r in out}) > 1:
+        raise SelfteachError("data mixes plain-text and chat-message prompts; use one format")
+    return out
+
+
+# ---- trainer -----------------------------------------------------------------------------
+class EntropicSFTTrainer(SFTTrainer):
+    """SFTTrainer with `compute_loss` replaced by an entropic objective.
+
+    Same forward as TRL's NLL path (fused LM head), plus the per-token statistic
+    log sum_v pi_v^2 that DEFT needs (computed in the same vocabulary tiles).
+    """
+
+    def __init__(self, *args, objective: str = "nll", alpha: float | None = None,
+                 diagnostics: Diagnostics | None = None, **kwargs):
+        self.objective = objective
+        self.alpha = check_objective(objective, alpha)
+        self.diagnostics = diagnostics
+        super().__init__(*args, **kwargs)
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        # Re-patch the head TRL installed, asking for log sum pi^2 too (one more fold per tile).
+        add_fused_lm_head(base, outputs=("log_probs", "entropy", "log_sum_sq_probs", "is_top1"))
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        mode = "train" if self.model.training else "eval"
+        inputs["use_cache"] = False
+        out = model(**inputs, fused_lm_head=True)
+        mask = out.label_mask
+        tl = entropic_loss(out.log_probs, mask, self.objective, self.alpha, out.log_sum_sq_probs)
+        loss = reduce_loss(tl.loss, mask, num_items_in_batch)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * self.accelerator.num_processes  # as TRL: DDP averages the gradients
+
+        n = mask.sum().clamp(min=1)
+        m = self._metrics[mode]
+        m["entropy"].append((out.entropy.detach().sum() / n).item())
+        m["mean_token_accuracy"].append((out.is_top1.sum() / n).item())
+        m["mean_gate"].append((tl.gate.sum() / n).item())
+        m["mean_alpha"].append((tl.alpha.sum() / n).item())
+        m["mean_p"].append((tl.p.sum() / n).item())
+        if mode == "train":
+            self._total_train_tokens += int(inputs["attention_mask"].sum()) if "attention_mask" in inputs else 0
+            if self.diagnostics is not None:
+                self.diagnostics.update(tl.p, out.entropy.detach(), out.log_sum_sq_probs, tl.gate, tl.alpha, mask)
+        m["num_tokens"] = [self._total_train_tokens]
+        return (loss, out) if return_outputs else loss
+
+
+class _RunCallback(TrainerCallback):
+    """Trainer logs -> metrics.jsonl, diagnostics every N steps, and a rich progress bar."""
+
+    def __init__(self, run: RunDir | None, diagnostics: Diagnostics | None, progress: bool = True):
+        self.run, self.diag, self.show = run, diagnostics, progress
+        self.progress = self.task = None
+        self.last_loss: float | None = None
+
+    def on_train_begin(self, args, state, control, **kw):
+        if self.show:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            self.progress = Progress(TextColumn("sft"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                                     TextColumn("{task.description}"), transient=False)
+            self.progress.start()
+            self.task = self.progress.add_task("", total=state.max_steps, completed=state.global_step)
+
+    def on_step_end(self, args, state, control, **kw):
+        if self.diag is not None and state.global_step % self.diag.every == 0:
+            self.diag.flush(state.global_step)
+        if self.progress is not None:
+            desc = f"loss {self.last_loss:.4f}" if self.last_loss is not None else ""
+            self.progress.update(self.task, completed=state.global_step, description=desc)
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        logs = dict(logs or {})
+        if "loss" in logs:
+            self.last_loss = float(logs["loss"])
+        if self.run is not None and logs:
+            self.run.log_metrics({"kind": "train", "step": state.global_step, **logs})
+
+    def on_train_end(self, args, state, control, **kw):
+        if self.diag is not None and self.diag._buf:
+            self.diag.flush(state.global_step)
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def _check_lengths(dataset, limit: int, context: int, max_length: int | None) -> None:
+    """Every example fits and has trained tokens: fail before training, naming the row."""
+    cols = dataset.column_names
+    for i, ex in enumerate(dataset):
+        n = len(ex["input_ids"])
+        if n > limit:
+            what = f"--max-length {max_length}" if max_length and max_length < context else f"the model context {context}"
+            raise SelfteachError(f"example {i + 1}: {n} tokens, longer than {what}; shorten it or drop it "
+                                 "(examples are not truncated: that would cut the completion)")
+        if "completion_mask" in cols and sum(ex["completion_mask"]) == 0:
+            raise SelfteachError(f"example {i + 1}: completion has no tokens")
+
+
+def _last_checkpoint(path: Path) -> str | None:
+    ckpts = sorted(path.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1]
+                   .isdigit() else -1)
+    return str(ckpts[-1]) if ckpts else None
+
+
+def build_trainer(cfg: SFTRunConfig, rows: list[dict] | None = None, run: RunDir | None = None,
+                  progress: bool = False, output_dir: str | Path | None = None) -> EntropicSFTTrainer:
+    """A ready EntropicSFTTrainer for `cfg` (data checked, nothing trained yet)."""
+    import datasets
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from selfteach.backends.hf import pick_device
+    from selfteach.backends.models import resolve
+
+    alpha = check_objective(cfg.objective, cfg.alpha)
+    rows = rows if rows is not None else load_sft_rows(cfg.data, cfg.fields, cfg.limit)
+    path = resolve(cfg.model)
+    try:
+        tok = AutoTokenizer.from_pretrained(str(path))
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+    except OSError as e:
+        raise SelfteachError(f"model {cfg.model!r}: cannot load ({str(e).splitlines()[0]})") from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    rows = format_rows(rows, chat=bool(getattr(tok, "chat_template", None)))
+    context = int(getattr(model.config.get_text_config(), "max_position_embeddings", 0) or 2048)
+    limit = min(context, cfg.max_length or context)
+    device = pick_device(cfg.device)
+    cuda = device.startswith("cuda")
+    args = SFTConfig(
+        output_dir=str(output_dir or (run.file("checkpoints") if run else "sft-out")),
+        max_steps=cfg.max_steps, num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
+        per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
+        lr_scheduler_type="cosine", warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
+        adam_beta1=0.9, adam_beta2=cfg.adam_beta2, seed=cfg.seed, data_seed=cfg.seed,
+        completion_only_loss=True, max_length=None,  # lengths are checked, never truncated
+        use_cpu=not cuda, bf16=cuda and torch.cuda.is_bf16_supported(), activation_checkpointing=False,
+        logging_steps=1, save_steps=cfg.save_steps, save_total_limit=2, save_only_model=False,
+        report_to="none", disable_tqdm=True, dataset_num_proc=None,
+    )
+    peft_config = None
+    if cfg.lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                                 target_modules="all-linear", task_type="CAUSAL_LM")
+    diag = Diagnostics(run, every=cfg.diag_every, objective=cfg.objective)
+    trainer = EntropicSFTTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
+                                 processing_class=tok, peft_config=peft_config, objective=cfg.objective,
+                                 alpha=alpha, diagnostics=diag, callbacks=[_RunCallback(run, diag, progress)])
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # logs go to metrics.jsonl and the progress bar instead
+    _check_lengths(trainer.train_dataset, limit, context, cfg.max_length)
+    return trainer
+
+
+def train_sft(model: str, data: str | Path | list[dict], out: str | Path, objective: str = "nll",
+              alpha: float | None = None, resume: bool = False, progress: bool = False,
+              **options: Any) -> dict[str, Any]:
+    """Fine-tune `model` on prompt/completion `data` with `objective`; returns summary metrics.
+
+    `options` are any `SFTRunConfig` field (lora, max_steps, learning_rate, batch_size, ...).
+    Writes to `out`: config.yaml, env.json, metrics.jsonl (train logs and token
+    diagnostics), diagnostics.png, summary.json, checkpoints/ and the final model/.
+
+    >>> train_sft("tiny-random", "train.jsonl", "runs/deft", objective="deft", max_steps=20)
+    """
+    unknown = sorted(set(options) - set(SFTRunConfig.model_fields))
+    if unknown:
+        raise SelfteachError(f"train_sft: unknown option {unknown[0]!r}")
+    check_objective(objective, alpha)
+    cfg = SFTRunConfig(model=model, data="<list>" if isinstance(data, list) else str(data), objective=objective,
+                       alpha=alpha, **options)
+    rows = load_sft_rows(data, cfg.fields, cfg.limit)  # bad data fails before a run dir is made
+    out = Path(out)
+    if resume and (out / "result.json").exists():  # finished already: nothing to resume
+        import json
+
+        return json.loads((out / "result.json").read_text())
+    # Build (load, tokenize, check lengths) before writing the run dir, so bad data leaves no run behind.
+    trainer = build_trainer(cfg, rows, RunDir(out), progress=progress)
+    run = RunDir.create(out, cfg, resume=resume, seed=cfg.seed, device=cfg.device)
+    ckpt = _last_checkpoint(run.file("checkpoints")) if resume else None
+    t0 = time.time()
+    result = trainer.train(resume_from_checkpoint=ckpt)
+    seconds = time.time() - t0
+    model_out = trainer.model
+    if cfg.lora:  # merge the adapter: out/model is then a plain model any backend loads
+        model_out = model_out.merge_and_unload()
+    model_out.save_pretrained(str(run.file("model")))
+    trainer.processing_class.save_pretrained(str(run.file("model")))
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    summary = {
+        "objective": objective, "alpha": alpha, "model": model, "examples": len(rows),
+        "steps": trainer.state.global_step, "train_loss": round(float(result.training_loss), 6),
+        "final_loss": logs[-1]["loss"] if logs else math.nan,
+        "mean_gate": _mean([h.get("mean_gate") for h in logs]), "mean_alpha": _mean([h.get("mean_alpha") for h in logs]),
+        "mean_p_first": logs[0].get("mean_p") if logs else None, "mean_p_last": logs[-1].get("mean_p") if logs else None,
+        "train_seconds": round(seconds, 2), "out": str(run.path), "model_dir": str(run.file("model")),
+        "resumed_from": ckpt,
+    }
+    trainer.diagnostics.finish(f"SFT {objective} on {model}", extra_notes=[
+        f"{summary['steps']} steps on {len(rows)} examples, train loss {summary['train_loss']}, "
+        f"{summary['train_seconds']} s."])
+    run.write_json("result.json", summary)
+    return summary
+
+
+def _mean(xs: list[float | None]) -> float | None:
+    v = [x for x in xs if x is not None]
+    return round(sum(v) / len(v), 6) if v else None
+
+
+# ---- CLI ---------------------------------------------------------------------------------
+def register_sft(train_app) -> None:
+    """Add `train sft` to the `train` Typer sub-app."""
+    @train_app.command("sft")
+    def sft_command(
+        model: Annotated[str, typer.Option(help="model alias, directory, .gguf or hub id")] = "smollm2-135m",
+        data: Annotated[str, typer.Option(help="JSONL with prompt/completion, messages, or problems "
+                                               "(question + solution/answer); or builtin:arithmetic")] = "",
+        objective: Annotated[str, typer.Option(help="nll | deformed | prob | dft | cayley | deft")] = "nll",
+        alpha: Annotated[float | None, typer.Option(help="alpha for --objective deformed (0 < A <= 1)")] = None,
+        out: Annotated[str, typer.Option(help="run directory")] = "runs/sft",
+        lora: Annotated[bool, typer.Option("--lora", help="train a LoRA adapter")] = False,
+        max_steps: Annotated[int, typer.Option(help="optimizer steps (-1: --epochs passes)")] = -1,
+        epochs: Annotated[float, typer.Option(help="passes over the data")] = 1.0,
+        learning_rate: Annotated[float, typer.Option("--lr", help="peak learning rate")] = 5e-5,
+        batch_size: Annotated[int, typer.Option(help="examples per step")] = 4,
+        grad_accum: Annotated[int, typer.Option(help="gradient accumulation steps")] = 1,
+        max_length: Annotated[int | None, typer.Option(help="longest allowed example (tokens)")] = None,
+        diag_every: Annotated[int, typer.Option(help="diagnostics every N steps")] = 10,
+        save_steps: Annotated[int, typer.Option(help="checkpoint every N steps")] = 50,
+        field: Annotated[list[str] | None, typer.Option(help="problem field map, e.g. question=Body+Question")] = None,
+        limit: Annotated[int | None, typer.Option(help="first N examples only")] = None,
+        seed: Annotated[int, typer.Option(help="seed")] = 0,
+        resume: Annotated[bool, typer.Option("--resume", help="continue from the last checkpoint in --out")] = False,
+    ) -> None:
+        """Fine-tune with an entropic objective (DEFT family, arXiv 2602.11424); completion-only loss."""
+        import json
+
+        from selfteach.data.loaders import parse_field_map
+
+        if not data:
+            raise SelfteachError("--data is required (a JSONL file or builtin:arithmetic)")
+        summary = train_sft(model, data, out, objective=objective, alpha=alpha, resume=resume, progress=True,
+                            lora=lora, max_steps=max_steps, epochs=epochs, learning_rate=learning_rate,
+                            batch_size=batch_size, grad_accum=grad_accum, max_length=max_length,
+                            diag_every=diag_every, save_steps=save_steps, fields=parse_field_map(field),
+                            limit=limit, seed=seed)
+        typer.echo(json.dumps(summary, indent=2))

@@ -1,0 +1,445 @@
+"""ICM (selfteach.elicit): formulas, rules, search invariants, resume, bad input, CLI.
+
+Most tests use `SyntheticBackend`, whose P(label | context) we control: a weak, noisy
+latent-truth signal per claim plus a context-consistency effect (the query's prediction
+follows truth more strongly the more the context labels agree with truth). Coherent
+labelings therefore have higher mutual predictability, as ICM assumes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from selfteach.backends.base import Usage
+from selfteach.data.records import Claim
+from selfteach.elicit import (
+    ICMConfig,
+    acceptance_probability,
+    comparison_claims,
+    exclusive_claims,
+    icm,
+    temperature,
+)
+from selfteach.elicit.rules import make_rule
+from selfteach.elicit.scoring import ExactScorer, FastScorer, normalise
+from selfteach.elicit.search import _Search
+from selfteach.elicit.templates import Template
+from selfteach.errors import SelfteachError
+from selfteach.runs import RunDir
+
+
+def _logsig(x: float) -> float:
+    return -math.log1p(math.exp(-x)) if x > -30 else x
+
+
+class SyntheticBackend:
+    """label_logprobs from a latent truth and a context-consistency effect."""
+
+    name = "synthetic"
+
+    def __init__(self, truth: dict[str, bool], strength: dict[str, float], w_ctx: float = 2.0,
+                 fail_after: int | None = None):
+        self.truth, self.strength, self.w_ctx = truth, strength, w_ctx
+        self.usage = Usage()
+        self.fail_after = fail_after
+        self.prompts_seen: list[str] = []
+
+    @staticmethod
+    def _claim(block: str) -> str:
+        line = next(ln for ln in block.splitlines() if ln.startswith("Claim: "))
+        return line.removeprefix("Claim: ").strip()
+
+    def label_logprobs(self, prompts: list[str], labels: dict[str, list[str]]) -> list[dict[str, float]]:
+        if self.fail_after is not None and self.usage.calls >= self.fail_after:
+            raise KeyboardInterrupt
+        self.usage.calls += 1
+        self.usage.prompt_tokens += sum(len(p.split()) for p in prompts)
+        out = []
+        for p in prompts:
+            self.prompts_seen.append(p)
+            blocks = [b for b in p.split("\n\n") if b.strip()]
+            q, ctx = self._claim(blocks[-1]), blocks[:-1]
+            agree = [1.0 if b.rstrip().endswith("True") == self.truth[self._claim(b)] else -1.0 for b in ctx]
+            m = sum(agree) / len(agree) if agree else 0.0
+            z = 1.0 if self.truth[q] else -1.0
+            logit = z * (self.strength[q] + self.w_ctx * max(m, 0.0))  # truthful context sharpens
+            out.append({"True": _logsig(logit), "False": _logsig(-logit)})
+        return out
+
+
+def synthetic_task(n: int = 24, seed: int = 0, groups: bool = False) -> tuple[list[Claim], dict, dict]:
+    rng = random.Random(seed)
+    claims, truth, strength = [], {}, {}
+    for k in range(n):
+        text = f"item {k} holds"
+        t = rng.random() < 0.5
+        truth[text], strength[text] = t, rng.uniform(-0.6, 1.0)
+        claims.append(Claim(id=f"c{k}", claim=text, gold=t, group=f"g{k // 2}" if groups else None))
+    return claims, truth, strength
+
+
+# ---- formulas --------------------------------------------------------------------------
+def test_temperature_schedule_matches_formula():
+    cfg = ICMConfig()
+    assert temperature(1, cfg) == pytest.approx(10.0)
+    assert temperature(3, cfg) == pytest.approx(10.0 / (1 + 0.99 * math.log(3)))
+    assert temperature(10**300, ICMConfig(t0=1.0, t_min=0.5)) == 0.5
+    assert temperature(100, ICMConfig(beta=0.0)) == pytest.approx(10.0)
+
+
+@given(st.floats(-50, 50, allow_nan=False), st.floats(0.01, 10))
+def test_acceptance_probability_matches_metropolis(delta, t):
+    p = acceptance_probability(delta, t)
+    assert p == (1.0 if delta > 0 else pytest.approx(math.exp(delta / t)))
+    assert 0.0 <= p <= 1.0
+
+
+def test_normalise_over_two_labels():
+    a, b = normalise({"True": math.log(0.2), "False": math.log(0.6)})
+    assert math.exp(a) == pytest.approx(0.25) and math.exp(b) == pytest.approx(0.75)
+
+
+# ---- rules -----------------------------------------------------------------------------
+def test_math_rule_known_cases():
+    cl = [Claim(id=str(i), claim=f"s{i}", group="p", key=k) for i, k in enumerate(["4", "4", "5"])]
+    r = make_rule("math", cl)
+    assert r.violates(0, True, 2, True) and not r.violates(0, True, 2, False)
+    assert r.violates(0, True, 1, False) and not r.violates(0, False, 1, False)
+    assert set(r.consistent_assignments(0, 2)) == {(True, False), (False, True), (False, False)}
+    assert set(r.consistent_assignments(0, 1)) == {(True, True), (False, False)}
+    assert r.count({0: True, 1: False, 2: True}) == 2  # (0,1) differ on same key; (0,2) both True
+
+
+def test_math_rule_derives_key_from_text_not_gold():
+    cl = [Claim(id="a", claim="so the answer is \\boxed{12}", group="p", gold=True),
+          Claim(id="b", claim="so the answer is \\boxed{13}", group="p", gold=False)]
+    r = make_rule("math", cl)
+    assert r.keys[0] == "12" and r.keys[1] == "13"
+    assert r.violates(0, True, 1, True)
+
+
+def test_comparison_and_exclusive_rules():
+    cmp_ = make_rule("comparison", comparison_claims("p1", "Say hi", "Hello!", "go away", gold_a_better=True))
+    assert cmp_.violates(0, True, 1, True) and cmp_.violates(0, False, 1, False)
+    assert set(cmp_.consistent_assignments(0, 1)) == {(True, False), (False, True)}
+    ex = make_rule("exclusive", exclusive_claims("q", "2+2?", ["3", "4", "5"], gold_index=1))
+    assert ex.count({0: True, 1: True, 2: True}) == 3 and ex.count({0: False, 1: True, 2: False}) == 0
+    assert (False, False) in ex.consistent_assignments(0, 1)
+
+
+def test_binary_rule_relates_nothing_even_with_groups():
+    cl, truth, strength = synthetic_task(8, groups=True)
+    s = _Search(cl, SyntheticBackend(truth, strength), make_rule("binary", cl), ICMConfig())
+    assert s.weights({0: True}) == [1.0] * 8  # no generic all-pairs rule: weights stay meaningful
+    ex = _Search(cl, SyntheticBackend(truth, strength), make_rule("exclusive", cl), ICMConfig(related_weight=100))
+    w = ex.weights({0: True})
+    assert w[1] == 100.0 and w[0] == 1.0 and w[2:] == [1.0] * 6  # claim 1 shares group g0 with labeled 0
+    assert ex.weights({0: True, 1: False})[:2] == [1.0, 1.0]  # labeled claims are not boosted
+
+
+# ---- objective -------------------------------------------------------------------------
+@pytest.mark.parametrize("objective", ["sum", "mean", "margin"])
+def test_U_equals_brute_force_on_tiny_set(objective):
+    cl, truth, strength = synthetic_task(4, seed=3, groups=True)
+    be = SyntheticBackend(truth, strength)
+    cfg = ICMConfig(alpha=7.0, scoring="exact", objective=objective)
+    rule = make_rule("exclusive", cl)
+    s = _Search(cl, be, rule, cfg)
+    tpl = Template()
+    for ys in itertools.product([True, False], repeat=4):
+        labels = dict(enumerate(ys))
+        p = 0.0
+        for i in range(4):  # leave-one-out context, in claim order (groups g0, g1 in order)
+            ctx = "\n\n".join(f"Claim: {cl[j].claim}\nI think this claim is {'True' if labels[j] else 'False'}"
+                              for j in range(4) if j != i)
+            prompt = ctx + "\n\n" + f"Claim: {cl[i].claim}\nI think this claim is"
+            row = be.label_logprobs([prompt], tpl.labels())[0]
+            z = math.log(math.exp(row["True"]) + math.exp(row["False"]))
+            mine, other = (row["True"], row["False"]) if labels[i] else (row["False"], row["True"])
+            p += (mine - other) if objective == "margin" else mine - z
+        if objective != "sum":
+            p /= 4
+        i_count = sum(labels[a] and labels[b] for a, b in [(0, 1), (2, 3)])
+        assert s.U(labels) == pytest.approx(7.0 * p - i_count, rel=1e-9, abs=1e-9)
+
+
+def test_summed_objective_stalls_growth_mean_does_not():
+    """Why P is averaged by default: with the printed sum, adding a claim always lowers U."""
+    cl, truth, strength = synthetic_task(24, seed=1)
+    grown = {}
+    for obj in ("sum", "margin"):
+        res = icm(cl, SyntheticBackend(truth, strength), config=ICMConfig(iters=60, objective=obj), progress=False)
+        grown[obj] = res.metrics["labeled_by_search"]
+    assert grown["sum"] <= 12 < 20 <= grown["margin"]
+
+
+class _StubScorer:
+    """Per-claim fixed log-probs (no context effect): U is cheap and fully known."""
+
+    def __init__(self, lps):
+        self.lps = lps
+
+    def total_logp(self, labels, margin=False):
+        return sum(self.lps[i][0 if y else 1] - margin * self.lps[i][1 if y else 0] for i, y in labels.items())
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_consistency_fix_never_increases_I_and_never_lowers_U(data):
+    n = data.draw(st.integers(2, 9))
+    keys = data.draw(st.lists(st.sampled_from(["1", "2", "3"]), min_size=n, max_size=n))
+    grp = data.draw(st.lists(st.sampled_from(["a", "b"]), min_size=n, max_size=n))
+    task = data.draw(st.sampled_from(["math", "exclusive", "comparison"]))
+    if task == "comparison":
+        n -= n % 2
+        grp = [f"p{i // 2}" for i in range(n)]
+    cl = [Claim(id=str(i), claim=f"x{i}", group=grp[i], key=keys[i]) for i in range(n)]
+    rule = make_rule(task, cl)
+    s = _Search(cl, None, rule, ICMConfig(seed=data.draw(st.integers(0, 99))))
+    probs = data.draw(st.lists(st.floats(0.01, 0.99), min_size=n, max_size=n))
+    s.scorer = _StubScorer([(math.log(p), math.log(1 - p)) for p in probs])
+    labels = {i: data.draw(st.booleans()) for i in range(n)}
+    u0, i0 = s.U(labels), rule.count(labels)
+    before = dict(labels)
+    fixed, u1 = s.consistency_fix(labels, u0)
+    assert rule.count(fixed) <= i0
+    assert u1 >= u0 and u1 == pytest.approx(s.U(fixed))
+    assert labels == before  # the input state is never mutated
+
+
+def test_consistency_fix_can_choose_both_false():
+    cl = exclusive_claims("q", "capital of France?", ["Lyon", "Nice"])
+    rule = make_rule("exclusive", cl)
+    s = _Search(cl, None, rule, ICMConfig())
+    s.scorer = _StubScorer([(math.log(0.3), math.log(0.7)), (math.log(0.2), math.log(0.8))])
+    fixed, _ = s.consistency_fix({0: True, 1: True}, s.U({0: True, 1: True}))
+    assert fixed == {0: False, 1: False}
+
+
+# ---- search ----------------------------------------------------------------------------
+@pytest.mark.parametrize("scoring", ["fast", "exact"])
+def test_search_recovers_latent_labels(scoring):
+    cl, truth, strength = synthetic_task(24, seed=1)
+    accs = []
+    for seed in (0, 1, 2):
+        res = icm(cl, SyntheticBackend(truth, strength), task="binary",
+                  config=ICMConfig(iters=120, seed=seed, scoring=scoring), progress=False)
+        m = res.metrics
+        assert m["zero_shot_accuracy"] < 0.7
+        assert m["accuracy"] > m["zero_shot_accuracy"] + 0.1
+        accs.append(m["accuracy"])
+    assert sorted(accs)[1] >= 0.95  # the median run recovers the latent labels
+    assert set(res.labels) == {c.id for c in cl} and set(res.margins) == set(res.labels)
+    assert m["model_calls"] > 0 and m["prompt_tokens"] > 0 and m["calls_per_claim"] > 0
+    assert res.trajectory and {"U", "P", "I", "T", "acceptance", "balance", "agree_zero_shot"} <= set(res.trajectory[0])
+
+
+def test_fast_scoring_is_much_cheaper_than_exact():
+    cl, truth, strength = synthetic_task(48, seed=2)
+    costs, accs = {}, {}
+    for scoring in ("exact", "fast"):
+        be = SyntheticBackend(truth, strength)
+        res = icm(cl, be, config=ICMConfig(iters=96, seed=0, scoring=scoring), progress=False)
+        costs[scoring], accs[scoring] = res.metrics["prompt_tokens"], res.metrics["accuracy"]
+        assert accs[scoring] > res.metrics["zero_shot_accuracy"] + 0.1
+    assert costs["fast"] * 5 <= costs["exact"]
+
+
+def test_gold_is_never_read_by_the_search():
+    cl, truth, strength = synthetic_task(20, seed=4, groups=True)
+    perm = [c.gold for c in cl]
+    random.Random(9).shuffle(perm)
+    flipped = [c.model_copy(update={"gold": g}) for c, g in zip(cl, perm, strict=True)]
+    assert [c.gold for c in flipped] != [c.gold for c in cl]
+    cfg = ICMConfig(iters=40, seed=5)
+    a = icm(cl, SyntheticBackend(truth, strength), task="exclusive", config=cfg, progress=False)
+    be = SyntheticBackend(truth, strength)
+    b = icm(flipped, be, task="exclusive", config=cfg, progress=False)
+    assert a.labels == b.labels and a.margins == b.margins
+    assert a.metrics["accuracy"] != b.metrics["accuracy"]  # gold is used, but only for the report
+
+
+def test_same_seed_same_labels_and_no_labels_in_query():
+    cl, truth, strength = synthetic_task(16, seed=6)
+    runs = [icm(cl, SyntheticBackend(truth, strength), config=ICMConfig(iters=30, seed=1), progress=False)
+            for _ in range(2)]
+    assert runs[0].labels == runs[1].labels and runs[0].trajectory == runs[1].trajectory
+    be = SyntheticBackend(truth, strength)
+    icm(cl, be, config=ICMConfig(iters=10, seed=1, scoring="exact"), progress=False)
+    for p in be.prompts_seen:  # the scored claim never appears in its own context
+        q = SyntheticBackend._claim(p.split("\n\n")[-1])
+        assert p.count(f"Claim: {q}\n") == 1
+
+
+@pytest.mark.parametrize("scoring", ["fast", "exact"])
+def test_resume_after_interrupt_gives_identical_labels(tmp_path, scoring):
+    cl, truth, strength = synthetic_task(20, seed=7, groups=True)
+    cfg = ICMConfig(iters=40, seed=2, scoring=scoring)
+    full = icm(cl, SyntheticBackend(truth, strength), task="exclusive", config=cfg, progress=False)
+    run = RunDir.create(tmp_path / "r", cfg, seed=2)
+    with pytest.raises(KeyboardInterrupt):
+        icm(cl, SyntheticBackend(truth, strength, fail_after=6), task="exclusive", config=cfg, run=run,
+            progress=False)
+    ck = json.loads((tmp_path / "r" / "icm_checkpoint.json").read_text())
+    assert 0 < ck["step"] < 40 and not ck["done"]
+    resumed = icm(cl, SyntheticBackend(truth, strength), task="exclusive", config=cfg, run=run, progress=False)
+    assert resumed.labels == full.labels and resumed.margins == full.margins
+    rows = [json.loads(x) for x in (tmp_path / "r" / "labels.jsonl").read_text().splitlines()]
+    assert {r["id"]: r["label"] for r in rows} == full.labels
+
+
+def test_warnings_for_degenerate_labeling():
+    cl, truth, strength = synthetic_task(12, seed=8)
+    allfalse = {k: False for k in truth}
+    be = SyntheticBackend(allfalse, {k: 5.0 for k in truth}, w_ctx=0.0)  # always predicts False
+    res = icm(cl, be, config=ICMConfig(iters=20, init_k=0), progress=False)
+    assert any("degenerate" in w for w in res.metrics["warnings"])
+    assert res.metrics["balance"] == 0.0
+
+
+def test_baselines_bracket_icm():
+    cl, truth, strength = synthetic_task(24, seed=1)
+    res = icm(cl, SyntheticBackend(truth, strength), config=ICMConfig(iters=60, baselines=True), progress=False)
+    b = res.baselines
+    assert set(b) == {"zero_shot", "random_fewshot", "golden"}
+    assert b["golden"]["accuracy"] == 1.0  # gold context -> the synthetic model reads truth
+    assert b["zero_shot"]["accuracy"] == res.metrics["zero_shot_accuracy"]
+
+
+# ---- contexts ---------------------------------------------------------------------------
+def test_context_groups_related_claims_and_cuts_far_end():
+    cl = [Claim(id=str(i), claim=f"claim number {i}", group=f"g{i % 3}") for i in range(6)]
+    sc = ExactScorer(cl, SyntheticBackend({}, {}), Template(), max_context_tokens=10_000)
+    ctx = sc.context({i: True for i in range(6)}, exclude=[5])
+    order = [int(b.split("claim number ")[1].split("\n")[0]) for b in ctx.split("\n\n")]
+    assert order == [0, 3, 1, 4, 2]  # g0, g1, g2 together; 5 left out
+    small = ExactScorer(cl, SyntheticBackend({}, {}), Template(), max_context_tokens=sc.example_len[0] * 2)
+    kept = small.context({i: True for i in range(6)}, exclude=[5])
+    assert kept.count("Claim:") == 2 and "claim number 2" in kept  # nearest-to-query examples survive
+
+
+def test_fast_blocks_exclude_own_block():
+    cl, truth, strength = synthetic_task(12, seed=1)
+    sc = FastScorer(cl, SyntheticBackend(truth, strength), Template(), 10_000, blocks=3)
+    labels = {i: True for i in range(12)}
+    sc.refresh(labels)
+    for i in range(12):
+        ctx = sc._prefix(sc.block[i])
+        assert f"Claim: {cl[i].claim}\n" not in ctx
+        assert ctx.count("Claim:") == sum(sc.block[j] != sc.block[i] for j in range(12))
+
+
+# ---- bad input -------------------------------------------------------------------------
+def test_bad_inputs_raise_clear_errors():
+    cl, truth, strength = synthetic_task(4)
+    be = SyntheticBackend(truth, strength)
+    with pytest.raises(SelfteachError, match="no claims"):
+        icm([], be, progress=False)
+    with pytest.raises(SelfteachError, match="unknown"):
+        icm(cl, be, task="ranking", progress=False)
+    with pytest.raises(SelfteachError, match="alpha"):
+        icm(cl, be, config={"alpha": 0}, progress=False)
+    with pytest.raises(SelfteachError, match="alpha"):
+        icm(cl, be, config={"alpha": -3.0}, progress=False)
+    with pytest.raises(SelfteachError, match="'claim' is empty"):
+        icm([Claim(id="x", claim="   ")], be, progress=False)
+    with pytest.raises(SelfteachError, match="duplicate"):
+        icm([cl[0], cl[0]], be, progress=False)
+    lonely = comparison_claims("p", "q", "a", "b")[:1]
+    with pytest.raises(SelfteachError, match="refers to nothing"):
+        icm(lonely, be, task="comparison", progress=False)
+    with pytest.raises(SelfteachError, match="no claim has a 'group'"):
+        icm(cl, be, task="exclusive", progress=False)
+
+
+# ---- real backend (tiny random model) ---------------------------------------------------
+def test_shared_prefix_scoring_matches_plain(tiny_backend):
+    tpl = Template()
+    cl = exclusive_claims("q", "What is the capital of France?", ["Paris", "Lyon", "Nice"])
+    prefix = tpl.context([tpl.example(cl[0], True), tpl.example(cl[1], False)])
+    sufs = [tpl.suffix(c, True) for c in cl]
+    full = [prefix + s for s in sufs]
+    single = {k: [v for v in vs if len(tiny_backend.tokenize(v)) == 1] for k, vs in tpl.labels().items()}
+    plain = tiny_backend.label_logprobs(full, single)
+    last = tiny_backend.label_logprobs_last(full, tpl.labels())
+    tiny_backend.clear_prefix_cache()
+    tiny_backend.usage.reset()
+    shared = tiny_backend.label_logprobs_shared_prefix(prefix, sufs, tpl.labels())
+    first = tiny_backend.usage.prompt_tokens
+    again = tiny_backend.label_logprobs_shared_prefix(prefix, sufs, tpl.labels())
+    second = tiny_backend.usage.prompt_tokens - first
+    for a, b, c, d in zip(plain, last, shared, again, strict=True):
+        for k in a:
+            assert b[k] == pytest.approx(a[k], abs=1e-4)
+            assert c[k] == pytest.approx(a[k], abs=1e-4) and d[k] == pytest.approx(c[k], abs=1e-6)
+    n_prefix = len(tiny_backend._prompt_ids(prefix))
+    assert first == n_prefix + sum(len(tiny_backend.tokenize(s)) for s in sufs)
+    assert second == first - n_prefix  # the cached prefix is not read again
+
+
+def test_cli_end_to_end_tiny(tmp_path):
+    from selfteach.cli import app
+
+    out = tmp_path / "run"
+    args = ["elicit", "--model", "tiny-random", "--claims", "builtin:capitals", "--task", "exclusive",
+            "--limit", "12", "--iters", "6", "--out", str(out), "--baselines", "--no-progress"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "ICM (no labels)" in r.output and "golden-label context" in r.output
+    rows = [json.loads(x) for x in (out / "labels.jsonl").read_text().splitlines()]
+    assert len(rows) == 12 and {"id", "label", "margin"} <= set(rows[0])
+    traj = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [t for t in traj if t.get("stage") == "icm"]
+    assert len(steps) == 6 and {"U", "P", "I", "T", "acceptance", "balance", "agree_zero_shot"} <= set(steps[0])
+    again = CliRunner().invoke(app, args + ["--resume"])
+    assert again.exit_code == 0, again.output
+    rows2 = [json.loads(x) for x in (out / "labels.jsonl").read_text().splitlines()]
+    assert rows2 == rows
+
+
+@pytest.mark.parametrize("extra,msg", [
+    (["--alpha", "0"], "alpha"),
+    (["--task", "ranking"], "--task"),
+    (["--scoring", "slow"], "--scoring"),
+    (["--claims", "/nonexistent/claims.jsonl"], "not found"),
+])
+def test_cli_bad_input_exits_2(tmp_path, extra, msg):
+    from selfteach.cli import app
+
+    args = ["elicit", "--model", "tiny-random", "--claims", "builtin:capitals", "--out", str(tmp_path / "r")]
+    for i in range(0, len(extra), 2):
+        if extra[i] in args:
+            args[args.index(extra[i]) + 1] = extra[i + 1]
+        else:
+            args += extra[i:i + 2]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code != 0
+    assert isinstance(r.exception, SelfteachError | SystemExit) and msg in str(r.exception) + r.output
+
+
+def test_cli_bad_jsonl_names_line(tmp_path):
+    from selfteach.cli import app
+
+    f = tmp_path / "c.jsonl"
+    f.write_text(json.dumps({"id": "a", "claim": "x is y"}) + "\n" + json.dumps({"id": "b", "text": "no claim"}) + "\n")
+    r = CliRunner().invoke(app, ["elicit", "--model", "tiny-random", "--claims", str(f), "--out", str(tmp_path / "r")])
+    assert r.exit_code != 0 and "c.jsonl:2" in str(r.exception)
+
+
+@pytest.mark.slow
+def test_demo_summary_on_gemma(tmp_path):
+    """The `selfteach demo` ICM step on the real model (a few minutes on CPU)."""
+    from selfteach.elicit import demo_summary
+
+    s = demo_summary(out=tmp_path / "demo", n_countries=8, progress=False)
+    for k in ("zero-shot", "random few-shot", "ICM", "golden context"):
+        assert 0.0 <= s[k] <= 1.0
+    assert s["claims"] == 16 and (tmp_path / "demo" / "labels.jsonl").exists()
