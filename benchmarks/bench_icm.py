@@ -12,11 +12,11 @@ same, label accuracy against gold, and the agreement of the two modes' labels.
 
 On the shared 2-core CPU the exact loop is far too slow for a full run (each exact step
 at |D| = 100 reads ~300k tokens), so both modes run the same reduced number of steps
-(ICM_BENCH_ITERS, default 8) and the same context budget (ICM_BENCH_CONTEXT tokens,
-default 512); claims the search did not reach are labeled by argmax in the final context,
+(ICM_BENCH_ITERS, default 4) and the same context budget (ICM_BENCH_CONTEXT tokens,
+default 256, about 9 examples); claims the search did not reach are labeled by argmax in the final context,
 in both modes alike.
 
-    python -m benchmarks.bench_icm                 # SmolLM2-135M, ~10-15 min on a busy 2-core box
+    python -m benchmarks.bench_icm                 # SmolLM2-135M, ~20-30 min on a busy 2-core box
     ICM_BENCH_MODEL=gemma3-270m python -m benchmarks.bench_icm
 """
 
@@ -55,8 +55,8 @@ def main() -> list[dict]:
 
     torch.set_num_threads(int(os.environ.get("ICM_BENCH_THREADS", "1")))
     model = os.environ.get("ICM_BENCH_MODEL", "smollm2-135m")
-    iters = int(os.environ.get("ICM_BENCH_ITERS", "8"))
-    context = int(os.environ.get("ICM_BENCH_CONTEXT", "512"))
+    iters = int(os.environ.get("ICM_BENCH_ITERS", "4"))
+    context = int(os.environ.get("ICM_BENCH_CONTEXT", "256"))
     limit = int(os.environ.get("ICM_BENCH_LIMIT", "128"))
     claims = load_claims("builtin:capitals", limit=limit)
     backend = HFBackend(model)

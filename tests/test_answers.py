@@ -10,6 +10,7 @@ def test_extraction_formats():
     assert extract_answer("The answer is 42.") == "42"
     assert extract_answer("The final answer is $5.50") == "5.5"
     assert extract_answer("first 3, then 7") == "7"
+    assert extract_answer("Therefore, the final answer is 1 + 7 = 8. Next 9") == "8"
     assert extract_answer("no number here") is None
     assert extract_answer("") is None
 

@@ -12,7 +12,6 @@ from selfteach.errors import SelfteachError
 from selfteach.evaluate.scorers import (
     Stay,
     check_scorable,
-    final_clause,
     format_question,
     parse_plan,
     parse_trip_constraints,
@@ -105,7 +104,7 @@ def test_math_scorer_reads_restated_computation():
     assert score_math("\nTherefore, the final answer is 1 + 7 = 9.", p) == 0.0
     assert score_math("so we get \\boxed{8}", p) == 1.0
     assert score_math("The answer is 8. Then x = 5", p) == 1.0
-    assert final_clause("answer is 3.5.") == "answer is 3.5."
+    assert score_math("answer is 3.5.", Problem(id="d", question="q", answer="3.5")) == 1.0
 
 
 def test_choice_scorer_and_format():

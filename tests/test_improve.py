@@ -16,7 +16,13 @@ from selfteach.data.records import Problem
 from selfteach.errors import SelfteachError
 from selfteach.improve.candidates import diversity_stats, generate_candidates, split_samples
 from selfteach.improve.evaluation import compare
-from selfteach.improve.loop import ImproveConfig, run_improve, sft_rows, split_problems
+from selfteach.improve.loop import (
+    ImproveConfig,
+    margin_median_labels,
+    run_improve,
+    sft_rows,
+    split_problems,
+)
 from selfteach.improve.pairs import (
     build_pairs,
     claims_from_candidates,
@@ -271,3 +277,31 @@ def test_icm_labeler_uses_the_public_api(monkeypatch):
     monkeypatch.setitem(sys.modules, "selfteach.elicit", types.SimpleNamespace())
     with pytest.raises(SelfteachError, match="ICM is not available"):
         icm_labeler({})([Claim(id="1", claim="x")], None, None)
+
+
+def test_margin_median_labels_known():
+    labels = {"a": False, "b": False, "c": False, "d": False}
+    assert margin_median_labels(labels, {"a": -3.0, "b": -1.0, "c": 0.5, "d": -2.0}) == \
+        {"a": False, "b": True, "c": True, "d": False}
+    assert sum(margin_median_labels({str(i): True for i in range(5)}, {str(i): float(i) for i in range(5)}).values()) == 2
+    with pytest.raises(SelfteachError, match="no margins"):
+        margin_median_labels(labels, {})
+
+
+def test_loop_one_class_relabels_by_margin(tmp_path):
+    def all_false(claims, backend, run):
+        return {c.id: False for c in claims}, {"margins": {c.id: float(c.id.rsplit("#", 1)[1]) + 0.01 * i
+                                                          for i, c in enumerate(claims)}}
+
+    s = run_improve(tiny_config(baselines=[], on_one_class="margin-median", eval_samples=1), tmp_path / "r",
+                    labeler=all_false, progress=False)
+    stats = json.loads((tmp_path / "r" / "round1" / "pairs_stats.json").read_text())
+    assert stats["labeled_true"] == 8 and stats["labeled_false"] == 8 and stats["pairs"] > 0
+    assert any("median ICM margin" in n for n in s["notes"])
+
+
+def test_cli_bad_option_is_one_line(tmp_path):
+    from selfteach.cli import app
+
+    res = CliRunner().invoke(app, ["improve", "--on-one-class", "maybe", "--out", str(tmp_path / "x")])
+    assert res.exit_code != 0 and "--on-one-class" in str(res.exception)

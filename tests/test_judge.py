@@ -49,13 +49,15 @@ class FakeJudge:
     def chat_prompt(self, user: str, system: str | None = None) -> str:
         return user
 
+    def label_logprobs(self, prompts, labels):
+        """Forced score lines (force_scores): 3 is likeliest first, then 8."""
+        want = "3" if prompts[0].endswith("{") else "8"
+        return [{lab: (-0.1 if lab == want else -5.0) for lab in labels} for _ in prompts]
+
     def generate(self, prompts, params: SamplingParams):
         self.calls.append((len(prompts), params.n))
         out = []
         for p in prompts:
-            if p.endswith("\\boxed{"):  # a forced score line (force_scores)
-                out.append([Generation(text="3, 8", token_ids=[1], finish_reason="stop")])
-                continue
             shown = [t for _, t in _SHOWN.findall(p)]
             scores = [9 if "GOOD" in t else 2 for t in shown]
             if self.bias:
@@ -237,7 +239,7 @@ def test_unparsable_and_too_long_are_counted_not_raised():
 def test_force_scores_completes_missing_lines():
     judge = FakeJudge(broken=True)
     recs = judge_items(judge, _items(1), JudgeConfig(k=2, force_scores=True))
-    assert judge.calls == [(2, 1), (2, 1)]  # sampling, then one greedy call for both failed samples
+    assert judge.calls == [(2, 1)]  # sampling; the forced scores come from label_logprobs
     by_order = {tuple(s["order"]): s for s in recs[0]["samples"]}
     assert by_order[(0, 1)]["scores"] == [3, 8] and by_order[(1, 0)]["scores"] == [8, 3]  # mapped back
     assert all(s["forced"] and s["raw_error"] == "missing" and s["text"].endswith("\\boxed{3, 8}")
@@ -247,6 +249,10 @@ def test_force_scores_completes_missing_lines():
 
     row = summarize(recs, JudgeRunConfig(ks=[2]), "t")["tables"][-1]["rows"][0]
     assert row[2] == 0 and row[6] == 2 and row[7] == "1.000"  # all failed before forcing, none after
+    from selfteach.judge.voting import _force
+
+    _force(judge, recs[0], recs[0]["samples"])  # nothing failed any more: a no-op
+    assert by_order[(0, 1)]["text"].count("boxed") == 1
 
 
 def test_summary_reports_failure_rate(tmp_path):
@@ -483,5 +489,24 @@ def test_cli_bad_input_exit_code(tmp_path):
 @pytest.mark.slow
 def test_smollm2_judges_and_parses(smol_backend):
     items = load_judge_items("builtin:pairs", limit=1, pairwise=True, need_best=True)
-    recs = judge_items(smol_backend, items, JudgeConfig(k=2, max_new_tokens=200))
+    recs = judge_items(smol_backend, items, JudgeConfig(k=2, max_new_tokens=64, force_scores=True))
     assert len(recs[0]["samples"]) == 2 and all(s["text"] for s in recs[0]["samples"])
+    assert all(s["scores"] is not None and all(1 <= x <= 10 for x in s["scores"]) for s in recs[0]["samples"])
+
+
+def test_run_judge_pointwise_without_best_and_resume(tmp_path):
+    from selfteach.judge.runner import JudgeRunConfig, run_judge, summarize
+
+    f = tmp_path / "items.jsonl"
+    f.write_text(json.dumps({"prompt": "q", "responses": ["one GOOD"]}) + "\n"
+                 + json.dumps({"prompt": "r", "responses": ["a", "b GOOD", "c"]}) + "\n")
+    cfg = JudgeRunConfig(data=str(f), mode="pointwise", ks=[2])
+    judge = FakeJudge()
+    recs = run_judge(cfg, tmp_path / "run", backend=judge, progress=False)
+    assert [r["vote"]["winners"] for r in recs] == [[0], [1]]
+    s = summarize(recs, cfg, "t")
+    assert s["tables"][0]["name"].startswith("votes") and s["failure_rate"] == 0.0  # no accuracy without best
+    again = run_judge(cfg, tmp_path / "run", backend=FakeJudge(broken=True), resume=True, progress=False)
+    assert again == recs  # resumed: nothing re-judged
+    with pytest.raises(SelfteachError, match="run directory exists"):
+        run_judge(cfg, tmp_path / "run", backend=judge, progress=False)

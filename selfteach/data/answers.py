@@ -69,6 +69,12 @@ def extract_answer(text: str, kind: str = "math") -> str | None:
         return _clean_number(boxed)
     matches = list(_ANSWER_IS.finditer(text))
     if matches:
+        # "the answer is 1 + 7 = 8." restates the computation: the result follows the last "="
+        clause = re.split(r"\n|\.(?=\s|$)", text[matches[-1].start():], maxsplit=1)[0]
+        if "=" in clause:
+            after = _LAST_NUM.findall(clause.rsplit("=", 1)[1])
+            if after:
+                return _clean_number(after[0])
         return _clean_number(matches[-1].group(1).strip("()"))
     nums = _LAST_NUM.findall(text)
     return _clean_number(nums[-1]) if nums else None

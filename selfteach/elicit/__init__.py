@@ -22,7 +22,9 @@ from selfteach.elicit.templates import Template, comparison_claims, exclusive_cl
 
 def demo_claims(n_countries: int = 16, seed: int = 0):
     """Built-in capital claims (1 true + 1 wrong capital per country) for `n_countries`
-    countries: the small fact task of the demo (group = country, task "exclusive")."""
+    countries: the small fact task of the demo (group = country; exactly one of the two
+    candidates is right, so the demo uses the "comparison" rule: not both True, not both
+    False)."""
     from selfteach.data.builtin import builtin_claims
 
     claims = builtin_claims("capitals", seed=seed)
@@ -48,13 +50,13 @@ def demo_summary(model: str = "gemma3-270m", out: str | Path | None = None, n_co
 
     t0 = time.time()
     claims = demo_claims(n_countries, seed)
-    cfg = ICMConfig(iters=iters if iters is not None else 2 * len(claims),
+    cfg = ICMConfig(iters=iters if iters is not None else 2 * len(claims), max_context_tokens=512,
                     seed=seed, baselines=True)
     run = RunDir.create(out, {"model": model, "claims": f"builtin:capitals[{n_countries} countries]",
-                              "task": "exclusive", **cfg.model_dump(mode="json")}, resume=True, seed=seed) \
+                              "task": "comparison", **cfg.model_dump(mode="json")}, resume=True, seed=seed) \
         if out is not None else None
     backend = load_backend(model)
-    res = icm(claims, backend, task="exclusive", config=cfg, run=run, progress=progress)
+    res = icm(claims, backend, task="comparison", config=cfg, run=run, progress=progress)
     b = res.baselines
     return {"zero-shot": b["zero_shot"]["accuracy"], "random few-shot": b["random_fewshot"]["accuracy"],
             "ICM": res.metrics["accuracy"], "golden context": b["golden"]["accuracy"], "claims": len(claims),

@@ -119,7 +119,13 @@ class _progress:
     def __enter__(self):
         if not self.enabled:
             return lambda n: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                             transient=True)
@@ -140,8 +146,8 @@ def run_accuracy(config: AccuracyConfig, out: str | Path, resume: bool = False, 
 
     problems = load_problems(config.data, fields=config.fields, limit=config.limit, require_answers=True,
                              seed=config.seed)
-    run = RunDir.create(out, config, resume=resume, seed=config.seed)
-    backend = load_backend(config.model)
+    backend = load_backend(config.model)  # before the run dir: a bad model leaves nothing behind
+    run = RunDir.create(out, config, resume=resume, seed=config.seed, device=getattr(backend, "device", None))
     result = accuracy(backend, problems, samples=config.samples, temperature=config.temperature if
                       (config.samples == 1 or config.temperature > 0) else None,
                       max_new_tokens=config.max_new_tokens, top_p=config.top_p, seed=config.seed,

@@ -37,24 +37,10 @@ Scorer = Callable[[str, Problem], float]
 SCORERS = ("auto", "math", "choice", "trip")
 
 
-_ANSWER_IS = re.compile(r"answer is", re.IGNORECASE)
-
-
-def final_clause(output: str) -> str:
-    """Read "the final answer is 1 + 7 = 8." as "... answer is 8": forced answers often
-    restate the computation, and the first number after "answer is" is then an operand."""
-    hits = list(_ANSWER_IS.finditer(output))
-    if not hits:
-        return output
-    head, tail = output[: hits[-1].end()], output[hits[-1].end():]
-    clause = re.split(r"(?<!\d)\.(?!\d)|\.(?=\s|$)|\n", tail, maxsplit=1)[0]
-    if "=" in clause:
-        return f"{head} {clause.rsplit('=', 1)[1].strip()}"
-    return output
 
 
 def score_math(output: str, problem: Problem) -> float:
-    return float(is_correct(final_clause(output), problem.answer, kind="math"))
+    return float(is_correct(output, problem.answer, kind="math"))
 
 
 def score_choice(output: str, problem: Problem) -> float:
@@ -67,7 +53,7 @@ def predicted(output: str, kind: str) -> str | None:
         return extract_choice(output)
     if kind == "trip":
         return " -> ".join(f"{s.city}:{s.start}-{s.end}" for s in parse_plan(output)) or None
-    return extract_answer(final_clause(output))
+    return extract_answer(output)
 
 
 def format_question(problem: Problem) -> str:

@@ -86,6 +86,10 @@ def write_summary(run: RunDir, cfg, train, evals, rounds: list[dict], results: d
     for name, why in (skipped or {}).items():
         notes.append(f"baseline {method_name(name)} not trained: {why}")
     for rec in rounds:
+        if rec.get("relabeled"):
+            notes.append(f"round {rec['round']}: ICM labeled every candidate one class (accuracy vs gold "
+                         f"{rec['icm'].get('accuracy')}); labels were re-split at the median ICM margin "
+                         "(--on-one-class margin-median); the label accuracy above is of the re-split labels")
         if rec.get("icm"):
             short = {k2: v for k2, v in rec["icm"].items() if isinstance(v, int | float | str | bool)}
             notes.append(f"round {rec['round']} ICM metrics: {short}")

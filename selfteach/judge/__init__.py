@@ -2,7 +2,10 @@
 
 Public API:
 - `judge_items(backend, items, config)`: k judgments per item, voted (`voting.py`).
-- `pairwise_eval(...)`: RewardBench-style accuracy for several k, with/without a meta RM.
+- `accuracy_at_k(record, k, meta_k=None)`: RewardBench-style pairwise credit of one item;
+  `selfteach.judge.runner.run_judge` / `summarize` do whole data sets (the CLI).
+- `selfteach.judge.meta.train_meta` / `MetaRM`: the meta RM for guided voting.
+- `selfteach.judge.rft.rft_rows` / `grpo_rows`: SPCT training data for the judge.
 - `load_judge_items(spec)`: RewardBench rows {prompt, chosen, rejected, subset} or
   {prompt, responses, best} from JSONL/parquet/save_to_disk, or `builtin:pairs`.
 - `selfteach.judge.rewards.judge_rule_reward`, `.judge_reward`: GRPO reward functions.

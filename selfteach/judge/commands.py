@@ -61,8 +61,8 @@ def register(app: typer.Typer) -> None:
         temperature: float = typer.Option(0.5, min=0.0),
         top_p: float = typer.Option(1.0, min=0.0, max=1.0),
         max_new_tokens: int = typer.Option(384, min=8),
-        force_scores: bool = typer.Option(False, help="complete a missing score line greedily (small judges; "
-                                          "not in the paper; counted)"),
+        force_scores: bool = typer.Option(False, help="read missing scores from the judge's next-token "
+                                          "distribution over 1-10 (small judges; not in the paper; counted)"),
         limit: int | None = typer.Option(None, min=1, help="first N items"),
         meta_rm: str | None = typer.Option(None, help="meta RM dir (judge train-meta) for guided voting"),
         k_meta: float = typer.Option(0.5, help="share of samples the meta RM lets vote"),
@@ -93,8 +93,8 @@ def register(app: typer.Typer) -> None:
         temperature: float = typer.Option(0.5, min=0.0),
         top_p: float = typer.Option(1.0, min=0.0, max=1.0),
         max_new_tokens: int = typer.Option(384, min=8),
-        force_scores: bool = typer.Option(False, help="complete a missing score line greedily (small judges; "
-                                          "not in the paper; counted)"),
+        force_scores: bool = typer.Option(False, help="read missing scores from the judge's next-token "
+                                          "distribution over 1-10 (small judges; not in the paper; counted)"),
         limit: int | None = typer.Option(None, min=1, help="first N items"),
         prompts: str | None = typer.Option(None, help="YAML/JSON file overriding the prompt templates"),
         batch_size: int = typer.Option(16, min=1),
@@ -118,6 +118,15 @@ def register(app: typer.Typer) -> None:
 
             records = _read_records(from_run)
             RunDir.create(out, {**cfg.model_dump(), "from_run": str(from_run)}, resume=resume, seed=seed)
+            if force_scores:
+                from selfteach.backends import load_backend
+                from selfteach.judge.prompts import JudgePrompt
+                from selfteach.judge.voting import _force, vote
+
+                judge = load_backend(model, backend=backend)
+                for rec in records:
+                    _force(judge, rec, rec["samples"], JudgePrompt.from_file(prompts))
+                    rec["vote"] = vote(rec["samples"], len(rec["responses"]))
             if meta_rm:
                 from selfteach.judge.meta import MetaRM
 

@@ -197,8 +197,8 @@ def summarize(records: list[dict], cfg: JudgeRunConfig, title: str) -> dict:
                              _fmt((n_fail + len(forced) - sum(1 for s in forced if s.get("scores") is None))
                                   / max(1, len(samples)))]]})
     if forced:
-        notes.append("forced score lines (--force-scores): samples without a valid score line got 'Scores: \\boxed{' "
-                     "appended and completed greedily; their original failures: "
+        notes.append("forced score lines (--force-scores): samples without a valid score line had their scores "
+                     "read from the judge's next-token distribution over 1-10; their original failures: "
                      + ", ".join(f"{k}: {v}" for k, v in raw.most_common()))
     return {"title": title, "tables": tables, "notes": notes, "curve": curve,
             "failure_rate": n_fail / max(1, len(samples))}

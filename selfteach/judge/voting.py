@@ -51,9 +51,9 @@ class JudgeConfig(BaseModel):
     orders: Literal["balanced", "random"] = Field("balanced", description="response orders over the k samples "
                                                   "(see module docstring)")
     items_per_call: int = Field(2, ge=1, description="items whose samples share one generate call")
-    force_scores: bool = Field(False, description="when a multi-mode sample has no valid score line, append "
-                               "'Scores: \\boxed{' after it and let the model complete it greedily (a fallback "
-                               "for small judges; not in the paper; such samples are marked forced)")
+    force_scores: bool = Field(False, description="when a multi-mode sample has no valid score line, read its "
+                               "scores from the model's next-token distribution over 1-10 after the judgment and "
+                               "a score-line prefix (fallback for small judges; not in the paper; marked forced)")
     seed: int = Field(0, description="seed of the orders and of sampling")
 
 
@@ -195,7 +195,7 @@ def judge_items(backend: Backend, items: list[JudgeItem], cfg: JudgeConfig, prom
             else:
                 samples = _assemble(item, cfg, pl, gens[ii])
             if cfg.force_scores and cfg.mode == "multi" and not pl["too_long"]:
-                _force(backend, item, pl, samples)
+                _force(backend, item, samples, prompt)
             if meta is not None and cfg.mode == "multi" and not pl["too_long"]:
                 ratings = meta.score([meta_text(item, s) for s in samples])
                 for s, m in zip(samples, ratings, strict=True):
@@ -214,25 +214,44 @@ def judge_items(backend: Backend, items: list[JudgeItem], cfg: JudgeConfig, prom
 FORCE_PREFIX = "\nScores: \\boxed{"
 
 
-def _force(backend: Backend, item: JudgeItem, plan: dict, samples: list[dict]) -> None:
-    """Complete the score line of failed samples (see `JudgeConfig.force_scores`): one
-    greedy batched call; the original failure reason is kept as `raw_error`."""
-    failed = [s for s in samples if s["scores"] is None]
+def read_scores(backend: Backend, prefixes: list[str], n: int, lo: int = 1, hi: int = 10) -> list[list[int]]:
+    """Constrained greedy read-out of n scores after each prefix (which ends in
+    `\\boxed{`): score by score, the most likely integer in [lo, hi] under the model's
+    next-token distribution, then ", " and the next one."""
+    labels = {str(v): [str(v)] for v in range(lo, hi + 1)}
+    chosen: list[list[int]] = [[] for _ in prefixes]
+    cur = list(prefixes)
+    for pos in range(n):
+        for i, lp in enumerate(backend.label_logprobs(cur, labels)):
+            best = max(lp, key=lp.get)
+            chosen[i].append(int(best))
+            cur[i] += best + (", " if pos < n - 1 else "")
+    return chosen
+
+
+def _force(backend: Backend, item: JudgeItem | dict, samples: list[dict], prompt: JudgePrompt | None = None) -> None:
+    """Read the scores of failed multi-mode samples from the judge's own next-token
+    distribution after its judgment + "Scores: \\boxed{" (see `JudgeConfig.force_scores`).
+    The original failure reason is kept as `raw_error`; applying it twice is a no-op."""
+    get = (lambda f: item[f]) if isinstance(item, dict) else (lambda f: getattr(item, f))
+    responses = get("responses")
+    failed = [s for s in samples if s.get("scores") is None and s.get("order") and s.get("error") != "too_long"]
     if not failed:
         return
-    index = {tuple(o): i for i, o in enumerate(plan["orders"])}
-    texts = [plan["texts"][index[tuple(s["order"])]] + s["text"].rstrip() + FORCE_PREFIX for s in failed]
-    outs = backend.generate(texts, SamplingParams(n=1, max_new_tokens=4 * len(item.responses) + 4,
-                                                  temperature=0.0, stop=["}"]))
-    for s, g in zip(failed, outs, strict=True):
-        line = FORCE_PREFIX + g[0].text + "}"
-        p = parse_scores(line, len(item.responses))
-        scores = None
-        if p.ok:
-            scores = [0] * len(item.responses)
-            for pos, orig in enumerate(s["order"]):
-                scores[orig] = p.scores[pos]
-        s.update(text=s["text"].rstrip() + line, scores=scores, raw_error=s["error"], error=p.error, forced=True)
+    prefixes = []
+    for s in failed:
+        text = s["text"]
+        if s.get("forced"):  # a previous forced line is replaced
+            text = text[: text.rfind(FORCE_PREFIX)]
+        s["text"] = text.rstrip()
+        prefixes.append(render(backend, get("prompt"), [responses[i] for i in s["order"]], prompt) + s["text"]
+                        + FORCE_PREFIX)
+    for s, shown in zip(failed, read_scores(backend, prefixes, len(responses)), strict=True):
+        scores = [0] * len(responses)
+        for pos, orig in enumerate(s["order"]):
+            scores[orig] = shown[pos]
+        s.update(text=s["text"] + FORCE_PREFIX + ", ".join(map(str, shown)) + "}", scores=scores,
+                 raw_error=s.get("raw_error") or s.get("error"), error=None, forced=True)
 
 
 def meta_text(item: JudgeItem | dict, sample: dict, prompt: JudgePrompt | None = None) -> str:

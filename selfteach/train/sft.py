@@ -208,6 +208,7 @@ class _RunCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kw):
         if self.show:
+            from rich.console import Console
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
@@ -217,7 +218,7 @@ class _RunCallback(TrainerCallback):
             )
 
             self.progress = Progress(TextColumn("sft"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                                     TextColumn("{task.description}"), transient=False)
+                                     TextColumn("{task.description}"), console=Console(stderr=True))
             self.progress.start()
             self.task = self.progress.add_task("", total=state.max_steps, completed=state.global_step)
 
