@@ -58,7 +58,7 @@ def evaluate(model_dir: str, problems, max_new_tokens: int = 16) -> list[int]:
     return [int(is_correct(g[0].text, p.answer)) for g, p in zip(gens, problems, strict=True)]
 
 
-def main(out: str = "runs/evidence-deft", n_train: int = 200, n_eval: int = 120, steps: int = 25,
+def main(out: str = "runs/evidence-deft", n_train: int = 128, n_eval: int = 100, steps: int = 16,
          batch: int = 8, lr: float = 1e-4, objectives=("nll", "deft", "prob"), model: str = "smollm2-135m") -> list[dict]:
     from selfteach.backends.models import resolve
     from selfteach.stats import bootstrap_ci, mean_ci
@@ -108,9 +108,9 @@ def main(out: str = "runs/evidence-deft", n_train: int = 200, n_eval: int = 120,
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="runs/evidence-deft")
-    ap.add_argument("--steps", type=int, default=25)
-    ap.add_argument("--n-train", type=int, default=200)
-    ap.add_argument("--n-eval", type=int, default=120)
+    ap.add_argument("--steps", type=int, default=16)
+    ap.add_argument("--n-train", type=int, default=128)
+    ap.add_argument("--n-eval", type=int, default=100)
     a = ap.parse_args()
     res = main(a.out, a.n_train, a.n_eval, a.steps)
     cols = ["name", "mean", "lo", "hi", "n", "diff_vs_nll", "diff_lo", "diff_hi", "train_loss", "mean_gate",

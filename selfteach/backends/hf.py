@@ -426,13 +426,8 @@ class HFBackend:
         return out
 
     def _icm_head(self, hidden: torch.Tensor, label_ids: dict[str, list[int]]) -> list[dict[str, float]]:
-        """LM head (and Gemma-2 style final soft-capping, if configured) on the given
-        hidden rows only; log of the summed probability of each label's variants."""
-        logits = self.model.get_output_embeddings()(hidden).float()
-        cap = getattr(self.model.config, "final_logit_softcapping", None)
-        if cap:
-            logits = torch.tanh(logits / cap) * cap
-        lp = torch.log_softmax(logits, dim=-1).cpu()
+        """Log of the summed probability of each label's variants, from last hidden rows."""
+        lp = torch.log_softmax(self._head(hidden), dim=-1).cpu()
         return [{lab: float(torch.logsumexp(row[ids], 0)) for lab, ids in label_ids.items()} for row in lp]
 
     @torch.inference_mode()

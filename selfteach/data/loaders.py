@@ -114,7 +114,7 @@ def detect_format(row: dict) -> str:
     return "unknown"
 
 
-def _problem_from_row(row: dict, idx: int, fields: dict[str, str], where: str) -> Problem:
+def problem_from_row(row: dict, idx: int, fields: dict[str, str], where: str) -> Problem:
     rid = str(row.get("id", row.get("ID", idx)))
     if fields:
         q = _get(row, fields.get("question", "question"), where)
@@ -149,7 +149,7 @@ def _problem_from_row(row: dict, idx: int, fields: dict[str, str], where: str) -
     raise SelfteachError(f"{where}: missing field 'question' (no known format; map fields with --field question=...)")
 
 
-def _validated(make: Callable[[], Any], where: str) -> Any:
+def validated(make: Callable[[], Any], where: str) -> Any:
     try:
         return make()
     except ValidationError as e:
@@ -170,7 +170,7 @@ def load_problems(spec: str | Path, fields: dict[str, str] | None = None, limit:
         problems = builtin_problems(spec_s.removeprefix("builtin:"), seed=seed or 0)
     else:
         rows = read_rows(spec_s)
-        problems = [_validated(lambda r=r, i=i: _problem_from_row(r, i, fields or {}, f"{spec_s}:{i + 1}"),
+        problems = [validated(lambda r=r, i=i: problem_from_row(r, i, fields or {}, f"{spec_s}:{i + 1}"),
                                f"{spec_s}:{i + 1}") for i, r in enumerate(rows)]
     if limit is not None:
         if limit < 1:
@@ -211,7 +211,7 @@ def load_claims(spec: str | Path, fields: dict[str, str] | None = None, limit: i
                              group=None if src["group"] is None else str(src["group"]),
                              key=None if src["key"] is None else str(src["key"]), gold=_as_bool(gold, where))
 
-            claims.append(_validated(make, where))
+            claims.append(validated(make, where))
     if limit is not None:
         claims = claims[:limit]
     ids = [c.id for c in claims]

@@ -91,9 +91,9 @@ def register(app: typer.Typer) -> None:
         _echo_result(train_grpo(data, args, out=out))
 
     try:
-        from selfteach.train.sft import register_sft
+        from selfteach.train.sft_command import register_sft
     except ModuleNotFoundError as e:
-        if e.name != "selfteach.train.sft":
+        if e.name != "selfteach.train.sft_command":
             raise
     else:
         register_sft(train_app)
