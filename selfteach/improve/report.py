@@ -55,9 +55,12 @@ def write_summary(run: RunDir, cfg, train, evals, rounds: list[dict], results: d
         acc_rows.append([method_name(key), labels, n_train, _ci(res["greedy"]),
                          "-" if key == "base" else _signed(compare(base, res, 0)),
                          _ci(res.get("maj")), "-" if key == "base" or "maj" not in res else _signed(compare(base, res, 1))])
+    columns = ["method", "labels used", "trained on", "greedy accuracy", "greedy vs base", f"maj@{k}",
+               f"maj@{k} vs base"]
+    if k == 1:  # greedy only: no maj@k columns
+        columns, acc_rows = columns[:5], [r[:5] for r in acc_rows]
     tables = [{"name": f"Accuracy on {len(evals)} held-out problems (95% bootstrap intervals; deltas are paired)",
-               "columns": ["method", "labels used", "trained on", "greedy accuracy", "greedy vs base",
-                           f"maj@{k}", f"maj@{k} vs base"], "rows": acc_rows}]
+               "columns": columns, "rows": acc_rows}]
     label_rows = []
     for rec in rounds:
         la, p, d = rec.get("icm_label_accuracy"), rec["pairs"], rec["diversity"]
@@ -82,7 +85,8 @@ def write_summary(run: RunDir, cfg, train, evals, rounds: list[dict], results: d
              f"DPO: beta {cfg.dpo.beta}, lr {cfg.dpo.learning_rate}, {cfg.dpo.epochs} epochs, "
              f"{'LoRA' if cfg.dpo.lora else 'full fine-tuning'}; GRPO: loss {cfg.grpo.loss_type}, "
              f"lr {cfg.grpo.learning_rate}, same problems and samples per problem; SFT: NLL, lr {cfg.sft_learning_rate}",
-             f"greedy = temperature 0; maj@{k} = majority of {k} samples at temperature {cfg.eval_temperature}"]
+             "greedy = temperature 0" + (f"; maj@{k} = majority of {k} samples at temperature {cfg.eval_temperature}"
+                                         if k > 1 else "")]
     for name, why in (skipped or {}).items():
         notes.append(f"baseline {method_name(name)} not trained: {why}")
     for rec in rounds:
