@@ -134,7 +134,7 @@ def register(app: typer.Typer) -> None:
             write_jsonl(out / OUTPUTS, records)
         else:
             records = run_judge(cfg, out, resume=resume, need_best=True)
-        title = f"judge eval: {model} on {data}"
+        title = f"judge eval: {model} on {data if from_run is None else f'judgments of {from_run}'}"
         _finish(out, summarize(records, cfg, title), title)
 
     @judge_app.command("rft-data")

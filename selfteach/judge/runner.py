@@ -219,6 +219,8 @@ def plot_curve(curve: dict, path: Path, title: str) -> Path | None:
         ax.plot(ks, [pts[k] for k in ks], marker="o", linestyle="--" if "meta" in name else "-",
                 linewidth=2.5 if name.startswith("overall") else 1.2, label=name)
     ax.set_xscale("log", base=2)
+    all_ks = sorted({k for pts in curve.values() for k in pts})
+    ax.set_xticks(all_ks, [str(k) for k in all_ks])
     ax.axhline(0.5, color="grey", linewidth=0.8, linestyle=":")
     ax.set_xlabel("k (sampled judgments voting)")
     ax.set_ylabel("pairwise accuracy")
