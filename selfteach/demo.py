@@ -37,14 +37,16 @@ def run_demo(model: str, data: str, limit: int, icm_model: str, skip_icm: bool, 
     console = Console()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     rows: list[list[str]] = []
+    dirs: list[Path] = []
     t0 = time.time()
     console.print(f"[bold]1/2 accuracy[/bold]: {model} on {data} (first {limit}, greedy)")
     acc_dir = out / f"{stamp}-accuracy"
     cfg = AccuracyConfig(model=model, data=data, limit=limit, max_new_tokens=160, batch_size=10)
     res = run_accuracy(cfg, acc_dir)
     a = res["accuracy"]
-    rows.append(["accuracy", f"{model} on {data}", f"{a['mean']:.3f} [{a['lo']:.3f}, {a['hi']:.3f}] (n={a['n']})",
-                 f"{time.time() - t0:.0f}s", str(acc_dir)])
+    rows.append([f"accuracy of {model}, {a['n']} problems", f"{a['mean']:.3f} [{a['lo']:.3f}, {a['hi']:.3f}]",
+                 f"{time.time() - t0:.0f} s"])
+    dirs.append(acc_dir)
     if not skip_icm:
         try:
             from selfteach.elicit import demo_summary
@@ -55,13 +57,17 @@ def run_demo(model: str, data: str, limit: int, icm_model: str, skip_icm: bool, 
             console.print(f"[bold]2/2 ICM[/bold]: {icm_model} labels built-in capital claims without labels")
             icm_dir = out / f"{stamp}-icm"
             s = demo_summary(model=icm_model, out=icm_dir)
-            for name in ("zero-shot", "ICM", "golden context"):
+            for name in ("zero-shot", "random few-shot", "ICM", "golden context"):
                 if name in s:
-                    rows.append([f"label accuracy: {name}", f"{icm_model} on builtin:capitals", f"{s[name]:.3f}",
-                                 f"{time.time() - t1:.0f}s" if name == "ICM" else "", str(icm_dir)])
+                    rows.append([f"{icm_model} label accuracy: {name}", f"{s[name]:.3f} (n={s.get('claims', '?')})",
+                                 f"{time.time() - t1:.0f} s" if name == "ICM" else ""])
+            dirs.append(icm_dir)
     table = Table(title="selfteach demo")
-    for c in ("step", "model / data", "result [95% CI]", "time", "run directory"):
+    for c in ("step", "result [95% CI]", "time"):
         table.add_column(c)
     for r in rows:
         table.add_row(*r)
     console.print(table)
+    console.print(f"data: {data}; ICM claims: builtin:capitals")
+    for d in dirs:
+        console.print(f"run directory: {d}  (selfteach report {d})")

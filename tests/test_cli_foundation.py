@@ -103,3 +103,10 @@ def test_report_html(tmp_path):
     assert r.exit_code == 0, r.output
     page = (run.path / "report.html").read_text()
     assert "hello" in page and "<table>" in page and "config.yaml" in page
+
+
+def test_demo_accuracy_step_tiny(tmp_path):
+    r = run_cli("demo", "--model", "tiny-random", "--limit", "2", "--skip-icm", "--out", str(tmp_path))
+    assert r.exit_code == 0, r.output
+    assert "selfteach demo" in r.output and "accuracy of tiny-random, 2 problems" in r.output
+    assert len(list(tmp_path.glob("*-accuracy/outputs.jsonl"))) == 1
