@@ -1,7 +1,13 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from selfteach.data.answers import answers_match, extract_answer, extract_choice, is_correct, last_boxed
+from selfteach.data.answers import (
+    answers_match,
+    extract_answer,
+    extract_choice,
+    is_correct,
+    last_boxed,
+)
 
 
 def test_extraction_formats():

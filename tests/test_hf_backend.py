@@ -41,8 +41,8 @@ def test_batched_equals_one_at_a_time(tiny_backend):
     prompts = [f"Claim {i}: {'x ' * i}is" for i in range(6)]
     conts = [[" True", " False", " maybe so"]] * 6
     batched = tiny_backend.score(prompts, conts)
-    single = [tiny_backend.score([p], [c])[0] for p, c in zip(prompts, conts)]
-    for r1, r2 in zip(batched, single):
+    single = [tiny_backend.score([p], [c])[0] for p, c in zip(prompts, conts, strict=True)]
+    for r1, r2 in zip(batched, single, strict=True):
         assert r1 == pytest.approx(r2, abs=1e-4)
 
 
@@ -89,7 +89,7 @@ def test_greedy_batch_equals_single(tiny_backend):
     p = SamplingParams(max_new_tokens=6)
     prompts = ["a b c d e f g", "Hi"]
     batched = tiny_backend.generate(prompts, p)
-    for prompt, row in zip(prompts, batched):
+    for prompt, row in zip(prompts, batched, strict=True):
         assert row[0].token_ids == tiny_backend.generate([prompt], p)[0][0].token_ids
 
 

@@ -18,6 +18,7 @@ from selfteach.data.answers import answers_match, extract_answer, extract_choice
 from selfteach.data.records import Problem
 from selfteach.errors import SelfteachError
 from selfteach.evaluate.prompts import solve_prompt
+from selfteach.progress import ProgressBar
 from selfteach.runs import RunDir
 from selfteach.stats import majority, mean_ci, pass_at_k
 
@@ -92,7 +93,7 @@ def accuracy(model: str | Backend, problems: list[Problem] | str, samples: int =
     # Batches have fixed boundaries and a per-batch seed, so a resumed run regenerates a
     # partly finished batch with the same composition and seed: the same samples.
     batches = [problems[i : i + batch_size] for i in range(0, len(problems), batch_size)]
-    with _progress(progress, len(problems), sum(p.id in done for p in problems)) as advance:
+    with ProgressBar(progress, len(problems), sum(p.id in done for p in problems), "evaluating") as bar:
         for b, batch in enumerate(batches):
             if all(p.id in done for p in batch):
                 continue
@@ -105,38 +106,9 @@ def accuracy(model: str | Backend, problems: list[Problem] | str, samples: int =
                 done[p.id] = item
                 if run:
                     run.append("outputs.jsonl", item)
-                advance(1)
+                bar.advance(1)
     items = [done[p.id] for p in problems]
     return summarize(items) | {"items": items, "usage": backend.usage.as_dict()}
-
-
-class _progress:
-    """A rich progress bar (or nothing) yielding an `advance(n)` callable."""
-
-    def __init__(self, enabled: bool, total: int, completed: int = 0, label: str = "evaluating"):
-        self.enabled, self.total, self.completed, self.label = enabled, total, completed, label
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda n: None
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                            transient=True)
-        self.bar.start()
-        task = self.bar.add_task(self.label, total=self.total, completed=self.completed)
-        return lambda n: self.bar.advance(task, n)
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            self.bar.stop()
-        return False
 
 
 def run_accuracy(config: AccuracyConfig, out: str | Path, resume: bool = False, progress: bool = True) -> dict:

@@ -75,20 +75,10 @@ def anytime(
 
 
 def _print(result: dict, out: Path) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from selfteach.report.console import render_summary
 
-    summary = result["summary"]
-    console = Console()
-    for t in summary["tables"]:
-        table = Table(title=t["name"])
-        for c in t["columns"]:
-            table.add_column(c)
-        for row in t["rows"]:
-            table.add_row(*[str(x) for x in row])
-        console.print(table)
-    console.print(f"Anytime Index {result['curve']['anytime_index']:.4f}; outputs, summary.json and anytime.png in "
-                  f"{out}")
+    render_summary(result["summary"])
+    print(f"Anytime Index {result['curve']['anytime_index']:.4f}; outputs, summary.json and anytime.png in {out}")
 
 
 def register(app: typer.Typer | None = None) -> None:

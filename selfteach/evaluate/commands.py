@@ -7,23 +7,9 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from selfteach.data.loaders import parse_field_map
-
-
-def render_summary(summary: dict, console: Console | None = None) -> None:
-    """Print a summary.json-style dict ({"title", "tables", "notes"}) as rich tables."""
-    console = console or Console()
-    for t in summary.get("tables", []):
-        table = Table(title=f"{summary.get('title', '')}\n{t['name']}")
-        for c in t["columns"]:
-            table.add_column(str(c))
-        for r in t["rows"]:
-            table.add_row(*[str(x) for x in r])
-        console.print(table)
-    for n in summary.get("notes", []):
-        console.print(f"[dim]{n}[/dim]")
+from selfteach.report.console import render_summary
 
 
 def register(app: typer.Typer) -> None:

@@ -20,6 +20,7 @@ from selfteach.backends.base import Backend, SamplingParams
 from selfteach.data.answers import answers_match, extract_answer
 from selfteach.data.records import Problem
 from selfteach.errors import SelfteachError
+from selfteach.progress import ProgressBar
 from selfteach.runs import RunDir
 
 
@@ -55,7 +56,7 @@ def generate_candidates(backend: Backend, problems: list[Problem], n: int = 8,
 
         write_jsonl(run.file(file), rows)
     todo = [p for p in problems if p.id not in done]
-    with _bar(progress, len(problems), len(problems) - len(todo), "candidates") as advance:
+    with ProgressBar(progress, len(problems), len(problems) - len(todo), "candidates") as bar:
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
             prompts = [solve_prompt(backend, p) for p in batch]
@@ -77,7 +78,7 @@ def generate_candidates(backend: Backend, problems: list[Problem], n: int = 8,
                     if run:
                         run.append(file, c)
                     rows.append(c)
-            advance(len(batch))
+            bar.advance(len(batch))
     order = {p.id: i for i, p in enumerate(problems)}
     return sorted((r for r in rows if r["problem_id"] in order), key=lambda r: (order[r["problem_id"]],
                                                                                int(r["id"].rsplit("#", 1)[1])))
@@ -115,30 +116,3 @@ def diversity_stats(candidates: list[dict]) -> dict:
     return out
 
 
-class _bar:
-    """A transient rich progress bar yielding `advance(n)`, or a no-op."""
-
-    def __init__(self, enabled: bool, total: int, completed: int, label: str):
-        self.enabled, self.total, self.completed, self.label = enabled, total, completed, label
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda n: None
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeRemainingColumn(), transient=True)
-        self.bar.start()
-        task = self.bar.add_task(self.label, total=self.total, completed=self.completed)
-        return lambda n: self.bar.advance(task, n)
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            self.bar.stop()
-        return False

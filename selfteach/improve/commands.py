@@ -100,15 +100,7 @@ def _config(ImproveConfig, DPOArgs, GRPOArgs, a: dict):
 
 
 def _print(summary: dict, out: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from selfteach.report.console import render_summary
 
-    con = Console()
-    for t in summary["tables"]:
-        table = Table(title=t["name"])
-        for c in t["columns"]:
-            table.add_column(str(c))
-        for r in t["rows"]:
-            table.add_row(*[str(x) for x in r])
-        con.print(table)
-    con.print(f"wrote {out}/summary.json; render with: selfteach report {out}")
+    render_summary(summary)
+    print(f"wrote {out}/summary.json; render with: selfteach report {out}")

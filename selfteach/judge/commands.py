@@ -7,25 +7,12 @@ from typing import Literal
 
 import typer
 from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+
+from selfteach.report.console import render_summary
 
 MODEL_HELP = "judge model: alias, directory, .gguf, hub id, or http URL of an OpenAI-compatible server"
 DATA_HELP = "RewardBench-format pairs {prompt, chosen, rejected, subset} or {prompt, responses, best} as " \
             "JSONL/parquet/save_to_disk dir, or builtin:pairs"
-
-
-def _render(summary: dict) -> None:
-    console = Console()
-    for t in summary.get("tables", []):
-        table = Table(title=t["name"])
-        for c in t["columns"]:
-            table.add_column(str(c))
-        for r in t["rows"]:
-            table.add_row(*[str(x) for x in r])
-        console.print(table)
-    for n in summary.get("notes", []):
-        console.print(f"[dim]{escape(n)}[/dim]")
 
 
 def _finish(run_dir: Path, summary: dict, title: str) -> None:
@@ -36,7 +23,7 @@ def _finish(run_dir: Path, summary: dict, title: str) -> None:
     run.write_json("summary.json", summary)
     if len(next(iter(summary.get("curve", {}).values()), {})) > 1:
         plot_curve(summary["curve"], run_dir / "accuracy_vs_k.png", title)
-    _render(summary)
+    render_summary(summary)
     Console().print(f"run directory: {run_dir}")
 
 

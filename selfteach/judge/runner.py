@@ -16,6 +16,7 @@ from pydantic import Field
 
 from selfteach.errors import SelfteachError
 from selfteach.judge.voting import JudgeConfig, accuracy_at_k, judge_items
+from selfteach.progress import ProgressBar
 from selfteach.stats import mean_ci
 
 OUTPUTS = "judgments.jsonl"
@@ -46,37 +47,6 @@ def parse_ks(text: str) -> list[int]:
     return ks
 
 
-class _Bar:
-    """A rich progress bar (or nothing) with an `advance(n)` method."""
-
-    def __init__(self, on: bool, total: int, done: int, label: str):
-        self.on, self.total, self.done, self.label = on, total, done, label
-
-    def __enter__(self):
-        if self.on:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-            )
-
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TimeRemainingColumn(), transient=False)
-            self.bar.start()
-            self.task = self.bar.add_task(self.label, total=self.total, completed=self.done)
-        return self
-
-    def advance(self, n: int) -> None:
-        if self.on:
-            self.bar.advance(self.task, n)
-
-    def __exit__(self, *exc):
-        if self.on:
-            self.bar.stop()
-
-
 def run_judge(cfg: JudgeRunConfig, out: str | Path, resume: bool = False, progress: bool = True,
               need_best: bool = False, backend=None) -> list[dict]:
     """Judge every item of `cfg.data` with K = max(cfg.ks) samples; returns the records."""
@@ -103,7 +73,7 @@ def run_judge(cfg: JudgeRunConfig, out: str | Path, resume: bool = False, progre
             from selfteach.judge.meta import MetaRM
 
             meta = MetaRM.load(cfg.meta_rm, backend=backend)
-        with _Bar(progress, len(items), len(items) - len(todo), "judging") as bar:
+        with ProgressBar(progress, len(items), len(items) - len(todo), "judging", transient=False) as bar:
             judge_items(backend, todo, judge_cfg, prompt, on_item=lambda r: run.append(OUTPUTS, r),
                         advance=bar.advance, meta=meta)
         run.log_metrics({"event": "judged", "items": len(todo), **backend.usage.as_dict()})
