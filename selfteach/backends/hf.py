@@ -104,19 +104,23 @@ class HFBackend:
         if batch:
             yield batch
 
+    def _right_padded(self, seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Input ids (right-padded) and attention mask for a batch of token sequences."""
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for r, s in enumerate(seqs):
+            ids[r, : len(s)] = torch.tensor(s)
+            mask[r, : len(s)] = 1
+        return ids, mask
+
     @torch.inference_mode()
     def _forward_logprobs(self, seqs: list[list[int]], want: list[list[int]]) -> list[torch.Tensor]:
         """For each sequence, log-softmax rows at the positions in `want` (position p holds
         the distribution of token p+1). Rows come back as float32 CPU tensors."""
         out: list[torch.Tensor | None] = [None] * len(seqs)
-        pad = self.tokenizer.pad_token_id
         for batch in self._batches([len(s) for s in seqs]):
-            width = max(len(seqs[i]) for i in batch)
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for r, i in enumerate(batch):
-                ids[r, : len(seqs[i])] = torch.tensor(seqs[i])
-                mask[r, : len(seqs[i])] = 1
+            ids, mask = self._right_padded([seqs[i] for i in batch])
             hidden = self.model.get_decoder()(input_ids=ids.to(self.device),
                                               attention_mask=mask.to(self.device)).last_hidden_state
             self.usage.calls += 1
@@ -381,14 +385,8 @@ class HFBackend:
         from transformers import DynamicCache
 
         out: list = [None] * len(seqs)
-        pad = self.tokenizer.pad_token_id
         for batch in self._batches([len(s) for s in seqs]):
-            width = max(len(seqs[i]) for i in batch)
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for r, i in enumerate(batch):
-                ids[r, : len(seqs[i])] = torch.tensor(seqs[i])
-                mask[r, : len(seqs[i])] = 1
+            ids, mask = self._right_padded([seqs[i] for i in batch])
             cache = DynamicCache(config=self.model.config)
             self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), past_key_values=cache,
                        use_cache=True, logits_to_keep=1)
