@@ -229,17 +229,8 @@ class HFBackend:
             mask[r, width - len(s):] = 1
         if params.seed is not None:
             torch.manual_seed(params.seed)
-        sample = params.temperature > 0
-        kwargs = dict(max_new_tokens=params.max_new_tokens, do_sample=sample, num_return_sequences=params.n,
-                      pad_token_id=pad, eos_token_id=self.model.generation_config.eos_token_id
-                      or self.tokenizer.eos_token_id)
-        if sample:
-            kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
-        else:
-            kwargs.update(temperature=None, top_p=None, top_k=None)
-        if params.stop:
-            kwargs.update(stop_strings=params.stop, tokenizer=self.tokenizer)
-        out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs)
+        out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                  num_return_sequences=params.n, **self._generate_kwargs(params))
         self.usage.calls += 1
         self.usage.prompt_tokens += int(mask.sum()) * params.n
         new = out[:, width:].cpu().tolist()
@@ -248,6 +239,20 @@ class HFBackend:
             gens.append([self._finish(new[r * params.n + j], params) for j in range(params.n)])
         self.usage.generated_tokens += sum(g.num_tokens for row in gens for g in row)
         return gens
+
+    def _generate_kwargs(self, params: SamplingParams) -> dict:
+        """`model.generate` arguments for `params` (greedy or temperature/top-p sampling;
+        stop strings through criteria built once per stop set)."""
+        kwargs = dict(max_new_tokens=params.max_new_tokens, do_sample=params.temperature > 0,
+                      pad_token_id=self.tokenizer.pad_token_id,
+                      eos_token_id=self.model.generation_config.eos_token_id or self.tokenizer.eos_token_id)
+        if params.temperature > 0:
+            kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        if params.stop:
+            kwargs.update(stopping_criteria=self._stop_criteria(tuple(params.stop)))
+        return kwargs
 
     def _finish(self, ids: list[int], params: SamplingParams) -> Generation:
         """Cut at EOS/padding and at the first stop string; report why it ended."""
@@ -263,11 +268,16 @@ class HFBackend:
             cut = min((text.find(s) for s in params.stop if s in text), default=-1)
             if cut >= 0:
                 text, reason = text[:cut], "stop"
-                # keep the shortest token prefix that still covers the kept text
-                for j in range(len(ids) + 1):
-                    if self.detokenize(ids[:j]).startswith(text) and len(self.detokenize(ids[:j])) >= len(text):
-                        ids = ids[:j]
-                        break
+                # keep the shortest token prefix that still covers the kept text (binary search:
+                # decoded length grows with the prefix)
+                lo, hi = 0, len(ids)
+                while lo < hi:
+                    mid = (lo + hi) // 2
+                    if len(self.detokenize(ids[:mid])) >= len(text):
+                        hi = mid
+                    else:
+                        lo = mid + 1
+                ids = ids[:lo]
         return Generation(text=text, token_ids=ids, finish_reason=reason)
 
     # ---- anytime evaluation: forced answers from a shared prefix ----------------------
@@ -347,17 +357,8 @@ class HFBackend:
             cache = DynamicCache(ddp_cache_data=layers, config=self.model.config)
             if params.seed is not None:
                 torch.manual_seed(params.seed)
-            kwargs = dict(max_new_tokens=params.max_new_tokens, do_sample=params.temperature > 0,
-                          pad_token_id=pad, eos_token_id=self.model.generation_config.eos_token_id
-                          or self.tokenizer.eos_token_id)
-            if params.temperature > 0:
-                kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
-            else:
-                kwargs.update(temperature=None, top_p=None, top_k=None)
-            if params.stop:
-                kwargs.update(stopping_criteria=self._stop_criteria(tuple(params.stop)))
             gen = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                      past_key_values=cache, **kwargs)
+                                      past_key_values=cache, **self._generate_kwargs(params))
             self.usage.calls += 1
             self.usage.prompt_tokens += tail * len(batch)
             self.usage.extra["cached_prompt_tokens"] = (self.usage.extra.get("cached_prompt_tokens", 0)
