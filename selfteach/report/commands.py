@@ -20,14 +20,10 @@ def register(app: typer.Typer) -> None:
 
         runs = [run, *compare]
         extra = []
-        if compare and all((r / "anytime.json").exists() or (r / "summary.json").exists() for r in runs):
-            try:
-                from selfteach.evaluate.anytime import compare_plot
-            except ImportError:
-                compare_plot = None
-            if compare_plot is not None and all((r / "anytime.json").exists() for r in runs):
-                png = (out.parent if out else Path("runs")) / "compare_anytime.png"
-                compare_plot(runs, png)
-                extra.append(png)
+        if compare and all((r / "anytime.json").exists() for r in runs):  # anytime runs: curves in one plot
+            from selfteach.evaluate.anytime import compare_plot
+
+            png = (out.parent if out else Path("runs")) / "compare_anytime.png"
+            extra.append(compare_plot(runs, png))
         path = write_report(runs, out, extra)
         Console().print(f"report: {path}")
