@@ -7,15 +7,22 @@ Each method package contributes its commands through a `commands.py` with a
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from selfteach.errors import SelfteachError
+
+try:  # typer >= 0.26 vendors click
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+except ImportError:  # pragma: no cover
+    from click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Improve a language model with its own signals, and measure whether it worked.")
@@ -71,16 +78,99 @@ def _warn_broken(name: str, e: Exception) -> None:
 _register_all()
 
 
-def main() -> None:
+def _with_early_checks(command, path: str) -> None:
+    """Wrap every command so `--out` and model specs are checked before its body runs
+    (selfteach.validate.check_params): nothing is read, loaded or written first."""
+    if hasattr(command, "commands"):  # a group
+        for name, sub in command.commands.items():
+            _with_early_checks(sub, f"{path} {name}")
+        return
+    body = command.callback
+    if body is None or getattr(body, "_early_checked", False):
+        return
+
+    def checked(*args, **kwargs):
+        from selfteach.validate import check_params
+
+        check_params(path, kwargs)
+        return body(*args, **kwargs)
+
+    checked._early_checked = True  # type: ignore[attr-defined]
+    command.callback = functools.update_wrapper(checked, body)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _usage_message(e: Exception) -> str:
+    """One line for a click usage error, naming the option and the value given when known
+    (typer validates option values with pydantic and chains its error)."""
+    from pydantic import ValidationError
+
+    from selfteach.validate import config_error
+
+    param, cause = getattr(e, "param", None), e.__cause__
+    where = f" (see {e.ctx.command_path} --help)" if getattr(e, "ctx", None) else ""
+    if param is not None and isinstance(cause, ValidationError):
+        name = max(param.opts, key=len) if param.opts else param.name
+        return _one_line(config_error(cause, {"": name}).args[0]) + where
+    return _one_line(e.format_message()) + where
+
+
+def _empty_values(argv: list[str]) -> None:
+    """An empty path or model (`--out ''`) would silently mean the current directory."""
+    for i, arg in enumerate(argv):
+        name, eq, value = arg.partition("=")
+        if name in _NON_EMPTY and (eq and not value.strip() or not eq and i + 1 < len(argv)
+                                   and not argv[i + 1].strip()):
+            raise SelfteachError(f"{name} '': empty; give a value (see --help)")
+
+
+_NON_EMPTY = {"--out", "--data", "--model", "--claims", "--pairs", "--problems", "--judgments", "--from-run",
+              "--label-model", "--eval-problems", "--icm-model", "--backbone", "--meta-rm", "--prompts"}
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI on `argv` (default sys.argv[1:]) and return the exit code. Bad input of
+    any kind (a SelfteachError, a config ValidationError, a click usage error) prints one
+    line on stderr and returns 2; Ctrl-C returns 130. Never a traceback for these."""
+    from pydantic import ValidationError
+
+    from selfteach.validate import config_error
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    command = typer.main.get_command(app)
+    _with_early_checks(command, "selfteach")
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        app()
+        try:
+            _empty_values(argv)
+            rv = command.main(args=argv, prog_name="selfteach", standalone_mode=False)
+        except ValidationError as e:
+            raise config_error(e) from None
+        except RecursionError:
+            raise SelfteachError("input nested too deeply to process") from None
     except SelfteachError as e:
-        console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
-        sys.exit(e.exit_code)
-    except KeyboardInterrupt:
+        console.print("[red]error:[/red] " + escape(_one_line(e)), highlight=False, soft_wrap=True)
+        return e.exit_code
+    except NoArgsIsHelpError:  # typer has printed the help
+        return 2
+    except UsageError as e:
+        console.print("[red]error:[/red] " + escape(_usage_message(e)), highlight=False, soft_wrap=True)
+        return e.exit_code
+    except ClickException as e:
+        console.print("[red]error:[/red] " + escape(_one_line(e.format_message())), highlight=False,
+                      soft_wrap=True)
+        return e.exit_code
+    except (KeyboardInterrupt, typer.Abort):
         console.print("interrupted; rerun with --resume to continue")
-        sys.exit(130)
+        return 130
+    return rv if isinstance(rv, int) else 0
+
+
+def main() -> None:
+    sys.exit(run())
 
 
 if __name__ == "__main__":

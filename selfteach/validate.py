@@ -1,0 +1,199 @@
+"""The validation layer for command-line values: one clear line, exit 2, nothing written.
+
+Three pieces every command shares (wired in `selfteach.cli.run`, so no command needs its
+own copy):
+
+- `config_error`: a pydantic `ValidationError` from any config model becomes one
+  `SelfteachError` line "--option value: reason". The constraints themselves live on the
+  config fields (`gt`/`le`, `Literal` choices, `allow_inf_nan=False`, `Seed`).
+- `check_out`: `--out` must name a directory we can create and write, checked before any
+  data or model is read (`RunDir.create` checks again for library callers).
+- `check_model_spec`: `--model` must look like something `load_backend` can open (an
+  alias, a model directory, an existing .gguf, a hub id or an http(s) URL), checked
+  without loading anything, so a typo fails in milliseconds rather than after a load.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlparse
+
+from pydantic import Field, ValidationError
+
+from selfteach.errors import SelfteachError
+
+# numpy (and so transformers.set_seed) takes seeds in [0, 2**32); every seed goes through it.
+SEED_MAX = 2**32 - 1
+Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
+
+# Upper bounds: far above any sensible run, low enough that a typo fails instead of
+# running for days or exhausting memory (`judge eval --k 100000000000`).
+MAX_SAMPLES = 1024        # samples / judgments / candidates per item
+MAX_BATCH = 4096          # items or sequences per batch
+MAX_TOKENS = 131072       # generated tokens or context length
+MAX_STEPS = 10_000_000    # optimizer or search steps
+MAX_TEMPERATURE = 10.0
+MAX_LR = 1.0
+
+# Config fields whose command-line option is not `--` + the field name with dashes.
+OPTION_NAMES = {
+    "learning_rate": "--lr", "fields": "--field", "ks": "--k", "sft_learning_rate": "--sft-lr",
+    "grpo.learning_rate": "--grpo-lr", "grpo.loss_type": "--grpo-loss-type", "dpo.learning_rate": "--lr",
+    "budgets": "--budgets", "shared_prefix": "--no-shared-prefix",
+}
+
+
+def option_name(loc: tuple[Any, ...] | list[Any]) -> str:
+    """The command-line option of a pydantic error location, e.g. ("dpo", "beta") -> --beta."""
+    parts = [str(x) for x in loc if not isinstance(x, int)]
+    dotted = ".".join(parts)
+    if dotted in OPTION_NAMES:
+        return OPTION_NAMES[dotted]
+    last = parts[-1] if parts else "value"
+    return OPTION_NAMES.get(last, "--" + last.replace("_", "-"))
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def config_error(e: ValidationError, names: dict[str, str] | None = None) -> SelfteachError:
+    """One line "--option value: reason" for the first error of a config model."""
+    err = e.errors(include_url=False)[0]
+    loc = tuple(err.get("loc", ()))
+    dotted = ".".join(str(x) for x in loc)
+    name = (names or {}).get(dotted) or option_name(loc)
+    msg = err["msg"]
+    if err.get("type") == "finite_number":
+        msg = "must be a finite number"
+    elif err.get("type") == "literal_error":
+        msg = "choose " + msg.removeprefix("Input should be ")
+    else:
+        msg = msg.replace("Input should be", "must be")
+    if "input" in err and not isinstance(err["input"], dict):
+        return SelfteachError(f"{name} {_show(err['input'])}: {msg}")
+    return SelfteachError(f"{name}: {msg}")
+
+
+def build(model_cls: type, names: dict[str, str] | None = None, **values: Any) -> Any:
+    """`model_cls(**values)`, with a validation error turned into one "--option value" line."""
+    try:
+        return model_cls(**values)
+    except ValidationError as e:
+        raise config_error(e, names) from None
+
+
+# ---- --out ------------------------------------------------------------------------------
+def check_out(out: str | Path | None, resume: bool = False, option: str = "--out", kind: str = "dir") -> Path:
+    """`out` as a Path, after checking it can be a run directory (`kind="dir"`) or an
+    output file (`kind="file"`): not empty, not an existing file (resp. directory), not
+    under a file, writable, and (for a run directory) not a finished run unless resuming.
+    Nothing is created."""
+    if out is None or not str(out).strip():
+        raise SelfteachError(f"{option} {str(out or '')!r}: empty; give a {'directory' if kind == 'dir' else 'file'}")
+    path = Path(str(out)).expanduser()
+    shown = f"{option} {str(out)}"
+    if kind == "dir" and path.exists() and not path.is_dir():
+        raise SelfteachError(f"{shown}: is a file, not a run directory")
+    if kind == "file" and path.is_dir():
+        raise SelfteachError(f"{shown}: is a directory; give a file name")
+    parent = path if kind == "dir" else path.parent
+    existing = parent
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise SelfteachError(f"{shown}: {existing} is a file, cannot create a directory under it")
+    _probe_writable(existing, shown)
+    if kind == "dir" and not resume and (path / "config.yaml").exists():
+        raise SelfteachError(f"{path}: run directory exists; pass --resume to continue it or choose another --out")
+    return path
+
+
+def _probe_writable(folder: Path, shown: str) -> None:
+    """os.access says yes to root even on read-only mounts: try a temporary file instead."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise SelfteachError(f"{shown}: not writable ({e.strerror or type(e).__name__} in {folder})") from None
+
+
+# ---- --model ----------------------------------------------------------------------------
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def check_model_spec(model: str | None, backend: str = "auto", option: str = "--model") -> None:
+    """Fail fast on a model spec `load_backend` could never open (loads nothing)."""
+    if backend not in ("auto", "hf", "openai"):
+        raise SelfteachError(f"--backend {backend!r}: choose hf, openai or auto")
+    if model is None:
+        return
+    if not model.strip():
+        raise SelfteachError(f"{option} '': empty; give an alias (see `selfteach models`), a directory, "
+                             "a .gguf file, a hub id or a server URL")
+    if model.startswith(("http://", "https://")):
+        _check_url(model, option)
+        return
+    if backend == "openai":
+        raise SelfteachError(f"{option} {model!r}: --backend openai needs an http(s):// server URL")
+    from selfteach.backends.models import ALIASES
+
+    if model in ALIASES:
+        return
+    path = Path(model).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise SelfteachError(f"{option} {model}: GGUF file not found")
+        return
+    if path.exists():
+        if not path.is_dir():
+            raise SelfteachError(f"{option} {model}: expected a model directory or a .gguf file")
+        return
+    if _HUB_ID.match(model) and not model.startswith("."):
+        return
+    raise SelfteachError(f"unknown model {model!r}: not an alias ({', '.join(ALIASES)}), "
+                         "a local directory, a .gguf file, or a hub id")
+
+
+def _check_url(url: str, option: str) -> None:
+    try:
+        parts = urlparse(url)
+        port = parts.port  # raises ValueError for a port that is not a number in range
+    except ValueError as e:
+        raise SelfteachError(f"{option} {url}: not a valid URL ({e})") from None
+    if not parts.hostname:
+        raise SelfteachError(f"{option} {url}: no host in the URL")
+    if port == 0:
+        raise SelfteachError(f"{option} {url}: port 0 is not a server port")
+
+
+# ---- early checks by parameter name (wired by selfteach.cli) ------------------------------
+MODEL_PARAMS = ("model", "label_model", "icm_model", "backbone")
+
+
+def check_params(command: str, params: dict[str, Any]) -> None:
+    """Checks that need no data and no model, run before a command's body: `--out` and
+    every model spec. `command` is the command path, e.g. "selfteach eval accuracy"."""
+    backend = params.get("backend") or "auto"
+    for name in MODEL_PARAMS:
+        if isinstance(params.get(name), str) or (name == "model" and "backend" in params):
+            check_model_spec(params.get(name), backend if name == "model" else "auto",
+                             "--" + name.replace("_", "-"))
+    if "out" in params and not command.endswith(" report"):
+        check_out(params["out"], resume=bool(params.get("resume")) or _accumulates(command))
+    elif "out" in params and params["out"] is not None:
+        check_out(params["out"], kind="file")
+
+
+def _accumulates(command: str) -> bool:
+    """Commands whose --out may already hold a run (they add to it, as before)."""
+    return command.endswith(("train-meta", "rft-data", " demo", "train dpo", "train grpo"))
