@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from selfteach.data.jsonl import append_jsonl, atomic_write_text, read_jsonl
+from selfteach.data.jsonl import append_jsonl, atomic_write_text, decode_line, parse_line, read_jsonl
 from selfteach.errors import SelfteachError
 
 _PACKAGES = ["selfteach", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "openai",
@@ -57,22 +57,43 @@ class RunDir:
     @classmethod
     def create(cls, path: str | Path, config: BaseModel | dict, resume: bool = False, seed: int | None = None,
                device: str | None = None) -> RunDir:
-        run = cls(path)
+        """Check `path` (selfteach.validate.check_out) and the config's model spec, then
+        write config.yaml and env.json. Callers validate options and data first, so a
+        failed start leaves no directory behind and the retry is not refused."""
+        from selfteach.validate import check_model_spec, check_out
+
+        run = cls(check_out(path, resume=resume))
         cfg = config.model_dump(mode="json") if isinstance(config, BaseModel) else dict(config)
+        if isinstance(cfg.get("model"), str):
+            check_model_spec(cfg["model"], cfg.get("backend") or "auto")
         cfg_file = run.path / "config.yaml"
         if cfg_file.exists() and resume:
-            old = yaml.safe_load(cfg_file.read_text())
+            old = run.read_config()
             changed = sorted(k for k in set(old) | set(cfg) if old.get(k) != cfg.get(k) and k not in ("resume",))
             if changed:
                 raise SelfteachError(f"{cfg_file}: cannot resume, config differs in {', '.join(changed)}")
-        elif run.path.exists() and any(run.path.iterdir()) and not resume:
-            if (run.path / "config.yaml").exists():
-                raise SelfteachError(f"{run.path}: run directory exists; pass --resume to continue it "
-                                     "or choose another --out")
         run.path.mkdir(parents=True, exist_ok=True)
         atomic_write_text(cfg_file, yaml.safe_dump(cfg, sort_keys=False))
         atomic_write_text(run.path / "env.json", json.dumps(environment(seed, device), indent=2))
         return run
+
+    def read_config(self) -> dict[str, Any]:
+        """config.yaml as a mapping; a damaged file is a one-line error, not a traceback."""
+        f = self.path / "config.yaml"
+        try:
+            cfg = yaml.safe_load(f.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as e:
+            raise SelfteachError(f"{f}: not UTF-8 (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                                 "the run directory is damaged") from None
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            at = f":{mark.line + 1}" if mark is not None else ""
+            raise SelfteachError(f"{f}{at}: malformed YAML ({getattr(e, 'problem', None) or type(e).__name__}); "
+                                 "the run directory is damaged") from None
+        if not isinstance(cfg, dict):
+            raise SelfteachError(f"{f}: expected a mapping of settings, got {type(cfg).__name__}; "
+                                 "the run directory is damaged")
+        return cfg
 
     def file(self, name: str) -> Path:
         return self.path / name
@@ -90,23 +111,33 @@ class RunDir:
         return read_jsonl(f)
 
     def done_rows(self, name: str, key: str = "id") -> dict[str, dict[str, Any]]:
-        """Rows already written to an outputs file, by `key` (for --resume). A torn last
-        line left by an interruption is dropped (and the file repaired) instead of failing."""
+        """Rows already written to an outputs file, by `key` (for --resume). Only a torn
+        LAST line (an interrupted append) is dropped, with a note on stderr, and the file
+        repaired; any other damage is an error naming file:line, never a silent loss."""
         f = self.path / name
         if not f.exists():
             return {}
-        lines = [ln for ln in f.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        raw = f.read_bytes()
+        lines = raw.split(b"\n")
+        last = max((i for i, ln in enumerate(lines) if ln.strip()), default=-1)
         rows: dict[str, dict[str, Any]] = {}
-        good = []
-        for line in lines:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
+        for i, ln in enumerate(lines):
+            if not ln.strip():
                 continue
+            where = f"{f}:{i + 1}"
+            try:
+                row = parse_line(decode_line(ln, f, i + 1), where)
+            except SelfteachError:
+                if i == last and not raw.endswith(b"\n"):  # torn by an interruption mid-append
+                    _note(f"{where}: dropped a torn last line (interrupted write); it will be redone")
+                    atomic_write_bytes(f, b"\n".join(lines[:i]) + b"\n" if i else b"")
+                    break
+                raise SelfteachError(f"{where}: damaged row in the run directory "
+                                     f"({_reason(where)}); fix or remove the line, or start a new --out") from None
+            if key not in row or isinstance(row[key], dict | list) or row[key] is None:
+                raise SelfteachError(f"{where}: row has no valid {key!r}; the run directory is damaged "
+                                     "(fix or remove the line, or start a new --out)")
             rows[str(row[key])] = row
-            good.append(line)
-        if len(good) != len(lines):
-            atomic_write_text(f, "".join(g + "\n" for g in good))
         return rows
 
     def done_ids(self, name: str, key: str = "id") -> set[str]:
@@ -117,3 +148,23 @@ class RunDir:
 
     def write_text(self, name: str, text: str) -> Path:
         return atomic_write_text(self.path / name, text)
+
+
+def _note(text: str) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    Console(stderr=True).print(f"[yellow]note:[/yellow] {escape(text)}", highlight=False, soft_wrap=True)
+
+
+def _reason(where: str) -> str:
+    import sys
+
+    e = sys.exc_info()[1]
+    return str(e).removeprefix(where + ": ") if e else "unreadable"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.repair.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)

@@ -79,7 +79,7 @@ def test_claims_loader(tmp_path):
     with pytest.raises(SelfteachError, match="missing field 'claim'"):
         load_claims(bad)
     dup = write(tmp_path, "c3.jsonl", '{"id": "a", "claim": "x"}\n{"id": "a", "claim": "y"}\n')
-    with pytest.raises(SelfteachError, match="duplicate claim id"):
+    with pytest.raises(SelfteachError, match="duplicate id .a. .first on line 1"):
         load_claims(dup)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -19,30 +20,74 @@ os.umask(_UMASK)
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """All rows of a JSONL file; a bad line raises an error naming file and line."""
-    return list(iter_jsonl(path))
+    return [row for _, row in iter_jsonl_at(path)]
 
 
 def iter_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
+    for _, row in iter_jsonl_at(path):
+        yield row
+
+
+def iter_jsonl_at(path: str | Path, allow_empty: bool = False) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, row) for every non-blank line. Every line must be UTF-8 text holding
+    one JSON object with finite numbers; the first that is not raises `SelfteachError`
+    naming file:line (and the field, for a non-finite number)."""
     path = Path(path)
     if not path.exists():
         raise SelfteachError(f"{path}: file not found")
     if path.is_dir():
         raise SelfteachError(f"{path}: is a directory, expected a JSONL file")
     empty = True
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            line = decode_line(raw, path, lineno)
             if not line.strip():
                 continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise SelfteachError(f"{path}:{lineno}: malformed JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise SelfteachError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
             empty = False
-            yield row
-    if empty:
+            yield lineno, parse_line(line, f"{path}:{lineno}")
+    if empty and not allow_empty:
         raise SelfteachError(f"{path}: file is empty")
+
+
+def decode_line(raw: bytes, path: Path | str, lineno: int) -> str:
+    """A line as text; a UTF-8 byte-order mark on line 1 is dropped."""
+    if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        hint = " (looks like UTF-16)" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in raw else ""
+        raise SelfteachError(f"{path}:{lineno}: not UTF-8{hint}: byte 0x{raw[e.start]:02x} at column {e.start + 1}; "
+                             "save the file as UTF-8") from None
+
+
+def parse_line(line: str, where: str) -> dict[str, Any]:
+    """One JSON object, with only finite numbers (JSON has no NaN or Infinity; Python's
+    json reads them, and 1e400, as non-finite floats that poison every mean)."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise SelfteachError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
+    except RecursionError:
+        raise SelfteachError(f"{where}: JSON nested too deeply") from None
+    if not isinstance(row, dict):
+        raise SelfteachError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    check_finite(row, where)
+    return row
+
+
+def check_finite(value: Any, where: str) -> None:
+    """Raise naming the field of the first NaN or infinite number in `value` (iterative:
+    a deeply nested row must not overflow the stack here)."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        name, v = stack.pop()
+        if isinstance(v, float) and not math.isfinite(v):
+            raise SelfteachError(f"{where}: field {name or 'row'!r}: {v} is not a finite number")
+        if isinstance(v, dict):
+            stack.extend((f"{name}.{k}" if name else str(k), x) for k, x in v.items())
+        elif isinstance(v, list | tuple):
+            stack.extend((f"{name}[{i}]", x) for i, x in enumerate(v))
 
 
 def _dump(row: Any) -> str:

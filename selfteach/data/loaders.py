@@ -19,7 +19,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from selfteach.data.jsonl import read_jsonl
+from selfteach.data.checks import as_id, as_label, as_text, check_unique_ids, row_id
+from selfteach.data.jsonl import check_finite, iter_jsonl_at
 from selfteach.data.records import Claim, Problem
 from selfteach.errors import SelfteachError
 
@@ -41,14 +42,26 @@ def parse_field_map(items: list[str] | None) -> dict[str, str]:
 
 def read_rows(spec: str | Path) -> list[dict[str, Any]]:
     """Raw rows from a JSONL file, parquet file, or saved HF dataset directory."""
+    return [row for _, row in read_rows_at(spec)]
+
+
+def read_rows_at(spec: str | Path) -> list[tuple[int, dict[str, Any]]]:
+    """(line, row) pairs: the file line for JSONL, the 1-based row number otherwise.
+    Every row is a JSON-like object with finite numbers (see `selfteach.data.jsonl`)."""
     path = Path(spec)
+    if not str(spec).strip():
+        raise SelfteachError("data path '': empty")
     if not path.exists():
         raise SelfteachError(f"{path}: file not found")
     if path.is_dir():
-        return _read_hf_dir(path)
-    if path.suffix == ".parquet":
-        return _read_parquet(path)
-    return read_jsonl(path)
+        rows = _read_hf_dir(path)
+    elif path.suffix == ".parquet":
+        rows = _read_parquet(path)
+    else:
+        return list(iter_jsonl_at(path))
+    for i, row in enumerate(rows, 1):
+        check_finite(row, f"{path}:{i}")
+    return list(enumerate(rows, 1))
 
 
 def _read_hf_dir(path: Path) -> list[dict[str, Any]]:
@@ -59,6 +72,8 @@ def _read_hf_dir(path: Path) -> list[dict[str, Any]]:
     except Exception as e:
         raise SelfteachError(f"{path}: not a dataset saved with save_to_disk ({type(e).__name__})") from None
     if isinstance(ds, datasets.DatasetDict):
+        if not ds:
+            raise SelfteachError(f"{path}: saved dataset has no split")
         split = "test" if "test" in ds else next(iter(ds))
         ds = ds[split]
     rows = ds.to_list()
@@ -87,7 +102,7 @@ def _get(row: dict, source: str, where: str) -> Any:
     vals = [row[p] for p in parts]
     if len(vals) == 1:
         return vals[0]
-    return " ".join(str(v).strip() for v in vals)
+    return " ".join(as_text(v, where, p).strip() for p, v in zip(parts, vals, strict=True))
 
 
 def _gsm8k_answer(solution: str) -> str | None:
@@ -115,15 +130,16 @@ def detect_format(row: dict) -> str:
 
 
 def problem_from_row(row: dict, idx: int, fields: dict[str, str], where: str) -> Problem:
-    rid = str(row.get("id", row.get("ID", idx)))
+    rid = row_id(row, where, idx)
     if fields:
-        q = _get(row, fields.get("question", "question"), where)
+        qname = fields.get("question", "question")
+        q = as_text(_get(row, qname, where), where, qname)
         ans = _get(row, fields["answer"], where) if "answer" in fields else row.get("answer")
         sol = _get(row, fields["solution"], where) if "solution" in fields else None
         choices = _get(row, fields["choices"], where) if "choices" in fields else None
         if choices is not None and isinstance(ans, int) and not isinstance(ans, bool):
-            ans = LETTERS[ans]
-        return Problem(id=rid, question=str(q), answer=ans, solution=sol, choices=choices)
+            ans = _letter(ans, choices, where)
+        return Problem(id=rid, question=q, answer=ans, solution=sol, choices=choices)
     fmt = detect_format(row)
     if fmt == "gsm8k":
         sol = re.sub(r"<<[^>]*>>", "", row["answer"])
@@ -131,13 +147,12 @@ def problem_from_row(row: dict, idx: int, fields: dict[str, str], where: str) ->
     if fmt == "mc":
         ans = row["answer"]
         if isinstance(ans, int) and not isinstance(ans, bool):
-            if not 0 <= ans < len(row["choices"]):
-                raise SelfteachError(f"{where}: field 'answer' index {ans} out of range")
-            ans = LETTERS[ans]
+            ans = _letter(ans, row["choices"], where)
         return Problem(id=rid, question=row["question"], answer=ans, choices=row["choices"],
                        meta={"subject": row.get("type", row.get("subject"))})
     if fmt == "svamp":
-        return Problem(id=rid, question=f"{row['Body'].strip()} {row['Question'].strip()}", answer=row["Answer"])
+        body, q = as_text(row["Body"], where, "Body"), as_text(row["Question"], where, "Question")
+        return Problem(id=rid, question=f"{body.strip()} {q.strip()}", answer=row["Answer"])
     if fmt == "mawps":
         return Problem(id=rid, question=row["input"], answer=row["target"])
     if fmt == "competition":
@@ -147,6 +162,14 @@ def problem_from_row(row: dict, idx: int, fields: dict[str, str], where: str) ->
     if fmt == "prompt":
         return Problem(id=rid, question=row["prompt"], answer=row.get("answer"))
     raise SelfteachError(f"{where}: missing field 'question' (no known format; map fields with --field question=...)")
+
+
+def _letter(index: int, choices: Any, where: str) -> str:
+    """A 0-based answer index as its letter; out of range is an error, not a wrap-around."""
+    n = len(choices) if isinstance(choices, list) else 0
+    if not 0 <= index < min(n, len(LETTERS)):
+        raise SelfteachError(f"{where}: field 'answer' index {index} out of range for {n} choices")
+    return LETTERS[index]
 
 
 def validated(make: Callable[[], Any], where: str) -> Any:
@@ -169,9 +192,10 @@ def load_problems(spec: str | Path, fields: dict[str, str] | None = None, limit:
 
         problems = builtin_problems(spec_s.removeprefix("builtin:"), seed=seed or 0)
     else:
-        rows = read_rows(spec_s)
-        problems = [validated(lambda r=r, i=i: problem_from_row(r, i, fields or {}, f"{spec_s}:{i + 1}"),
-                               f"{spec_s}:{i + 1}") for i, r in enumerate(rows)]
+        at = read_rows_at(spec_s)
+        problems = [validated(lambda r=r, i=i, n=n: problem_from_row(r, i, fields or {}, f"{spec_s}:{n}"),
+                              f"{spec_s}:{n}") for i, (n, r) in enumerate(at)]
+        check_unique_ids(((p.id, str(n)) for p, (n, _) in zip(problems, at, strict=True)), spec_s)
     if limit is not None:
         if limit < 1:
             raise SelfteachError(f"--limit {limit}: must be >= 1")
@@ -194,24 +218,11 @@ def load_claims(spec: str | Path, fields: dict[str, str] | None = None, limit: i
 
         claims = builtin_claims(spec_s.removeprefix("builtin:"), seed=seed or 0)
     else:
-        rows = read_rows(spec_s)
+        at = read_rows_at(spec_s)
         fields = fields or {}
-        claims = []
-        for i, row in enumerate(rows):
-            where = f"{spec_s}:{i + 1}"
-
-            def make(row=row, i=i, where=where) -> Claim:
-                src = {k: (_get(row, fields[k], where) if k in fields else row.get(k))
-                       for k in ("id", "question", "claim", "group", "key", "gold")}
-                if src["claim"] is None:
-                    raise SelfteachError(f"{where}: missing field 'claim'")
-                gold = src["gold"] if src["gold"] is not None else row.get("label")
-                return Claim(id=str(src["id"] if src["id"] is not None else i), question=str(src["question"] or ""),
-                             claim=str(src["claim"]),
-                             group=None if src["group"] is None else str(src["group"]),
-                             key=None if src["key"] is None else str(src["key"]), gold=_as_bool(gold, where))
-
-            claims.append(validated(make, where))
+        claims = [validated(lambda row=row, i=i, n=n: _claim(row, i, fields, f"{spec_s}:{n}"), f"{spec_s}:{n}")
+                  for i, (n, row) in enumerate(at)]
+        check_unique_ids(((c.id, str(n)) for c, (n, _) in zip(claims, at, strict=True)), spec_s)
     if limit is not None:
         claims = claims[:limit]
     ids = [c.id for c in claims]
@@ -219,6 +230,23 @@ def load_claims(spec: str | Path, fields: dict[str, str] | None = None, limit: i
         dup = next(i for i in ids if ids.count(i) > 1)
         raise SelfteachError(f"{spec_s}: duplicate claim id {dup!r}")
     return claims
+
+
+def _claim(row: dict, i: int, fields: dict[str, str], where: str) -> Claim:
+    """One claim; every field keeps its type (no str() of a list or a null)."""
+    src = {k: (_get(row, fields[k], where) if k in fields else row.get(k))
+           for k in ("id", "question", "claim", "group", "key", "gold")}
+    if src["claim"] is None:
+        raise SelfteachError(f"{where}: missing field {fields.get('claim', 'claim')!r}")
+    gold = src["gold"] if src["gold"] is not None else row.get("label")
+    q = src["question"]
+    q = "" if q is None or q == "" else as_text(q, where, fields.get("question", "question"))
+    has_id = "id" in fields or "id" in row
+    return Claim(id=as_id(src["id"], where, fields.get("id", "id")) if has_id else str(i),
+                 question=q, claim=as_text(src["claim"], where, fields.get("claim", "claim")),
+                 group=as_label(src["group"], where, fields.get("group", "group")),
+                 key=as_label(src["key"], where, fields.get("key", "key"), numbers=True),
+                 gold=_as_bool(gold, where))
 
 
 def _as_bool(v: Any, where: str) -> bool | None:

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+def _not_blank(v: str) -> str:
+    if not v.strip():
+        raise ValueError("is empty or only whitespace")
+    return v
+
+
+# Text a method reads: a whitespace-only question or claim is a data error, not a prompt.
+Text = Annotated[str, AfterValidator(_not_blank)]
 
 
 class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Problem(_Record):
@@ -18,11 +28,11 @@ class Problem(_Record):
     `choices` makes it a multiple-choice problem (`answer` is then the letter, e.g. "B").
     """
 
-    id: str
-    question: str = Field(min_length=1)
-    answer: str | None = None
+    id: Text
+    question: Text
+    answer: Text | None = None
     solution: str | None = None  # a gold worked solution, when the data has one
-    choices: list[str] | None = None
+    choices: list[Text] | None = Field(None, min_length=2, max_length=10)
     meta: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("answer", mode="before")
@@ -36,6 +46,18 @@ class Problem(_Record):
             return str(v)
         return v
 
+    @model_validator(mode="after")
+    def _answer_is_a_choice(self) -> Problem:
+        """A multiple-choice answer is the letter of one of the choices (A-D for four)."""
+        if self.choices is not None and self.answer is not None:
+            letter = self.answer.strip().upper()
+            valid = "ABCDEFGHIJ"[: len(self.choices)]
+            if len(letter) != 1 or letter not in valid:
+                raise ValueError(f"answer {self.answer!r} is not a letter of the {len(self.choices)} choices "
+                                 f"({valid[0]}-{valid[-1]})")
+            self.answer = letter
+        return self
+
 
 class Claim(_Record):
     """A statement the model labels True/False (ICM's unit).
@@ -45,9 +67,9 @@ class Claim(_Record):
     to report accuracy and never reaches the search.
     """
 
-    id: str
+    id: Text
     question: str = ""
-    claim: str = Field(min_length=1)
+    claim: Text
     group: str | None = None
     key: str | None = None
     gold: bool | None = None
@@ -58,8 +80,8 @@ class PreferencePair(_Record):
     """TRL's preference format: prompt, chosen, rejected."""
 
     prompt: str
-    chosen: str = Field(min_length=1)
-    rejected: str = Field(min_length=1)
+    chosen: Text
+    rejected: Text
     meta: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -67,9 +89,9 @@ class JudgeItem(_Record):
     """A query with n responses for a judge. `best` is the index of the known-best response
     when known (RewardBench pairs: chosen is response 0)."""
 
-    id: str
-    prompt: str = Field(min_length=1)
-    responses: list[str] = Field(min_length=1)
+    id: Text
+    prompt: Text
+    responses: list[Text] = Field(min_length=1)
     best: int | None = None
     subset: str = "default"
     meta: dict[str, Any] = Field(default_factory=dict)

@@ -211,13 +211,20 @@ def _choice(value: str, options: tuple[str, ...], flag: str) -> Literal["multi",
 
 
 def _read_records(path: Path) -> list[dict]:
-    from selfteach.data.jsonl import read_jsonl
+    """Judgment records of an earlier `judge run/eval` (judgments.jsonl or its run dir)."""
+    from selfteach.data.checks import as_id, check_unique_ids
+    from selfteach.data.jsonl import iter_jsonl_at
     from selfteach.errors import SelfteachError
 
     f = path / "judgments.jsonl" if path.is_dir() else path
-    rows = read_jsonl(f)
-    for i, r in enumerate(rows):
+    at = list(iter_jsonl_at(f))
+    for n, r in at:
         missing = [k for k in ("id", "prompt", "responses", "samples") if k not in r]
         if missing:
-            raise SelfteachError(f"{f}:{i + 1}: missing field {missing[0]!r} (expected judgments.jsonl from judge run)")
-    return rows
+            raise SelfteachError(f"{f}:{n}: missing field {missing[0]!r} (expected judgments.jsonl from judge run)")
+        for k in ("responses", "samples"):
+            if not isinstance(r[k], list) or not all(isinstance(x, str if k == "responses" else dict) for x in r[k]):
+                raise SelfteachError(f"{f}:{n}: field {k!r}: expected a list of "
+                                     f"{'texts' if k == 'responses' else 'judgment objects'}")
+    check_unique_ids(((as_id(r["id"], f"{f}:{n}"), str(n)) for n, r in at), str(f))
+    return [r for _, r in at]

@@ -26,7 +26,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from selfteach.data.loaders import read_rows
+from selfteach.data.checks import as_label, check_unique_ids, row_id
+from selfteach.data.loaders import read_rows, read_rows_at
 from selfteach.data.records import JudgeItem
 from selfteach.errors import SelfteachError
 
@@ -51,8 +52,8 @@ def item_from_row(row: dict, idx: int, where: str) -> JudgeItem:
         raise SelfteachError(f"{where}: missing field 'prompt' (expected RewardBench {{prompt, chosen, rejected}} "
                              "or {prompt, responses, best})")
     prompt = _text(row["prompt"], where, "prompt", "user")
-    rid = str(row.get("id", idx))
-    subset = str(row.get("subset") or "default")
+    rid = row_id(row, where, idx, names=("id",))
+    subset = as_label(row.get("subset"), where, "subset") or "default"
     if "chosen" in row or "rejected" in row:
         for f in ("chosen", "rejected"):
             if f not in row:
@@ -89,18 +90,15 @@ def load_judge_items(spec: str | Path, limit: int | None = None, pairwise: bool 
         path: Path | str = BUILTIN_PAIRS
     else:
         path = spec_s
-    rows = read_rows(path)
-    items = [item_from_row(r, i, f"{spec_s}:{i + 1}") for i, r in enumerate(rows)]
-    seen: dict[str, int] = {}
-    for i, it in enumerate(items):
-        if it.id in seen:
-            raise SelfteachError(f"{spec_s}:{i + 1}: duplicate id {it.id!r} (first on line {seen[it.id] + 1})")
-        seen[it.id] = i
+    at = read_rows_at(path)
+    items = [item_from_row(r, i, f"{spec_s}:{n}") for i, (n, r) in enumerate(at)]
+    check_unique_ids(((it.id, str(n)) for it, (n, _) in zip(items, at, strict=True)), spec_s)
+    for it, (n, _) in zip(items, at, strict=True):
         if pairwise and len(it.responses) < 2:
-            raise SelfteachError(f"{spec_s}:{i + 1}: item {it.id!r} has {len(it.responses)} response; "
+            raise SelfteachError(f"{spec_s}:{n}: item {it.id!r} has {len(it.responses)} response; "
                                  "comparing needs at least 2 (or use --mode pointwise)")
         if need_best and it.best is None:
-            raise SelfteachError(f"{spec_s}:{i + 1}: item {it.id!r} has no field 'best' (needed for accuracy)")
+            raise SelfteachError(f"{spec_s}:{n}: item {it.id!r} has no field 'best' (needed for accuracy)")
     if limit is not None:
         if limit < 1:
             raise SelfteachError(f"--limit {limit}: must be >= 1")

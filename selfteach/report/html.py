@@ -41,10 +41,7 @@ def run_section(run: Path) -> str:
     parts = [f"<h2>{html.escape(str(run))}</h2>"]
     summary_file = run / "summary.json"
     if summary_file.exists():
-        try:
-            s = json.loads(summary_file.read_text())
-        except json.JSONDecodeError as e:
-            raise SelfteachError(f"{summary_file}: malformed JSON ({e.msg})") from None
+        s = check_summary(read_json(summary_file), summary_file)
         parts.append(f"<h3>{html.escape(str(s.get('title', '')))}</h3>")
         parts += [_table(t) for t in s.get("tables", [])]
         parts += [f"<p class=note>{html.escape(str(n))}</p>" for n in s.get("notes", [])]
@@ -52,16 +49,51 @@ def run_section(run: Path) -> str:
     for name in ("config.yaml", "env.json"):
         f = run / name
         if f.exists():
-            text = f.read_text()
+            text = read_text(f)
             if name == "env.json":
-                text = yaml.safe_dump(json.loads(text), sort_keys=False)
+                text = yaml.safe_dump(read_json(f), sort_keys=False)
             parts.append(f"<details><summary>{name}</summary><pre>{html.escape(text)}</pre></details>")
     metrics = run / "metrics.jsonl"
     if metrics.exists():
-        lines = metrics.read_text().splitlines()[-30:]
+        lines = metrics.read_text(encoding="utf-8", errors="replace").splitlines()[-30:]  # shown only
         parts.append(f"<details><summary>metrics.jsonl (last {len(lines)} lines)</summary>"
                      f"<pre>{html.escape(chr(10).join(lines))}</pre></details>")
     return "\n".join(parts)
+
+
+def read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise SelfteachError(f"{path}: not UTF-8 (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                             "the run directory is damaged") from None
+
+
+def read_json(path: Path) -> dict:
+    """A run's JSON file (summary.json, env.json) as an object, or a one-line error."""
+    try:
+        obj = json.loads(read_text(path))
+    except json.JSONDecodeError as e:
+        raise SelfteachError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
+    except RecursionError:
+        raise SelfteachError(f"{path}: JSON nested too deeply") from None
+    if not isinstance(obj, dict):
+        raise SelfteachError(f"{path}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def check_summary(s: dict, path: Path) -> dict:
+    """summary.json's shape: {"title", "tables": [{"name", "columns": [...], "rows": [[...]]}], "notes"}."""
+    tables, notes = s.get("tables", []), s.get("notes", [])
+    if not isinstance(tables, list) or not isinstance(notes, list):
+        raise SelfteachError(f"{path}: field {'tables' if not isinstance(tables, list) else 'notes'!r}: "
+                             "expected a list")
+    for i, t in enumerate(tables):
+        if not isinstance(t, dict) or not isinstance(t.get("columns", []), list) \
+                or not isinstance(t.get("rows", []), list) \
+                or not all(isinstance(r, list) for r in t.get("rows", [])):
+            raise SelfteachError(f"{path}: field 'tables[{i}]': expected {{name, columns: [...], rows: [[...]]}}")
+    return s
 
 
 def write_report(runs: list[Path], out: Path | None = None, extra_images: list[Path] | None = None) -> Path:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from pydantic import Field, ValidationError
 
-from selfteach.data.jsonl import read_jsonl
+from selfteach.data.jsonl import iter_jsonl_at
 from selfteach.data.records import PreferencePair
 from selfteach.errors import SelfteachError
 from selfteach.train.common import (
@@ -47,17 +47,16 @@ class DPOArgs(TrainConfig):
 
 
 def read_pairs(path: str | Path) -> list[PreferencePair]:
-    """Pairs from a JSONL file; a malformed line raises an error naming file, line and field."""
+    """Pairs from a JSONL file; a malformed line raises an error naming file, line and field.
+    Columns other than prompt/chosen/rejected (TRL datasets carry ids, scores, ...) are ignored."""
     pairs = []
-    for i, row in enumerate(read_jsonl(path), 1):
+    for i, row in iter_jsonl_at(path):
         try:
-            pairs.append(PreferencePair(**row))
+            pairs.append(PreferencePair(**{k: row[k] for k in ("prompt", "chosen", "rejected") if k in row}))
         except ValidationError as e:
             err = e.errors()[0]
             loc = ".".join(str(x) for x in err["loc"]) or "row"
             raise SelfteachError(f"{path}:{i}: field {loc!r}: {err['msg']}") from None
-        except TypeError as e:
-            raise SelfteachError(f"{path}:{i}: {e}") from None
         if pairs[-1].chosen == pairs[-1].rejected:
             raise SelfteachError(f"{path}:{i}: chosen and rejected are identical")
     return pairs

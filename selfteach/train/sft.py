@@ -27,6 +27,7 @@ import torch
 from pydantic import BaseModel, Field
 from transformers import TrainerCallback
 
+from selfteach.data.checks import as_text
 from selfteach.errors import SelfteachError
 from selfteach.runs import RunDir
 from selfteach.train.diagnostics import Diagnostics
@@ -85,41 +86,65 @@ def load_sft_rows(data: str | Path | list[dict], fields: dict[str, str] | None =
                   limit: int | None = None) -> list[dict[str, Any]]:
     """Rows {"prompt", "completion"} (strings or message lists) from any supported data.
     Problems become {"question", "completion"} and are formatted per model by `format_rows`."""
-    from selfteach.data.loaders import load_problems, read_rows
+    from selfteach.data.loaders import load_problems, read_rows_at
 
     name = "data" if isinstance(data, list) else str(data)
     if isinstance(data, list):
-        rows = data
+        at = list(enumerate(data, 1))
     elif str(data).startswith("builtin:"):
-        rows = [p.model_dump() for p in load_problems(str(data))]
+        at = list(enumerate((p.model_dump() for p in load_problems(str(data))), 1))
     else:
-        rows = read_rows(data)
-    if not rows:
+        at = read_rows_at(data)
+    if not at:
         raise SelfteachError(f"{name}: no examples")
-    has_pc = "prompt" in rows[0] and "completion" in rows[0]
+    has_pc = isinstance(at[0][1], dict) and "prompt" in at[0][1] and "completion" in at[0][1]
     out: list[dict[str, Any]] = []
-    for i, row in enumerate(rows):
-        where = f"{name}:{i + 1}"
+    for i, (n, row) in enumerate(at):
+        where = f"{name}:{n}"
         if not isinstance(row, dict):
             raise SelfteachError(f"{where}: expected an object, got {type(row).__name__}")
         if "question" in row and "prompt" not in row and row.get("completion"):  # a problem with its completion
-            out.append({"question": str(row["question"]), "completion": str(row["completion"])})
+            out.append({"question": as_text(row["question"], where, "question"),
+                        "completion": _completion(row["completion"], where)})
         elif has_pc or "completion" in row:
-            if "prompt" not in row or row.get("completion") in (None, "", []):
-                raise SelfteachError(f"{where}: missing or empty field 'completion'" if "prompt" in row
-                                     else f"{where}: missing field 'prompt'")
-            out.append({"prompt": row["prompt"], "completion": row["completion"]})
+            if "prompt" not in row:
+                raise SelfteachError(f"{where}: missing field 'prompt'")
+            out.append({"prompt": _prompt(row["prompt"], where), "completion": _completion(row.get("completion"),
+                                                                                           where)})
         elif "messages" in row:
             msgs = row["messages"]
-            if not isinstance(msgs, list) or len(msgs) < 2 or not isinstance(msgs[-1], dict) \
+            if not isinstance(msgs, list) or len(msgs) < 2 or not _is_messages(msgs) \
                     or msgs[-1].get("role") != "assistant":
-                raise SelfteachError(f"{where}: field 'messages' must end with an assistant message (the completion)")
+                raise SelfteachError(f"{where}: field 'messages' must be a list of {{role, content}} messages "
+                                     "ending with an assistant message (the completion)")
             out.append({"prompt": msgs[:-1], "completion": [msgs[-1]]})
         else:
             out.append(_problem_row(row, i, fields or {}, where))
         if limit is not None and len(out) >= limit:
             break
     return out
+
+
+def _is_messages(v: Any) -> bool:
+    return isinstance(v, list) and bool(v) and all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in v)
+
+
+def _prompt(v: Any, where: str) -> str | list:
+    """A prompt: text (may be empty: plain language modelling) or chat messages."""
+    if isinstance(v, str) or _is_messages(v):
+        return v
+    raise SelfteachError(f"{where}: field 'prompt': expected text or a list of {{role, content}} messages, "
+                         f"got {'null' if v is None else type(v).__name__}")
+
+
+def _completion(v: Any, where: str) -> str | list:
+    """A completion: non-blank text or assistant messages (never a number made text)."""
+    if _is_messages(v):
+        return v
+    if v is None or v == "" or v == []:
+        raise SelfteachError(f"{where}: missing or empty field 'completion'")
+    return as_text(v, where, "completion")
 
 
 def _problem_row(row: dict, i: int, fields: dict[str, str], where: str) -> dict[str, Any]:
