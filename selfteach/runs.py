@@ -20,7 +20,13 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from selfteach.data.jsonl import append_jsonl, atomic_write_text, decode_line, parse_line, read_jsonl
+from selfteach.data.jsonl import (
+    append_jsonl,
+    atomic_write_text,
+    decode_line,
+    parse_line,
+    read_jsonl,
+)
 from selfteach.errors import SelfteachError
 
 _PACKAGES = ["selfteach", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "openai",

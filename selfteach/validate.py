@@ -22,13 +22,19 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlparse
 
-from pydantic import Field, ValidationError
+from pydantic import AfterValidator, Field, ValidationError
 
 from selfteach.errors import SelfteachError
 
 # numpy (and so transformers.set_seed) takes seeds in [0, 2**32); every seed goes through it.
 SEED_MAX = 2**32 - 1
 Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
+
+def _steps(v: int) -> int:
+    if v == 0 or v < -1:
+        raise ValueError("must be -1 (train for --epochs) or a positive number of steps")
+    return v
+
 
 # Upper bounds: far above any sensible run, low enough that a typo fails instead of
 # running for days or exhausting memory (`judge eval --k 100000000000`).
@@ -38,6 +44,10 @@ MAX_TOKENS = 131072       # generated tokens or context length
 MAX_STEPS = 10_000_000    # optimizer or search steps
 MAX_TEMPERATURE = 10.0
 MAX_LR = 1.0
+MAX_EPOCHS = 10_000.0
+
+# max_steps: -1 means "use --epochs"; 0 or another negative number is a mistake.
+MaxSteps = Annotated[int, Field(le=MAX_STEPS), AfterValidator(_steps)]
 
 # Config fields whose command-line option is not `--` + the field name with dashes.
 OPTION_NAMES = {

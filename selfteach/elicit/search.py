@@ -47,6 +47,7 @@ from selfteach.elicit.rules import Rule, make_rule
 from selfteach.elicit.scoring import LP, logp, make_scorer
 from selfteach.elicit.templates import Template
 from selfteach.errors import SelfteachError
+from selfteach.validate import MAX_STEPS, Seed
 
 CHECKPOINT = "icm_checkpoint.json"
 
@@ -54,14 +55,14 @@ CHECKPOINT = "icm_checkpoint.json"
 class ICMConfig(BaseModel):
     """ICM settings. Defaults follow the paper (arXiv 2506.10139, section 2.3)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     objective: Literal["margin", "mean", "sum"] = Field(
         "margin", description="P(D): margin = mean over D of log P(y_i|.) - log P(not y_i|.) (the authors' code; "
                               "default); mean = mean of log P(y_i|.); sum = sum of log P(y_i|.) (the paper's formula)")
     alpha: float = Field(50.0, gt=0, description="weight of mutual predictability P against inconsistency I; "
                                                  "the authors lower it to 20-30 when the search moves slowly")
-    iters: int | None = Field(None, ge=0, description="annealing steps N_iter; None: 2 x number of claims")
+    iters: int | None = Field(None, ge=0, le=MAX_STEPS, description="annealing steps N_iter; None: 2 x number of claims")
     init_k: int = Field(8, ge=0, description="claims labeled at random (balanced) before the search")
     t0: float = Field(10.0, gt=0, description="initial temperature T0")
     t_min: float = Field(0.01, gt=0, description="final temperature T_min")
@@ -80,7 +81,7 @@ class ICMConfig(BaseModel):
     max_context_tokens: int = Field(3072, ge=0, description="token budget of the few-shot context; the examples "
                                                             "farthest from the query are cut first")
     template: Template = Field(default_factory=Template, description="prompt format and label words")
-    seed: int = Field(0, description="same seed, same labels")
+    seed: Seed = Field(0, description="same seed, same labels")
     baselines: bool = Field(False, description="also compute zero-shot, random-label few-shot and golden-context "
                                                "labels (the last only when the claims carry gold)")
 

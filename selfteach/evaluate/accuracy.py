@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from selfteach.backends.base import Backend, SamplingParams
 from selfteach.data.answers import answers_match, extract_answer, extract_choice
@@ -21,20 +21,23 @@ from selfteach.evaluate.prompts import solve_prompt
 from selfteach.progress import ProgressBar
 from selfteach.runs import RunDir
 from selfteach.stats import majority, mean_ci, pass_at_k
+from selfteach.validate import MAX_BATCH, MAX_SAMPLES, MAX_TEMPERATURE, MAX_TOKENS, Seed
 
 
 class AccuracyConfig(BaseModel):
     """Settings of `selfteach eval accuracy`."""
 
+    model_config = ConfigDict(allow_inf_nan=False)
+
     model: str = Field("smollm2-135m", description="model alias, directory, .gguf, hub id or server URL")
     data: str = Field("builtin:arithmetic", description="data spec: JSONL/parquet/dataset dir or builtin:NAME")
-    limit: int | None = Field(None, description="evaluate the first N problems only")
-    samples: int = Field(1, ge=1, description="k samples per problem (pass@k, maj@k)")
-    temperature: float = Field(0.0, ge=0.0, description="0 = greedy; with samples > 1 use e.g. 0.7")
+    limit: int | None = Field(None, ge=1, description="evaluate the first N problems only")
+    samples: int = Field(1, ge=1, le=MAX_SAMPLES, description="k samples per problem (pass@k, maj@k)")
+    temperature: float = Field(0.0, ge=0.0, le=MAX_TEMPERATURE, description="0 = greedy; with samples > 1 use e.g. 0.7")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling mass")
-    max_new_tokens: int = Field(256, ge=1, description="cap on generated tokens per sample")
-    batch_size: int = Field(8, ge=1, description="problems per generation batch")
-    seed: int = Field(0, description="sampling seed")
+    max_new_tokens: int = Field(256, ge=1, le=MAX_TOKENS, description="cap on generated tokens per sample")
+    batch_size: int = Field(8, ge=1, le=MAX_BATCH, description="problems per generation batch")
+    seed: Seed = Field(0, description="sampling seed")
     fields: dict[str, str] = Field(default_factory=dict, description="field mapping for JSONL data")
 
 

@@ -27,12 +27,13 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from selfteach.backends.base import Backend, Generation, SamplingParams
 from selfteach.data.records import Problem
 from selfteach.errors import SelfteachError
 from selfteach.evaluate.scorers import check_scorable, format_question, get_scorer, predicted
+from selfteach.validate import MAX_BATCH, MAX_SAMPLES, MAX_TEMPERATURE, MAX_TOKENS, Seed
 
 PLAIN_SUFFIX = "\nTherefore, the final answer is"
 THINK_SUFFIX = "\n\n</think>\n\n**Final Answer**\n"
@@ -41,6 +42,8 @@ OUTPUTS = "outputs.jsonl"
 
 
 class AnytimeConfig(BaseModel):
+    model_config = ConfigDict(allow_inf_nan=False)
+
     """Everything `selfteach eval anytime` does, recorded in the run's config.yaml."""
 
     model: str = Field("smollm2-135m", description="model alias, directory, GGUF file, hub id or server URL")
@@ -49,7 +52,7 @@ class AnytimeConfig(BaseModel):
     fields: dict[str, str] = Field(default_factory=dict, description="field mapping, e.g. question=prompt_0shot")
     limit: int | None = Field(None, ge=1, description="evaluate only the first N items")
     budgets: list[int] = Field([32, 64, 128, 256, 512], description="token budgets b_1 < ... < b_T for the trace")
-    samples: int = Field(1, ge=1, description="traces per item; quality averages over them")
+    samples: int = Field(1, ge=1, le=MAX_SAMPLES, description="traces per item; quality averages over them")
     method: Literal["plain", "pdp", "pdp+"] = Field(
         "plain", description="plain prompt, or preference-data prompting (pdp: better/worse pairs, pdp+: better only)")
     scorer: Literal["auto", "math", "choice", "trip"] = Field(
@@ -61,20 +64,20 @@ class AnytimeConfig(BaseModel):
     answer_tokens: int = Field(100, ge=1, le=1024, description="max tokens of each forced answer")
     answer_stop: list[str] | None = Field(None, description="stop strings ending a forced answer; None: a blank "
                                                             "line, except for trip plans (which contain blank lines)")
-    temperature: float | None = Field(None, ge=0.0, description="trace sampling temperature; None: 0 (greedy) for "
+    temperature: float | None = Field(None, ge=0.0, le=MAX_TEMPERATURE, description="trace sampling temperature; None: 0 (greedy) for "
                                                                 "1 sample, 0.7 for more")
     top_p: float = Field(0.95, gt=0.0, le=1.0, description="nucleus mass when sampling")
-    seed: int = Field(0, description="sampling seed (per batch: seed + batch index)")
-    batch_size: int = Field(8, ge=1, description="items per trace-generation batch")
+    seed: Seed = Field(0, description="sampling seed (per batch: seed + batch index)")
+    batch_size: int = Field(8, ge=1, le=MAX_BATCH, description="items per trace-generation batch")
     shared_prefix: bool = Field(True, description="reuse the trace's KV cache for the forced answers when the "
                                                   "backend supports it (HF); False re-reads each prefix")
-    pdp_k: int = Field(4, ge=2, description="PDP: attempts sampled per item for the in-context examples")
-    pdp_budget: int | None = Field(None, ge=1, description="PDP: token budget of each attempt; None: the median budget")
-    pdp_pairs: int = Field(1, ge=1, description="PDP: (better, worse) pairs shown (pdp+: better attempts shown)")
+    pdp_k: int = Field(4, ge=2, le=MAX_SAMPLES, description="PDP: attempts sampled per item for the in-context examples")
+    pdp_budget: int | None = Field(None, ge=1, le=MAX_TOKENS, description="PDP: token budget of each attempt; None: the median budget")
+    pdp_pairs: int = Field(1, ge=1, le=MAX_SAMPLES, description="PDP: (better, worse) pairs shown (pdp+: better attempts shown)")
     pdp_judge: Literal["pointwise", "pairwise", "vote"] = Field(
         "pointwise", description="PDP self-ranking: the model's P(correct) per attempt, its pairwise preference "
                                  "(both orders), or agreement with the majority answer (math/choice only)")
-    pdp_temperature: float = Field(0.8, gt=0.0, description="PDP: sampling temperature of the attempts")
+    pdp_temperature: float = Field(0.8, gt=0.0, le=MAX_TEMPERATURE, description="PDP: sampling temperature of the attempts")
 
     @field_validator("budgets")
     @classmethod

@@ -30,7 +30,7 @@ import random
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -43,6 +43,7 @@ from selfteach.improve.pairs import build_pairs, claims_from_candidates, require
 from selfteach.runs import RunDir
 from selfteach.train.dpo import DPOArgs
 from selfteach.train.grpo import GRPOArgs
+from selfteach.validate import MAX_LR, MAX_SAMPLES, MAX_TEMPERATURE, MAX_TOKENS, Seed
 
 BASELINES = ("grpo", "sft-icm", "sft-gold")
 Labeler = Callable[[list[Claim], Any, RunDir], tuple[dict[str, bool], dict]]
@@ -51,7 +52,7 @@ Labeler = Callable[[list[Claim], Any, RunDir], tuple[dict[str, bool], dict]]
 class ImproveConfig(BaseModel):
     """Settings of `selfteach improve` (recorded in config.yaml)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     model: str = Field("smollm2-135m", description="model to improve (generates candidates, is trained)")
     label_model: str | None = Field(None, description="model whose ICM labels train `model` (transfer); "
@@ -63,10 +64,10 @@ class ImproveConfig(BaseModel):
     fields: dict[str, str] = Field(default_factory=dict, description="field mapping for JSONL data")
     train_size: int | None = Field(None, ge=1, description="use at most this many training problems")
     eval_size: int = Field(50, ge=1, description="held-out eval problems (when eval_problems is not given)")
-    rounds: int = Field(1, ge=1, description="ICM+DPO rounds; each round's model generates and labels the next")
-    samples: int = Field(8, ge=2, description="candidate solutions per problem")
-    temperatures: list[float] = Field([0.3, 0.6, 0.9], description="the samples are spread over these temperatures")
-    max_new_tokens: int = Field(128, ge=1, description="cap on tokens per candidate and per eval answer")
+    rounds: int = Field(1, ge=1, le=100, description="ICM+DPO rounds; each round's model generates and labels the next")
+    samples: int = Field(8, ge=2, le=MAX_SAMPLES, description="candidate solutions per problem")
+    temperatures: list[Annotated[float, Field(ge=0, le=MAX_TEMPERATURE)]] = Field([0.3, 0.6, 0.9], min_length=1, description="the samples are spread over these temperatures")
+    max_new_tokens: int = Field(128, ge=1, le=MAX_TOKENS, description="cap on tokens per candidate and per eval answer")
     gen_batch_size: int = Field(8, ge=1, description="problems per generation batch")
     pairs_per_problem: int = Field(5, ge=1, description="cap on (True, False) pairs per problem")
     on_one_class: Literal["stop", "margin-median"] = Field(
@@ -83,11 +84,11 @@ class ImproveConfig(BaseModel):
                                        "sampling budget as the candidates)")
     grpo_prompts_per_step: int = Field(2, ge=1, description="GRPO baseline: prompts per optimizer step (batch = "
                                                             "this x num_generations)")
-    sft_learning_rate: float = Field(1e-5, gt=0, description="learning rate of the SFT baselines")
+    sft_learning_rate: float = Field(1e-5, gt=0, le=MAX_LR, description="learning rate of the SFT baselines")
     sft_epochs: float = Field(2.0, gt=0, description="epochs of the SFT baselines")
-    eval_samples: int = Field(4, ge=1, description="k for maj@k (sampled at eval_temperature); 1 = greedy only")
-    eval_temperature: float = Field(0.7, ge=0, description="temperature of the maj@k samples")
-    seed: int = Field(0, description="seed for the split, sampling, pairs and training")
+    eval_samples: int = Field(4, ge=1, le=MAX_SAMPLES, description="k for maj@k (sampled at eval_temperature); 1 = greedy only")
+    eval_temperature: float = Field(0.7, ge=0, le=MAX_TEMPERATURE, description="temperature of the maj@k samples")
+    seed: Seed = Field(0, description="seed for the split, sampling, pairs and training")
 
 
 # ---- labels ------------------------------------------------------------------------------

@@ -21,24 +21,27 @@ import math
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from selfteach.errors import SelfteachError
 from selfteach.judge.parse import ranks_best_first
 from selfteach.judge.voting import meta_text
+from selfteach.validate import MAX_BATCH, MAX_LR, MAX_STEPS, MAX_TOKENS, Seed
 
 
 class MetaConfig(BaseModel):
     """Settings of `selfteach judge train-meta`."""
 
+    model_config = ConfigDict(allow_inf_nan=False)
+
     backbone: str = Field("smollm2-135m", description="model whose hidden states the head reads (alias/dir/...)")
-    max_tokens: int = Field(768, ge=16, description="keep the last N tokens of query + judgment")
-    epochs: int = Field(300, ge=1, description="full-batch optimisation steps of the head")
-    lr: float = Field(0.01, gt=0, description="AdamW learning rate of the head")
+    max_tokens: int = Field(768, ge=16, le=MAX_TOKENS, description="keep the last N tokens of query + judgment")
+    epochs: int = Field(300, ge=1, le=MAX_STEPS, description="full-batch optimisation steps of the head")
+    lr: float = Field(0.01, gt=0, le=MAX_LR, description="AdamW learning rate of the head")
     weight_decay: float = Field(0.1, ge=0, description="L2 regularisation of the head")
     val_frac: float = Field(0.2, ge=0, lt=1, description="held-out share of items for the reported AUROC")
-    batch_size: int = Field(8, ge=1, description="judgments per feature-extraction forward pass")
-    seed: int = Field(0, description="split and init seed")
+    batch_size: int = Field(8, ge=1, le=MAX_BATCH, description="judgments per feature-extraction forward pass")
+    seed: Seed = Field(0, description="split and init seed")
 
 
 def labeled_judgments(records: list[dict]) -> list[tuple[str, str, int]]:

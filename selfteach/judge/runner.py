@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field
 
@@ -18,6 +19,7 @@ from selfteach.errors import SelfteachError
 from selfteach.judge.voting import JudgeConfig, accuracy_at_k, judge_items
 from selfteach.progress import ProgressBar
 from selfteach.stats import mean_ci
+from selfteach.validate import MAX_BATCH, MAX_SAMPLES
 
 OUTPUTS = "judgments.jsonl"
 
@@ -28,12 +30,12 @@ class JudgeRunConfig(JudgeConfig):
     model: str = Field("smollm2-135m", description="judge model: alias, directory, .gguf, hub id or server URL")
     backend: str = Field("auto", description="hf, openai, or auto (openai for http URLs)")
     data: str = Field("builtin:pairs", description="JSONL/parquet/save_to_disk dir, or builtin:pairs")
-    limit: int | None = Field(None, description="judge the first N items only")
-    ks: list[int] = Field(default_factory=lambda: [1, 8], description="vote sizes to report; K = max(ks) samples")
+    limit: int | None = Field(None, ge=1, description="judge the first N items only")
+    ks: list[Annotated[int, Field(ge=1, le=MAX_SAMPLES)]] = Field(default_factory=lambda: [1, 8], min_length=1, description="vote sizes to report; K = max(ks) samples")
     meta_rm: str | None = Field(None, description="meta RM (from `judge train-meta`) for guided voting")
     k_meta: float = Field(0.5, gt=0, le=1, description="share of samples the meta RM lets vote (paper: k/2)")
     prompts: str | None = Field(None, description="YAML/JSON file overriding the judge prompt templates")
-    batch_size: int = Field(16, ge=1, description="sequences per forward pass of the hf backend")
+    batch_size: int = Field(16, ge=1, le=MAX_BATCH, description="sequences per forward pass of the hf backend")
 
 
 def parse_ks(text: str) -> list[int]:

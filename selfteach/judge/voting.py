@@ -31,30 +31,33 @@ import zlib
 from collections.abc import Callable, Iterator
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from selfteach.backends.base import Backend, SamplingParams
 from selfteach.data.records import JudgeItem
 from selfteach.judge.parse import parse_scores
 from selfteach.judge.prompts import JudgePrompt, build_prompt, render
+from selfteach.validate import MAX_BATCH, MAX_SAMPLES, MAX_TEMPERATURE, MAX_TOKENS, Seed
 
 
 class JudgeConfig(BaseModel):
     """How to sample judgments (defaults follow the paper where it gives one)."""
 
-    k: int = Field(8, ge=1, description="sampled judgments per item (votes)")
-    temperature: float = Field(0.5, ge=0.0, description="sampling temperature (paper: 0.5)")
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    k: int = Field(8, ge=1, le=MAX_SAMPLES, description="sampled judgments per item (votes)")
+    temperature: float = Field(0.5, ge=0.0, le=MAX_TEMPERATURE, description="sampling temperature (paper: 0.5)")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling mass")
-    max_new_tokens: int = Field(384, ge=8, description="cap on a judgment's length")
+    max_new_tokens: int = Field(384, ge=8, le=MAX_TOKENS, description="cap on a judgment's length")
     mode: Literal["multi", "pointwise"] = Field("multi", description="multi: all responses in one prompt; "
                                                 "pointwise: each response judged alone")
     orders: Literal["balanced", "random"] = Field("balanced", description="response orders over the k samples "
                                                   "(see module docstring)")
-    items_per_call: int = Field(2, ge=1, description="items whose samples share one generate call")
+    items_per_call: int = Field(2, ge=1, le=MAX_BATCH, description="items whose samples share one generate call")
     force_scores: bool = Field(False, description="when a multi-mode sample has no valid score line, read its "
                                "scores from the model's next-token distribution over 1-10 after the judgment and "
                                "a score-line prefix (fallback for small judges; not in the paper; marked forced)")
-    seed: int = Field(0, description="seed of the orders and of sampling")
+    seed: Seed = Field(0, description="seed of the orders and of sampling")
 
 
 # ---- orders -----------------------------------------------------------------------------

@@ -21,34 +21,35 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from selfteach.errors import SelfteachError
+from selfteach.validate import MAX_BATCH, MAX_EPOCHS, MAX_LR, MAX_TOKENS, MaxSteps, Seed
 
 
 class TrainConfig(BaseModel):
     """Options every selfteach trainer shares (TRL-style: each field has a default)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     model: str = Field("smollm2-135m", description="model spec to train: alias, directory, .gguf file or hub id")
-    learning_rate: float = Field(5e-6, gt=0, description="AdamW peak learning rate")
-    epochs: float = Field(1.0, gt=0, description="passes over the training data (ignored when max_steps > 0)")
-    max_steps: int = Field(-1, description="optimizer steps; -1 = run `epochs` epochs")
-    batch_size: int = Field(4, ge=1, description="examples per device per forward pass")
-    grad_accum: int = Field(1, ge=1, description="gradient accumulation steps (global batch = batch_size x grad_accum x processes)")
-    max_length: int = Field(512, ge=16, description="truncate prompt+completion to this many tokens")
+    learning_rate: float = Field(5e-6, gt=0, le=MAX_LR, description="AdamW peak learning rate")
+    epochs: float = Field(1.0, gt=0, le=MAX_EPOCHS, description="passes over the training data (ignored when max_steps > 0)")
+    max_steps: MaxSteps = Field(-1, description="optimizer steps; -1 = run `epochs` epochs")
+    batch_size: int = Field(4, ge=1, le=MAX_BATCH, description="examples per device per forward pass")
+    grad_accum: int = Field(1, ge=1, le=MAX_BATCH, description="gradient accumulation steps (global batch = batch_size x grad_accum x processes)")
+    max_length: int = Field(512, ge=16, le=MAX_TOKENS, description="truncate prompt+completion to this many tokens")
     warmup_ratio: float = Field(0.0, ge=0, lt=1, description="share of steps with linear learning-rate warm-up")
     lr_scheduler: str = Field("linear", description="transformers scheduler name: linear, cosine, constant, ...")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     lora: bool = Field(False, description="train a LoRA adapter (peft) instead of all weights; merged when saved")
-    lora_r: int = Field(16, ge=1, description="LoRA rank")
+    lora_r: int = Field(16, ge=1, le=4096, description="LoRA rank")
     lora_alpha: int = Field(32, ge=1, description="LoRA scaling alpha")
     lora_dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout")
-    device: str = Field("auto", description="auto (cuda if available, else cpu), cpu or cuda")
-    seed: int = Field(0, description="seed for data order, LoRA init and sampling")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto (cuda if available, else cpu), cpu or cuda")
+    seed: Seed = Field(0, description="seed for data order, LoRA init and sampling")
     logging_steps: int = Field(1, ge=1, description="log loss/metrics every this many optimizer steps")
     gradient_checkpointing: bool = Field(False, description="trade compute for memory (useful on GPU for long sequences)")
     save_model: bool = Field(True, description="save the trained (merged) model to OUT/model")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, ValidationError
 
@@ -35,15 +36,19 @@ from selfteach.train.common import (
     trl_common_kwargs,
 )
 
+# TRL's DPO loss names (DPOConfig.loss_type), checked before anything is loaded.
+DPOLoss = Literal["sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+                  "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm"]
+
 
 class DPOArgs(TrainConfig):
     """DPO options (TRL DPOConfig names in brackets)."""
 
-    beta: float = Field(0.1, gt=0, description="KL strength of the implicit reward [beta]")
-    loss_type: str = Field("sigmoid", description="TRL DPO loss: sigmoid (DPO), ipo, hinge, robust, ... [loss_type]")
+    beta: float = Field(0.1, gt=0, le=100, description="KL strength of the implicit reward [beta]")
+    loss_type: DPOLoss = Field("sigmoid", description="TRL DPO loss: sigmoid (DPO), ipo, hinge, robust, ... [loss_type]")
     precompute_ref: bool = Field(True, description="compute reference log-probs once before training "
                                                    "[precompute_ref_log_probs]; exact, and faster")
-    learning_rate: float = Field(5e-6, gt=0, description="AdamW peak learning rate")
+    learning_rate: float = Field(5e-6, gt=0, le=1.0, description="AdamW peak learning rate")
 
 
 def read_pairs(path: str | Path) -> list[PreferencePair]:

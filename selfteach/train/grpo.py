@@ -19,6 +19,7 @@ so GRPO trains on exactly the distribution it is measured on.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -42,15 +43,15 @@ class GRPOArgs(TrainConfig):
     """GRPO options (TRL GRPOConfig names in brackets)."""
 
     reward: str = Field("gold-answer", description="reward: gold-answer | judge:MODEL | judge-rule")
-    loss_type: str = Field("grpo", description="grpo | dr_grpo | dapo [loss_type]")
-    num_generations: int = Field(8, ge=2, description="group size G: completions per prompt [num_generations]")
-    max_completion_length: int = Field(128, ge=1, description="cap on generated tokens [max_completion_length]")
-    temperature: float = Field(1.0, gt=0, description="sampling temperature of the group [temperature]")
-    beta: float = Field(0.0, ge=0, description="KL coefficient to the reference (0 = no reference model) [beta]")
+    loss_type: Literal["grpo", "dr_grpo", "dapo"] = Field("grpo", description="grpo | dr_grpo | dapo [loss_type]")
+    num_generations: int = Field(8, ge=2, le=1024, description="group size G: completions per prompt [num_generations]")
+    max_completion_length: int = Field(128, ge=1, le=131072, description="cap on generated tokens [max_completion_length]")
+    temperature: float = Field(1.0, gt=0, le=10.0, description="sampling temperature of the group [temperature]")
+    beta: float = Field(0.0, ge=0, le=100, description="KL coefficient to the reference (0 = no reference model) [beta]")
     epsilon: float = Field(0.2, gt=0, description="lower clip range [epsilon]")
     epsilon_high: float | None = Field(None, description="upper clip range; None = epsilon, DAPO uses 0.28 [epsilon_high]")
     num_iterations: int = Field(1, ge=1, description="policy updates per generated batch (mu) [num_iterations]")
-    learning_rate: float = Field(1e-6, gt=0, description="AdamW peak learning rate")
+    learning_rate: float = Field(1e-6, gt=0, le=1.0, description="AdamW peak learning rate")
     batch_size: int = Field(8, ge=1, description="completions per device per step (must be divisible into groups)")
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from transformers import TrainerCallback
 
 from selfteach.data.checks import as_text
@@ -32,6 +32,7 @@ from selfteach.errors import SelfteachError
 from selfteach.runs import RunDir
 from selfteach.train.diagnostics import Diagnostics
 from selfteach.train.objectives import OBJECTIVES, check_objective, entropic_loss, reduce_loss
+from selfteach.validate import MAX_BATCH, MAX_EPOCHS, MAX_LR, MAX_STEPS, MAX_TOKENS, MaxSteps, Seed
 
 try:  # TRL is a dependency; the import is here so the error names what is missing
     from trl import SFTConfig, SFTTrainer
@@ -43,6 +44,8 @@ except ImportError as e:  # pragma: no cover
 class SFTRunConfig(BaseModel):
     """Everything `train sft` does, recorded as config.yaml in the run directory."""
 
+    model_config = ConfigDict(allow_inf_nan=False)
+
     model: str = Field("smollm2-135m", description="model alias, local directory, .gguf file or hub id")
     data: str = Field("", description="JSONL/parquet/dataset dir with prompt/completion, messages, or problems; "
                                       "or builtin:arithmetic")
@@ -52,19 +55,19 @@ class SFTRunConfig(BaseModel):
     lora_r: int = Field(16, ge=1, description="LoRA rank")
     lora_alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = lora_alpha / lora_r)")
     lora_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the LoRA branch")
-    max_steps: int = Field(-1, description="optimizer steps; -1 means `epochs` passes over the data")
-    epochs: float = Field(1.0, gt=0, description="passes over the data when max_steps is -1 (authors: 1)")
-    learning_rate: float = Field(5e-5, gt=0, description="peak learning rate (authors: 5e-5 for 1.5-7B models)")
-    batch_size: int = Field(4, ge=1, description="examples per device step")
-    grad_accum: int = Field(1, ge=1, description="gradient accumulation steps (global batch = batch_size x this)")
+    max_steps: MaxSteps = Field(-1, description="optimizer steps; -1 means `epochs` passes over the data")
+    epochs: float = Field(1.0, gt=0, le=MAX_EPOCHS, description="passes over the data when max_steps is -1 (authors: 1)")
+    learning_rate: float = Field(5e-5, gt=0, le=MAX_LR, description="peak learning rate (authors: 5e-5 for 1.5-7B models)")
+    batch_size: int = Field(4, ge=1, le=MAX_BATCH, description="examples per device step")
+    grad_accum: int = Field(1, ge=1, le=MAX_BATCH, description="gradient accumulation steps (global batch = batch_size x this)")
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="share of steps with linear warmup (authors: 0.1)")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (authors: 0.01)")
     adam_beta2: float = Field(0.95, gt=0, lt=1, description="AdamW beta2 (authors: 0.95)")
-    max_length: int | None = Field(None, ge=8, description="longest allowed example in tokens; default the model "
+    max_length: int | None = Field(None, ge=8, le=MAX_TOKENS, description="longest allowed example in tokens; default the model "
                                                            "context. Longer examples are an error, not truncated")
-    diag_every: int = Field(10, ge=1, description="write token diagnostics to metrics.jsonl every N steps")
-    save_steps: int = Field(50, ge=1, description="checkpoint every N steps (for --resume)")
-    seed: int = Field(0, description="seed for data order, LoRA init and dropout")
+    diag_every: int = Field(10, ge=1, le=MAX_STEPS, description="write token diagnostics to metrics.jsonl every N steps")
+    save_steps: int = Field(50, ge=1, le=MAX_STEPS, description="checkpoint every N steps (for --resume)")
+    seed: Seed = Field(0, description="seed for data order, LoRA init and dropout")
     fields: dict[str, str] = Field(default_factory=dict, description="field mapping for problem data "
                                                                       "(question=..., answer=..., solution=...)")
     limit: int | None = Field(None, ge=1, description="use only the first N examples")
