@@ -33,8 +33,7 @@ def register(app: typer.Typer) -> None:
         progress: bool = typer.Option(True, "--progress/--no-progress"),
     ) -> None:
         """Label claims True/False with ICM (no labels needed); writes labels.jsonl."""
-        from pydantic import ValidationError
-
+        from selfteach.backends import load_backend
         from selfteach.data.loaders import load_claims, parse_field_map
         from selfteach.elicit.rules import TASKS, make_rule
         from selfteach.elicit.search import ICMConfig, icm
@@ -47,22 +46,15 @@ def register(app: typer.Typer) -> None:
             raise SelfteachError(f"--scoring {scoring!r}: choose fast or exact")
         if limit is not None and limit < 1:
             raise SelfteachError(f"--limit {limit}: must be >= 1")
-        try:
-            cfg = ICMConfig(alpha=alpha, iters=iters, seed=seed, scoring=scoring, blocks=blocks,
-                            refresh_every=refresh_every, refresh_frac=refresh_frac, max_context_tokens=max_context_tokens,
-                            baselines=baselines)
-        except ValidationError as e:
-            err = e.errors()[0]
-            raise SelfteachError(f"--{str(err['loc'][0]).replace('_', '-')} {err.get('input')!r}: "
-                                 f"{err['msg']}") from None
+        cfg = ICMConfig(alpha=alpha, iters=iters, seed=seed, scoring=scoring, blocks=blocks,
+                        refresh_every=refresh_every, refresh_frac=refresh_frac, max_context_tokens=max_context_tokens,
+                        baselines=baselines)  # a bad value: one "--option value" line (selfteach.cli.run)
         data = load_claims(claims, fields=parse_field_map(field), limit=limit, seed=seed)
         make_rule(task, data)  # check the claims fit the task before loading a model
+        be = load_backend(model, backend=backend)  # before the run dir: a model that fails leaves nothing
         run = RunDir.create(out, {"model": model, "claims": claims, "task": task, "limit": limit,
                                   "fields": field or [], "backend": backend, **cfg.model_dump(mode="json")},
                             resume=resume, seed=seed)
-        from selfteach.backends import load_backend
-
-        be = load_backend(model, backend=backend)
         res = icm(data, be, task=task, config=cfg, run=run, progress=progress)
         print_summary(res, model, claims)
         Console().print(f"labels: {run.file('labels.jsonl')}  trajectory: {run.file('metrics.jsonl')}")

@@ -43,8 +43,6 @@ def anytime(
 ) -> None:
     """Anytime evaluation: one trace per item up to the largest budget, a forced answer at
     every budget, quality per budget, best-so-far curve and the Anytime Index."""
-    from pydantic import ValidationError
-
     from selfteach.data.loaders import parse_field_map
     from selfteach.evaluate.anytime import (
         DEFAULT_TEMPLATE,
@@ -59,17 +57,13 @@ def anytime(
         raise SelfteachError(f"--scorer {scorer!r}: choose auto, math, choice or trip")
     if pdp_judge not in ("pointwise", "pairwise", "vote"):
         raise SelfteachError(f"--pdp-judge {pdp_judge!r}: choose pointwise, pairwise or vote")
-    try:
-        cfg = AnytimeConfig(
-            model=model, backend=backend, data=data, fields=parse_field_map(field), limit=limit,
-            budgets=parse_budgets(budgets), samples=samples, method=method, scorer=scorer,
-            prompt_template=_unescape(prompt_template) or DEFAULT_TEMPLATE, suffix=_unescape(suffix),
-            answer_tokens=answer_tokens, temperature=temperature, seed=seed, batch_size=batch_size,
-            shared_prefix=not no_shared_prefix, pdp_k=pdp_k, pdp_budget=pdp_budget, pdp_pairs=pdp_pairs,
-            pdp_judge=pdp_judge)
-    except ValidationError as e:
-        err = e.errors()[0]
-        raise SelfteachError(f"--{'-'.join(str(x) for x in err['loc'])}: {err['msg']}") from None
+    cfg = AnytimeConfig(
+        model=model, backend=backend, data=data, fields=parse_field_map(field), limit=limit,
+        budgets=parse_budgets(budgets), samples=samples, method=method, scorer=scorer,
+        prompt_template=_unescape(prompt_template) or DEFAULT_TEMPLATE, suffix=_unescape(suffix),
+        answer_tokens=answer_tokens, temperature=temperature, seed=seed, batch_size=batch_size,
+        shared_prefix=not no_shared_prefix, pdp_k=pdp_k, pdp_budget=pdp_budget, pdp_pairs=pdp_pairs,
+        pdp_judge=pdp_judge)  # a bad value: one "--option value" line (selfteach.cli.run)
     result = evaluate_anytime(cfg, out, resume=resume)
     _print(result, out)
 

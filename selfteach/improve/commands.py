@@ -66,18 +66,14 @@ def register(app: typer.Typer) -> None:
         progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
     ) -> None:
         """Improve a model on its own: candidates -> ICM labels -> pairs -> DPO, plus baselines and a report."""
-        from pydantic import ValidationError
-
+        from selfteach.elicit.search import ICMConfig
         from selfteach.improve.loop import ImproveConfig, run_improve
         from selfteach.train.dpo import DPOArgs
         from selfteach.train.grpo import GRPOArgs
+        from selfteach.validate import build
 
-        try:
-            cfg = _config(ImproveConfig, DPOArgs, GRPOArgs, locals())
-        except ValidationError as e:
-            err = e.errors()[0]
-            raise SelfteachError(f"--{'-'.join(str(x) for x in err['loc']).replace('_', '-')}: {err['msg']} "
-                                 f"(got {err.get('input')!r})") from None
+        cfg = _config(ImproveConfig, DPOArgs, GRPOArgs, locals())  # bad values: one line (selfteach.cli.run)
+        build(ICMConfig, {k: f"--icm {k}" for k in cfg.icm}, **cfg.icm)  # checked now, not after sampling
         summary = run_improve(cfg, out, resume=resume, progress=progress)
         _print(summary, out)
 

@@ -61,15 +61,15 @@ def run_judge(cfg: JudgeRunConfig, out: str | Path, resume: bool = False, progre
     if cfg.meta_rm and cfg.mode != "multi":
         raise SelfteachError("--meta-rm needs --mode multi (the meta RM rates whole judgments)")
     judge_cfg = JudgeConfig(**{**cfg.model_dump(include=set(JudgeConfig.model_fields)), "k": max(cfg.ks)})
-    run = RunDir.create(out, cfg, resume=resume, seed=cfg.seed)
-    done = run.done_ids(OUTPUTS)
+    done = RunDir(out).done_ids(OUTPUTS) if resume else set()
     todo = [it for it in items if it.id not in done]
-    if todo:
-        if backend is None:
-            from selfteach.backends import load_backend
+    if todo and backend is None:  # loaded before the run dir: a model that fails leaves nothing behind
+        from selfteach.backends import load_backend
 
-            kw = {"batch_size": cfg.batch_size} if cfg.backend != "openai" and not cfg.model.startswith("http") else {}
-            backend = load_backend(cfg.model, backend=cfg.backend, **kw)
+        kw = {"batch_size": cfg.batch_size} if cfg.backend != "openai" and not cfg.model.startswith("http") else {}
+        backend = load_backend(cfg.model, backend=cfg.backend, **kw)
+    run = RunDir.create(out, cfg, resume=resume, seed=cfg.seed)
+    if todo:
         meta = None
         if cfg.meta_rm:
             from selfteach.judge.meta import MetaRM

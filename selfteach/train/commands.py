@@ -48,10 +48,10 @@ def register(app: typer.Typer) -> None:
         """DPO on preference pairs (TRL DPOTrainer; arXiv 2305.18290)."""
         from selfteach.train.dpo import DPOArgs, read_pairs, train_dpo
 
-        data = read_pairs(pairs)  # line-numbered errors before any model is loaded
         args = DPOArgs(model=model, beta=beta, loss_type=loss_type, learning_rate=lr, epochs=epochs,
                        max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, max_length=max_length,
                        precompute_ref=precompute_ref, lora=lora, lora_r=lora_r, device=device, seed=seed)
+        data = read_pairs(pairs)  # line-numbered errors before any model is loaded
         _echo_result(train_dpo(data, args, out=out))
 
     @train_app.command("grpo")
