@@ -53,6 +53,10 @@ def environment(seed: int | None = None, device: str | None = None) -> dict[str,
             "command": " ".join(sys.argv), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
+# Per-item outputs whose rows `--resume` looks up by id.
+ID_FILES = ("outputs.jsonl", "judgments.jsonl")
+
+
 class RunDir:
     """A run directory. `RunDir.create(path, config, resume=...)` refuses to overwrite a
     finished run's config unless resuming with the same config."""
@@ -110,13 +114,22 @@ class RunDir:
     def append(self, name: str, row: Any) -> None:
         append_jsonl(self.path / name, row)
 
+    def check_resumable(self) -> None:
+        """Before anything loads: config.yaml is a mapping and every JSONL file reads (only
+        a torn last line may be damaged: `done_rows` drops it), with an id in each row of
+        the per-item outputs files."""
+        if (self.path / "config.yaml").exists():
+            self.read_config()
+        for f in sorted(self.path.glob("*.jsonl")):
+            self.done_rows(f.name, key="id" if f.name in ID_FILES else None, repair=False)
+
     def read(self, name: str) -> list[dict[str, Any]]:
         f = self.path / name
         if not f.exists() or f.stat().st_size == 0:
             return []
         return read_jsonl(f)
 
-    def done_rows(self, name: str, key: str = "id") -> dict[str, dict[str, Any]]:
+    def done_rows(self, name: str, key: str | None = "id", repair: bool = True) -> dict[str, dict[str, Any]]:
         """Rows already written to an outputs file, by `key` (for --resume). Only a torn
         LAST line (an interrupted append) is dropped, with a note on stderr, and the file
         repaired; any other damage is an error naming file:line, never a silent loss."""
@@ -135,11 +148,14 @@ class RunDir:
                 row = parse_line(decode_line(ln, f, i + 1), where)
             except SelfteachError:
                 if i == last and not raw.endswith(b"\n"):  # torn by an interruption mid-append
-                    _note(f"{where}: dropped a torn last line (interrupted write); it will be redone")
-                    atomic_write_bytes(f, b"\n".join(lines[:i]) + b"\n" if i else b"")
+                    if repair:
+                        _note(f"{where}: dropped a torn last line (interrupted write); it will be redone")
+                        atomic_write_bytes(f, b"\n".join(lines[:i]) + b"\n" if i else b"")
                     break
                 raise SelfteachError(f"{where}: damaged row in the run directory "
                                      f"({_reason(where)}); fix or remove the line, or start a new --out") from None
+            if key is None:
+                continue
             if key not in row or isinstance(row[key], dict | list) or row[key] is None:
                 raise SelfteachError(f"{where}: row has no valid {key!r}; the run directory is damaged "
                                      "(fix or remove the line, or start a new --out)")

@@ -199,7 +199,11 @@ def check_params(command: str, params: dict[str, Any]) -> None:
             check_model_spec(params.get(name), backend if name == "model" else "auto",
                              "--" + name.replace("_", "-"))
     if "out" in params and not command.endswith(" report"):
-        check_out(params["out"], resume=bool(params.get("resume")) or _accumulates(command))
+        out = check_out(params["out"], resume=bool(params.get("resume")) or _accumulates(command))
+        if params.get("resume") and out.is_dir():
+            from selfteach.runs import RunDir
+
+            RunDir(out).check_resumable()
     elif "out" in params and params["out"] is not None:
         check_out(params["out"], kind="file")
 

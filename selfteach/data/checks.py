@@ -8,6 +8,7 @@ file:line and field for anything else.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -55,7 +56,7 @@ def as_label(v: Any, where: str, name: str, numbers: bool = False) -> str | None
         return None
     if isinstance(v, int) and not isinstance(v, bool):
         return str(v)
-    if numbers and isinstance(v, float):
+    if numbers and isinstance(v, float) and math.isfinite(v):
         return str(int(v)) if v.is_integer() else str(v)
     if isinstance(v, str) and v.strip():
         return v

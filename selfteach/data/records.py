@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -40,6 +41,8 @@ class Problem(_Record):
     def _answer_to_str(cls, v: Any) -> Any:
         if isinstance(v, bool) or v is None:
             return v
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError(f"{v} is not a finite number")
         if isinstance(v, float) and v.is_integer():
             return str(int(v))
         if isinstance(v, int | float):

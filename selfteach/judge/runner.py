@@ -61,7 +61,7 @@ def run_judge(cfg: JudgeRunConfig, out: str | Path, resume: bool = False, progre
     if cfg.meta_rm and cfg.mode != "multi":
         raise SelfteachError("--meta-rm needs --mode multi (the meta RM rates whole judgments)")
     judge_cfg = JudgeConfig(**{**cfg.model_dump(include=set(JudgeConfig.model_fields)), "k": max(cfg.ks)})
-    done = RunDir(out).done_ids(OUTPUTS) if resume else set()
+    done = RunDir(out).done_ids(OUTPUTS)
     todo = [it for it in items if it.id not in done]
     if todo and backend is None:  # loaded before the run dir: a model that fails leaves nothing behind
         from selfteach.backends import load_backend
