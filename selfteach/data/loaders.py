@@ -68,9 +68,12 @@ def read_rows_at(spec: str | Path) -> list[tuple[int, dict[str, Any]]]:
 def _read_hf_dir(path: Path) -> list[dict[str, Any]]:
     import datasets
 
+    datasets.disable_progress_bars()  # progress goes to stderr, where only the error line belongs
     try:
         ds = datasets.load_from_disk(str(path))
     except Exception as e:
+        if _no_shards(path):
+            raise SelfteachError(f"{path}: dataset is empty") from None
         raise SelfteachError(f"{path}: not a dataset saved with save_to_disk ({type(e).__name__})") from None
     if isinstance(ds, datasets.DatasetDict):
         if not ds:
@@ -83,9 +86,20 @@ def _read_hf_dir(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _no_shards(path: Path) -> bool:
+    """A dataset saved with no rows has a state.json listing no data files."""
+    import json
+
+    try:
+        return json.loads((path / "state.json").read_text(encoding="utf-8")).get("_data_files") == []
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _read_parquet(path: Path) -> list[dict[str, Any]]:
     import datasets
 
+    datasets.disable_progress_bars()
     try:
         rows = datasets.Dataset.from_parquet(str(path)).to_list()
     except Exception as e:
@@ -178,8 +192,9 @@ def validated(make: Callable[[], Any], where: str) -> Any:
         return make()
     except ValidationError as e:
         err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"]) or "row"
-        raise SelfteachError(f"{where}: field {loc!r}: {err['msg']}") from None
+        loc = ".".join(str(x) for x in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        raise SelfteachError(f"{where}: field {loc!r}: {msg}" if loc else f"{where}: {msg}") from None
     except (TypeError, AttributeError, KeyError) as e:
         raise SelfteachError(f"{where}: wrongly typed field ({e})") from None
 

@@ -80,6 +80,7 @@ def register(app: typer.Typer) -> None:
 
 def _config(ImproveConfig, DPOArgs, GRPOArgs, a: dict):
     from selfteach.data.loaders import parse_field_map
+    from selfteach.validate import build
 
     names = [] if a["baselines"].strip() in ("", "none") else [b.strip() for b in a["baselines"].split(",") if b.strip()]
     return ImproveConfig(
@@ -90,7 +91,8 @@ def _config(ImproveConfig, DPOArgs, GRPOArgs, a: dict):
         icm=_kv(a["icm"], "--icm"),
         dpo=DPOArgs(beta=a["beta"], learning_rate=a["lr"], epochs=a["epochs"], batch_size=a["batch_size"],
                     lora=a["lora"]),
-        baselines=names, grpo=GRPOArgs(loss_type=a["grpo_loss_type"], learning_rate=a["grpo_lr"]),
+        baselines=names, grpo=build(GRPOArgs, {"loss_type": "--grpo-loss-type", "learning_rate": "--grpo-lr"},
+                                    loss_type=a["grpo_loss_type"], learning_rate=a["grpo_lr"]),
         grpo_prompts_per_step=a["grpo_prompts_per_step"], sft_learning_rate=a["sft_lr"],
         eval_samples=a["eval_samples"], seed=a["seed"])
 
