@@ -99,6 +99,24 @@ def _with_early_checks(command, path: str) -> None:
     command.callback = functools.update_wrapper(checked, body)
 
 
+_BUILT: dict[int, object] = {}
+
+
+def _command():
+    """The click command tree, built once per set of registered commands (building it
+    costs ~45 ms, which a test running hundreds of commands in-process would pay each time)."""
+    def size(t: typer.Typer) -> int:
+        return len(t.registered_commands) + sum(1 + size(g.typer_instance) for g in t.registered_groups)
+
+    key = size(app)
+    if key not in _BUILT:
+        _BUILT.clear()
+        command = typer.main.get_command(app)
+        _with_early_checks(command, "selfteach")
+        _BUILT[key] = command
+    return _BUILT[key]
+
+
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
@@ -140,8 +158,7 @@ def run(argv: list[str] | None = None) -> int:
     from selfteach.validate import config_error
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    command = typer.main.get_command(app)
-    _with_early_checks(command, "selfteach")
+    command = _command()
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         try:
