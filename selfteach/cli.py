@@ -78,26 +78,38 @@ def _warn_broken(name: str, e: Exception) -> None:
 _register_all()
 
 
-def _with_early_checks(command, path: str) -> None:
-    """Wrap every command so `--out` and model specs are checked before its body runs
-    (selfteach.validate.check_params): nothing is read, loaded or written first."""
-    if hasattr(command, "commands"):  # a group
-        for name, sub in command.commands.items():
-            _with_early_checks(sub, f"{path} {name}")
-        return
-    body = command.callback
-    if body is None or getattr(body, "_early_checked", False):
-        return
+def _guard(t: typer.Typer, path: str) -> None:
+    """Wrap every registered command so that, whoever invokes the app (`run`, typer's
+    CliRunner), `--out` and model specs are checked before its body runs
+    (selfteach.validate.check_params) and a config ValidationError becomes one
+    "--option value: reason" SelfteachError (selfteach.validate.config_error)."""
+    for info in t.registered_commands:
+        body = info.callback
+        if body is None or getattr(body, "_guarded", False):
+            continue
+        name = info.name or body.__name__.replace("_", "-")
+        info.callback = _guarded(body, f"{path} {name}")
+    for group in t.registered_groups:
+        _guard(group.typer_instance, f"{path} {group.name}")
 
+
+def _guarded(body, path: str):
     def checked(*args, **kwargs):
-        from selfteach.validate import check_params
+        from pydantic import ValidationError
+
+        from selfteach.validate import check_params, config_error
 
         check_params(path, kwargs)
-        return body(*args, **kwargs)
+        try:
+            return body(*args, **kwargs)
+        except ValidationError as e:
+            raise config_error(e) from None
 
-    checked._early_checked = True  # type: ignore[attr-defined]
-    command.callback = functools.update_wrapper(checked, body)
+    checked._guarded = True  # type: ignore[attr-defined]
+    return functools.update_wrapper(checked, body)
 
+
+_guard(app, "selfteach")
 
 _BUILT: dict[int, object] = {}
 
@@ -111,9 +123,8 @@ def _command():
     key = size(app)
     if key not in _BUILT:
         _BUILT.clear()
-        command = typer.main.get_command(app)
-        _with_early_checks(command, "selfteach")
-        _BUILT[key] = command
+        _guard(app, "selfteach")
+        _BUILT[key] = typer.main.get_command(app)
     return _BUILT[key]
 
 

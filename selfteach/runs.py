@@ -67,15 +67,13 @@ class RunDir:
     @classmethod
     def create(cls, path: str | Path, config: BaseModel | dict, resume: bool = False, seed: int | None = None,
                device: str | None = None) -> RunDir:
-        """Check `path` (selfteach.validate.check_out) and the config's model spec, then
-        write config.yaml and env.json. Callers validate options and data first, so a
-        failed start leaves no directory behind and the retry is not refused."""
-        from selfteach.validate import check_model_spec, check_out
+        """Check `path` (selfteach.validate.check_out), then write config.yaml and env.json.
+        Callers validate options, data and the model first, so a failed start leaves no
+        directory behind and the retry is not refused."""
+        from selfteach.validate import check_out
 
         run = cls(check_out(path, resume=resume))
         cfg = config.model_dump(mode="json") if isinstance(config, BaseModel) else dict(config)
-        if isinstance(cfg.get("model"), str):
-            check_model_spec(cfg["model"], cfg.get("backend") or "auto")
         cfg_file = run.path / "config.yaml"
         if cfg_file.exists() and resume:
             old = run.read_config()

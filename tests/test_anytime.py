@@ -124,7 +124,7 @@ def test_bad_choice_answer_fails_before_generation(tmp_path):
     data = tmp_path / "mc.jsonl"
     data.write_text('{"question": "Pick", "choices": ["a", "b", "c", "d"], "answer": "Z"}\n')
     cfg = AnytimeConfig(model="x", data=str(data), budgets=[8])
-    with pytest.raises(SelfteachError, match="not a letter A-D"):
+    with pytest.raises(SelfteachError, match=r"mc.jsonl:1: field .answer.: .Z. is not a letter of the 4 choices \(A-D\)"):
         evaluate_anytime(cfg, tmp_path / "run", backend=ExplodingBackend(), progress=False)
 
 

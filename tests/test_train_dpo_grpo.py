@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 import torch
 from typer.testing import CliRunner
 
@@ -59,8 +60,7 @@ def test_read_pairs_errors(tmp_path):
     with pytest.raises(SelfteachError, match=r"p.jsonl:1: chosen and rejected are identical"):
         read_pairs(f)
     f.write_text(json.dumps({"prompt": "x", "chosen": "a", "rejected": "b", "score": 1}) + "\n")
-    with pytest.raises(SelfteachError, match=r"p.jsonl:1: field 'score'"):
-        read_pairs(f)
+    assert [p.chosen for p in read_pairs(f)] == ["a"]  # extra columns (TRL datasets have them) are ignored
     assert len(read_pairs(write_pairs(f, good))) == 2
 
 
@@ -138,8 +138,8 @@ def test_grpo_loss_types_configure_trl(tmp_path):
     assert cfgs["dr_grpo"].scale_rewards == "none" and cfgs["grpo"].scale_rewards == "group"
     assert cfgs["dapo"].epsilon_high == 0.28 and cfgs["grpo"].epsilon_high in (None, 0.2)  # None = symmetric
     assert all(c.use_cpu and not c.bf16 for c in cfgs.values())
-    with pytest.raises(SelfteachError, match="--loss-type 'ppo'"):
-        grpo_config(GRPOArgs(loss_type="ppo"), tmp_path, "cpu")
+    with pytest.raises(ValidationError, match="loss_type"):  # checked when the options are read
+        GRPOArgs(loss_type="ppo")
 
 
 def test_grpo_prompts_match_evaluation(tiny_backend):

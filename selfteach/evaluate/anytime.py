@@ -366,10 +366,7 @@ def evaluate_anytime(cfg: AnytimeConfig, out: str | Path, resume: bool = False, 
                              seed=cfg.seed)
     if not problems:
         raise SelfteachError(f"{cfg.data}: no items")
-    ids = [p.id for p in problems]
-    if len(set(ids)) != len(ids):
-        dup = next(i for i in ids if ids.count(i) > 1)
-        raise SelfteachError(f"{cfg.data}: duplicate item id {dup!r}")
+    ids = [p.id for p in problems]  # unique: load_problems rejects a repeated id naming both lines
     kinds = check_scorable(problems, cfg.scorer, cfg.data)
     if cfg.method != "plain":
         from selfteach.evaluate.pdp import check_pdp

@@ -118,8 +118,8 @@ def load_sft_rows(data: str | Path | list[dict], fields: dict[str, str] | None =
             msgs = row["messages"]
             if not isinstance(msgs, list) or len(msgs) < 2 or not _is_messages(msgs) \
                     or msgs[-1].get("role") != "assistant":
-                raise SelfteachError(f"{where}: field 'messages' must be a list of {{role, content}} messages "
-                                     "ending with an assistant message (the completion)")
+                raise SelfteachError(f"{where}: field 'messages' must end with an assistant message (the "
+                                     "completion), in a list of {role, content} messages")
             out.append({"prompt": msgs[:-1], "completion": [msgs[-1]]})
         else:
             out.append(_problem_row(row, i, fields or {}, where))
