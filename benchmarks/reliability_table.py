@@ -21,9 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
 def main() -> None:
-    import transformers  # noqa: F401 - imported once, outside the timing of the cases
-
     import test_bad_input as t
+    import transformers  # noqa: F401 - imported once, outside the timing of the cases
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--failures", action="store_true", help="list every failing case")
