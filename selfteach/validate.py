@@ -167,6 +167,9 @@ def check_model_spec(model: str | None, backend: str = "auto", option: str = "--
     if path.exists():
         if not path.is_dir():
             raise SelfteachError(f"{option} {model}: expected a model directory or a .gguf file")
+        if not (path / "config.json").is_file():
+            raise SelfteachError(f"{option} {model}: not a model directory (no config.json); give a directory "
+                                 "saved with save_pretrained, e.g. a run's model/")
         return
     if _HUB_ID.match(model) and not model.startswith("."):
         return

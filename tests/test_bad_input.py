@@ -389,12 +389,16 @@ MODELS = [("--model", "no-such-model", "unknown model 'no-such-model'"),
           ("--model", "missing.gguf", "GGUF file not found"),
           ("--model", "http://127.0.0.1:notaport/v1", "not a valid URL"),
           ("--model", "http:///v1", "no host"),
-          ("--model", "", "--model '': empty")]
+          ("--model", "", "--model '': empty"),
+          ("--model", "EMPTYDIR", "not a model directory (no config.json)"),
+          ("--model", "AFILE", "expected a model directory or a .gguf file")]
 
 
 def _files_for(argv: list[str], tmp: Path) -> list[str]:
     """Valid input files for the commands that need one (the option is what is wrong)."""
     subst = {"PAIRS": lambda: write(tmp, "pairs.jsonl", jl(PAIR)),
+             "EMPTYDIR": lambda: (tmp.joinpath("m").mkdir(), str(tmp / "m"))[1],
+             "AFILE": lambda: write(tmp, "weights.bin", b"\0"),
              "RECORDS": lambda: write(tmp, "judgments.jsonl", jl(RECORD))}
     return [subst[a]() if a in subst else a for a in argv]
 
@@ -402,10 +406,11 @@ def _files_for(argv: list[str], tmp: Path) -> list[str]:
 def _option_case(cmd: str, opt: str, value: str) -> Callable[[Path], list[str]]:
     def make(tmp: Path) -> list[str]:
         argv = _files_for(COMMAND_ARGS[cmd](str(tmp / "out")), tmp)
+        value_ = _files_for([value], tmp)[0]
         if opt in argv:  # replace the default given above (e.g. --model)
             i = argv.index(opt)
-            return argv[:i] + [opt, value] + argv[i + 2:]
-        return [*argv, opt, value]
+            return argv[:i] + [opt, value_] + argv[i + 2:]
+        return [*argv, opt, value_]
     return make
 
 
@@ -419,7 +424,8 @@ for _cmd in COMMAND_ARGS:
     if _cmd in ("judge train-meta",):
         continue
     for _opt, _value, _expect in MODELS:
-        case("options: model", _cmd, f"model={_value or 'empty'}", _option_case(_cmd, _opt, _value), _expect)
+        _name = f"model={_value or 'empty'}".replace("/", "|")
+        case("options: model", _cmd, _name, _option_case(_cmd, _opt, _value), _expect)
 
 # ---- 4. --out: a file, under a file, unwritable, empty, a finished run ----------------
 def _out_case(cmd: str, kind: str) -> Callable[[Path], list[str]]:

@@ -193,7 +193,7 @@ def validated(make: Callable[[], Any], where: str) -> Any:
     except ValidationError as e:
         err = e.errors()[0]
         loc = ".".join(str(x) for x in err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
+        msg = err["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
         raise SelfteachError(f"{where}: field {loc!r}: {msg}" if loc else f"{where}: {msg}") from None
     except (TypeError, AttributeError, KeyError) as e:
         raise SelfteachError(f"{where}: wrongly typed field ({e})") from None
