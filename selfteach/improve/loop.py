@@ -66,7 +66,8 @@ class ImproveConfig(BaseModel):
     eval_size: int = Field(50, ge=1, description="held-out eval problems (when eval_problems is not given)")
     rounds: int = Field(1, ge=1, le=100, description="ICM+DPO rounds; each round's model generates and labels the next")
     samples: int = Field(8, ge=2, le=MAX_SAMPLES, description="candidate solutions per problem")
-    temperatures: list[Annotated[float, Field(ge=0, le=MAX_TEMPERATURE)]] = Field([0.3, 0.6, 0.9], min_length=1, description="the samples are spread over these temperatures")
+    temperatures: list[Annotated[float, Field(ge=0, le=MAX_TEMPERATURE)]] = Field(
+        [0.3, 0.6, 0.9], min_length=1, description="the samples are spread over these temperatures")
     max_new_tokens: int = Field(128, ge=1, le=MAX_TOKENS, description="cap on tokens per candidate and per eval answer")
     gen_batch_size: int = Field(8, ge=1, description="problems per generation batch")
     pairs_per_problem: int = Field(5, ge=1, description="cap on (True, False) pairs per problem")
