@@ -143,7 +143,7 @@ class RunDir:
                 continue
             where = f"{f}:{i + 1}"
             try:
-                row = parse_line(decode_line(ln, f, i + 1), where)
+                row = parse_line(decode_line(ln, f, i + 1), where, finite=False)  # NaN metrics are ours
             except SelfteachError:
                 if i == last and not raw.endswith(b"\n"):  # torn by an interruption mid-append
                     if repair:

@@ -61,9 +61,10 @@ def decode_line(raw: bytes, path: Path | str, lineno: int) -> str:
                              "save the file as UTF-8") from None
 
 
-def parse_line(line: str, where: str) -> dict[str, Any]:
-    """One JSON object, with only finite numbers (JSON has no NaN or Infinity; Python's
-    json reads them, and 1e400, as non-finite floats that poison every mean)."""
+def parse_line(line: str, where: str, finite: bool = True) -> dict[str, Any]:
+    """One JSON object, with only finite numbers unless `finite` is False (JSON has no NaN
+    or Infinity; Python's json reads them, and 1e400, as non-finite floats that poison
+    every mean). Our own run files may hold NaN metrics (json.dumps writes them)."""
     try:
         row = json.loads(line)
     except json.JSONDecodeError as e:
@@ -72,7 +73,8 @@ def parse_line(line: str, where: str) -> dict[str, Any]:
         raise SelfteachError(f"{where}: JSON nested too deeply") from None
     if not isinstance(row, dict):
         raise SelfteachError(f"{where}: expected a JSON object, got {type(row).__name__}")
-    check_finite(row, where)
+    if finite:
+        check_finite(row, where)
     return row
 
 
