@@ -125,7 +125,7 @@ class RunDir:
         f = self.path / name
         if not f.exists() or f.stat().st_size == 0:
             return []
-        return read_jsonl(f)
+        return read_jsonl(f, finite=False)  # our own rows: NaN metrics are allowed
 
     def done_rows(self, name: str, key: str | None = "id", repair: bool = True) -> dict[str, dict[str, Any]]:
         """Rows already written to an outputs file, by `key` (for --resume). Only a torn

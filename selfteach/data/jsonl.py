@@ -18,9 +18,9 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+def read_jsonl(path: str | Path, finite: bool = True) -> list[dict[str, Any]]:
     """All rows of a JSONL file; a bad line raises an error naming file and line."""
-    return [row for _, row in iter_jsonl_at(path)]
+    return [row for _, row in iter_jsonl_at(path, finite=finite)]
 
 
 def iter_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
@@ -28,10 +28,12 @@ def iter_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
         yield row
 
 
-def iter_jsonl_at(path: str | Path, allow_empty: bool = False) -> Iterator[tuple[int, dict[str, Any]]]:
+def iter_jsonl_at(path: str | Path, allow_empty: bool = False,
+                  finite: bool = True) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, row) for every non-blank line. Every line must be UTF-8 text holding
-    one JSON object with finite numbers; the first that is not raises `SelfteachError`
-    naming file:line (and the field, for a non-finite number)."""
+    one JSON object with finite numbers (unless `finite` is False: files we wrote may hold
+    NaN metrics); the first that is not raises `SelfteachError` naming file:line (and the
+    field, for a non-finite number)."""
     path = Path(path)
     if not path.exists():
         raise SelfteachError(f"{path}: file not found")
@@ -44,7 +46,7 @@ def iter_jsonl_at(path: str | Path, allow_empty: bool = False) -> Iterator[tuple
             if not line.strip():
                 continue
             empty = False
-            yield lineno, parse_line(line, f"{path}:{lineno}")
+            yield lineno, parse_line(line, f"{path}:{lineno}", finite)
     if empty and not allow_empty:
         raise SelfteachError(f"{path}: file is empty")
 
