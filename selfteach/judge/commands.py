@@ -217,7 +217,7 @@ def _read_records(path: Path) -> list[dict]:
     from selfteach.errors import SelfteachError
 
     f = path / "judgments.jsonl" if path.is_dir() else path
-    at = list(iter_jsonl_at(f, finite=False))  # written by judge run/eval: NaN ratings are allowed
+    at = list(iter_jsonl_at(f))
     for n, r in at:
         missing = [k for k in ("id", "prompt", "responses", "samples") if k not in r]
         if missing:
