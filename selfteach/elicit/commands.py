@@ -13,7 +13,9 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def elicit(
         model: str = typer.Option(..., "--model", help="model alias, directory, .gguf, hub id or server URL"),
-        claims: str = typer.Option(..., "--claims", help="claims JSONL/parquet/dataset dir, or builtin:capitals"),
+        claims: str = typer.Option(..., "--claims", help="claims JSONL/parquet/dataset dir, or builtin:NAME: "
+                                   "capitals, currencies, state-capitals, authors, inventors, elements, "
+                                   "planets, sums"),
         task: str = typer.Option("binary", "--task", help="binary | math | comparison | exclusive"),
         out: Path = typer.Option(..., "--out", help="run directory"),
         baselines: bool = typer.Option(False, "--baselines", help="also zero-shot, random few-shot, golden context"),
