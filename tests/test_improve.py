@@ -305,3 +305,69 @@ def test_cli_bad_option_is_one_line(tmp_path):
 
     res = CliRunner().invoke(app, ["improve", "--on-one-class", "maybe", "--out", str(tmp_path / "x")])
     assert res.exit_code != 0 and "--on-one-class" in str(res.exception)
+
+
+def read_jsonl(path):
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def test_cli_improve_with_real_icm_files_agree(tmp_path):
+    """`selfteach improve` with the real ICM labeler (no stub) on tiny-random: every file of
+    the run directory agrees with the others. ICM on a random model tends to label every
+    candidate False (its label read-out prefers "False"), so the run uses the label-free
+    margin-median fallback when, and only when, the ICM labeling is one-class."""
+    from selfteach.cli import app
+    from selfteach.data.loaders import load_claims
+    from selfteach.elicit.rules import make_rule
+
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, ["improve", "--model", "tiny-random", "--train-size", "3", "--eval-size", "2",
+                                   "--samples", "4", "--max-new-tokens", "6", "--epochs", "1", "--batch-size", "2",
+                                   "--pairs-per-problem", "2", "--icm", "iters=6", "--on-one-class", "margin-median",
+                                   "--baselines", "none", "--eval-samples", "1", "--out", str(out), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    r1 = out / "round1"
+    split = json.loads((out / "split.json").read_text())
+    cands = read_jsonl(r1 / "candidates.jsonl")
+    claims = read_jsonl(r1 / "claims.jsonl")
+    by_id = {c["id"]: c for c in cands}
+    # one claim per candidate: group = problem, key = extracted answer; problems = the train split
+    assert [c["id"] for c in claims] == [c["id"] for c in cands] and len(cands) == 3 * 4
+    assert all(c["group"] == by_id[c["id"]]["problem_id"] and c["key"] == by_id[c["id"]]["answer"] for c in claims)
+    assert {c["group"] for c in claims} == set(split["train"]) and not set(split["train"]) & set(split["eval"])
+
+    # labels: the real ICM run (its own run dir, 6 annealing steps), one label per claim
+    labeled = json.loads((r1 / "labels.json").read_text())
+    labels, metrics = labeled["labels"], labeled["metrics"]
+    assert set(labels) == {c["id"] for c in claims} and len(labels) == len(claims)
+    icm_rows = read_jsonl(r1 / "icm" / "labels.jsonl")
+    assert {r["id"]: r["label"] for r in icm_rows} == labels
+    assert {r["id"]: r["margin"] for r in icm_rows} == metrics["margins"]
+    assert metrics["steps"] == 6 and metrics["claims"] == len(claims) and metrics["task"] == "math"
+    rule = make_rule("math", load_claims(r1 / "claims.jsonl"))
+    assert rule.count({i: labels[c.id] for i, c in enumerate(rule.claims)}) == metrics["I"]
+
+    # the labels the pairs come from: ICM's, or its margins re-split when ICM was one-class
+    one_class = len(set(labels.values())) == 1
+    used = margin_median_labels(labels, metrics["margins"]) if one_class else labels
+    summary = json.loads((out / "summary.json").read_text())
+    assert one_class == any("median ICM margin" in n for n in summary["notes"])
+    stats = json.loads((r1 / "pairs_stats.json").read_text())
+    assert (stats["labeled"], stats["labeled_true"]) == (len(used), sum(used.values()))
+    pairs = read_jsonl(r1 / "pairs.jsonl")
+    assert pairs and len(pairs) == stats["pairs"]
+    per_problem = Counter(p["meta"]["problem_id"] for p in pairs)
+    assert max(per_problem.values()) <= 2
+    for p in pairs:
+        w, lo = by_id[p["meta"]["chosen_id"]], by_id[p["meta"]["rejected_id"]]
+        assert used[w["id"]] and not used[lo["id"]]  # True over False ...
+        assert w["problem_id"] == lo["problem_id"] == p["meta"]["problem_id"]  # ... of the same problem
+        assert (p["prompt"], p["chosen"], p["rejected"]) == (w["prompt"], w["text"].strip(), lo["text"].strip())
+
+    # DPO trained on exactly these pairs; base and improved model evaluated on the eval split
+    dpo = json.loads((r1 / "dpo" / "result.json").read_text())
+    assert dpo["pairs"] == len(pairs) and (r1 / "dpo" / "model" / "config.json").exists()
+    for name in ("base", "icm-dpo-r1"):
+        ev = json.loads((out / "eval" / name / "result.json").read_text())
+        assert sorted(ev["items"]) == sorted(split["eval"]) and ev["greedy"]["n"] == 2
+    assert [r[0] for r in summary["tables"][0]["rows"]] == ["base model", "ICM+DPO round 1"]
