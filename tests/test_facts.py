@@ -40,7 +40,9 @@ def test_family_loads_with_one_true_per_subject(name):
     claims = load_claims(f"builtin:{name}")
     groups = by_group(claims)
     assert set(groups) == set(fam.facts)
-    assert len(claims) == len(fam.facts) * (1 + fam.wrong) and len({c.id for c in claims}) == len(claims)
+    assert len(claims) == len(fam.facts) * (1 + fam.wrong) and len({c.id for c in claims}) == len(
+        claims
+    )
     answers = set(fam.facts.values())
     for subject, cands in groups.items():
         true = [c for c in cands if c.gold]
@@ -68,11 +70,19 @@ def test_answers_unique_within_family(name):
 
 def test_known_facts_spot_check():
     """A few facts read back through the claims (guards against a shifted dict entry)."""
-    want = {("capitals", "Japan"): "Tokyo", ("currencies", "Japan"): "yen",
-            ("currencies", "the United Kingdom"): "pound sterling", ("state-capitals", "Illinois"): "Springfield",
-            ("state-capitals", "California"): "Sacramento", ("authors", "Herman Melville"): "Moby-Dick",
-            ("inventors", "Alfred Nobel"): "dynamite", ("elements", "gold"): "Au", ("elements", "iron"): "Fe",
-            ("planets", "Mars"): "fourth", ("planets", "Neptune"): "eighth"}
+    want = {
+        ("capitals", "Japan"): "Tokyo",
+        ("currencies", "Japan"): "yen",
+        ("currencies", "the United Kingdom"): "pound sterling",
+        ("state-capitals", "Illinois"): "Springfield",
+        ("state-capitals", "California"): "Sacramento",
+        ("authors", "Herman Melville"): "Moby-Dick",
+        ("inventors", "Alfred Nobel"): "dynamite",
+        ("elements", "gold"): "Au",
+        ("elements", "iron"): "Fe",
+        ("planets", "Mars"): "fourth",
+        ("planets", "Neptune"): "eighth",
+    }
     for (name, subject), answer in want.items():
         true = [c for c in builtin_claims(name) if c.group == subject and c.gold]
         assert [c.key for c in true] == [answer]
@@ -96,15 +106,21 @@ def test_seeds_differ_and_capitals_unchanged():
         assert builtin_claims(name, seed=0) != builtin_claims(name, seed=1), name
     # `capitals` draws exactly as before the families were generalised (published results
     # on builtin:capitals stay reproducible)
-    digest = hashlib.sha256(json.dumps([c.model_dump() for c in builtin_claims("capitals")]).encode())
+    digest = hashlib.sha256(
+        json.dumps([c.model_dump() for c in builtin_claims("capitals")]).encode()
+    )
     assert digest.hexdigest() == "0564990cfde9901319717ad7cb920b2b9bf6c8ac1e49be22901625b2a4fbbbc9"
 
 
 def test_bad_names_and_counts():
-    with pytest.raises(SelfteachError, match="unknown built-in claim set .*currencies.*planets.*sums"):
+    with pytest.raises(
+        SelfteachError, match="unknown built-in claim set .*currencies.*planets.*sums"
+    ):
         load_claims("builtin:rivers")
     assert set(FAMILIES) | {"sums"} == set(CLAIM_SETS)
-    with pytest.raises(SelfteachError, match="builtin:planets: wrong candidates per subject 8: choose 1..7"):
+    with pytest.raises(
+        SelfteachError, match="builtin:planets: wrong candidates per subject 8: choose 1..7"
+    ):
         builtin_claims("planets", wrong_per_subject=8)
     with pytest.raises(SelfteachError, match="per subject 0"):
         builtin_claims("authors", wrong_per_subject=0)
@@ -115,8 +131,25 @@ def test_cli_elicit_exclusive_runs_on_every_family(tmp_path, name):
     from selfteach.cli import app
 
     out = tmp_path / name
-    r = CliRunner().invoke(app, ["elicit", "--model", "tiny-random", "--claims", f"builtin:{name}", "--task",
-                                 "exclusive", "--limit", "8", "--iters", "2", "--out", str(out), "--no-progress"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "elicit",
+            "--model",
+            "tiny-random",
+            "--claims",
+            f"builtin:{name}",
+            "--task",
+            "exclusive",
+            "--limit",
+            "8",
+            "--iters",
+            "2",
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+    )
     assert r.exit_code == 0, r.output
     rows = [json.loads(x) for x in (out / "labels.jsonl").read_text().splitlines()]
     assert [row["id"] for row in rows] == [c.id for c in builtin_claims(name)[:8]]
