@@ -162,7 +162,8 @@ def test_icm_math_rule_keeps_three_quarters_and_three_fifths_apart():
     rule = MathRule(claims)
     assert rule.keys == {0: "0.75", 1: "0.6", 2: "0.75", 3: "0.75"}
     assert rule.violates(0, True, 1, True)  # different answers cannot both be right
-    assert rule.violates(0, True, 2, False) and rule.violates(0, True, 3, False)  # same answer, same label
+    # same answer, same label
+    assert rule.violates(0, True, 2, False) and rule.violates(0, True, 3, False)
 
 
 def test_choice_letters_unchanged():
@@ -184,7 +185,7 @@ def _timed(fn, *args):
 
 
 def test_pathological_answers_return_false_in_bounded_time_and_are_counted():
-    answers_match("1/2", "0.5")  # the worker is started (its import is not part of a check's budget)
+    answers_match("1/2", "0.5")  # start the worker: its import is not part of a check's budget
     for text in PATHOLOGICAL:
         before, total = verify_timeouts(), VERIFY_STATS.timeouts
         ok, seconds = _timed(is_correct, text, "5")
@@ -249,3 +250,16 @@ def test_accuracy_and_anytime_summaries_report_timeouts(tmp_path, monkeypatch):
     out = evaluate_anytime(cfg, tmp_path / "run", backend=be, progress=False)
     assert out["curve"]["verify_timeouts"] == 2 and out["curve"]["quality"] == [0.0, 0.0]
     assert "answer checks that timed out (scored 0): 2." in out["summary"]["notes"]
+
+
+def test_a_forked_child_gets_its_own_worker():
+    """Data-loader workers fork: the child must not talk to its parent's worker's pipes."""
+    answers_match("1/2", "0.5")
+    parent_worker = answers._VERIFIER.proc.pid
+    pid = os.fork()
+    if pid == 0:  # the child: check an answer, then report through the exit code only
+        ok = answers_match(r"\frac{5}{10}", "0.5") and answers._VERIFIER.proc.pid != parent_worker
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert answers._VERIFIER.proc.pid == parent_worker and answers_match(r"\frac{7}{14}", "0.5")

@@ -20,6 +20,7 @@ is counted (`verify_timeouts`, `VERIFY_STATS`).
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import re
@@ -58,13 +59,16 @@ _NUMLIKE = re.compile(
     ]),
     re.IGNORECASE,
 )
-_INLINE_MATH = re.compile(r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|(?<![\\$])\$([^$\n]+?)(?<!\s)\$", re.DOTALL)
+_INLINE_MATH = re.compile(
+    r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|(?<![\\$])\$([^$\n]+?)(?<!\s)\$", re.DOTALL)
 _WORD = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{2,}")
 _ANSWER_IS = re.compile(
-    r"\b(?:final\s+answer|answer)\b\s*\**\s*(?:is\b|:|=|would be\b|will be\b|should be\b)\s*\**", re.IGNORECASE)
+    r"\b(?:final\s+answer|answer)\b\s*\**\s*(?:is\b|:|=|would be\b|will be\b|should be\b)\s*\**",
+    re.IGNORECASE)
 _HASHES = re.compile(r"####[ \t]*([^\n]*)")
 _SENTENCE_END = re.compile(r"\n|\.(?=\s|$)")
-_LETTER = re.compile(r"(?:answer\s*(?:is|:)?\s*\(?|^\(?|\s\(?)([A-J])\)?(?:[.:)\s]|$)", re.IGNORECASE | re.MULTILINE)
+_LETTER = re.compile(r"(?:answer\s*(?:is|:)?\s*\(?|^\(?|\s\(?)([A-J])\)?(?:[.:)\s]|$)",
+                     re.IGNORECASE | re.MULTILINE)
 _PLAIN = re.compile(rf"\s*(-?)\s*(?:\\?\$)?\s*({_UNSIGNED})\s*\.?\s*")
 _TIME_FULL = re.compile(r"\s*(\d{1,2}):(\d{2})\s*(?:([ap])\.?\s?m\.?)?\s*", re.IGNORECASE)
 
@@ -281,8 +285,8 @@ class _Verifier:
 
     def _start(self) -> None:
         worker = Path(__file__).with_name("verify_worker.py")
-        self.proc = subprocess.Popen([sys.executable, str(worker)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, bufsize=0)
+        self.proc = subprocess.Popen([sys.executable, str(worker)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0)
         self.pid = os.getpid()
         if self._read(_START_TIMEOUT_S) is None:
             self._kill()
@@ -305,13 +309,14 @@ class _Verifier:
         if self.proc is not None:
             self.proc.kill()
             self.proc.wait()
+            self.proc.stdin.close()
+            self.proc.stdout.close()
         self.proc = None
 
     def ask(self, req: dict) -> dict:
         """The worker's answer; {"timeout": True} when it overran and was killed."""
         with self.lock:
-            if self.proc is None or self.proc.poll() is not None or self.pid != os.getpid():
-                self.proc = None  # a forked child must not share its parent's pipes
+            if self.proc is None or self.proc.poll() is not None:
                 self._start()
             assert self.proc is not None and self.proc.stdin is not None
             VERIFY_STATS.requests += 1
@@ -325,7 +330,26 @@ class _Verifier:
             return res
 
 
+    def close(self) -> None:
+        """Let the worker exit (end of its input); kill it if it is busy."""
+        if self.proc is not None and self.pid == os.getpid():
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(timeout=1)
+                self.proc.stdout.close()
+            except (OSError, subprocess.TimeoutExpired):
+                self._kill()
+        self.proc = None
+
+    def forget(self) -> None:
+        """In a forked child: the parent's worker and lock are not ours."""
+        self.inherited = self.proc  # kept, so it is never closed (or waited for) from here
+        self.lock, self.proc = threading.Lock(), None
+
+
 _VERIFIER = _Verifier()
+atexit.register(_VERIFIER.close)
+os.register_at_fork(after_in_child=_VERIFIER.forget)
 
 
 @lru_cache(maxsize=65536)
