@@ -263,3 +263,19 @@ def test_a_forked_child_gets_its_own_worker():
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert answers._VERIFIER.proc.pid == parent_worker and answers_match(r"\frac{7}{14}", "0.5")
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ("The answer is -0.125", "-0.125"), ("#### 1/1024", "0.0009765625"), ("#### 1/7", "1/7"),
+    ("The answer is " + "1" + "0" * 400 + ".5", "1" + "0" * 400 + ".5"),
+    ("The answer is 0.1", "0.1"), ("The answer is -3/6", "-0.5")])
+def test_canonical_keys_are_exact(text, key):
+    assert extract_answer(text) == key
+
+
+def test_degenerate_digit_runs_do_not_crash():
+    """A model stuck repeating a digit: Python will not convert 5000 digits to an int."""
+    text = "The answer is " + "9" * 5000
+    assert extract_answer(text) == "9" * 5000
+    assert not is_correct(text, "9")
+    assert is_correct("The answer is " + "9" * 1000, "9" * 1000)

@@ -150,26 +150,29 @@ def final_answer_span(text: str) -> str | None:
 # ---- canonical keys -----------------------------------------------------------------------
 
 def _canon(x: Fraction) -> str:
-    """Integers and terminating decimals in decimal notation, other rationals as p/q."""
+    """Integers and terminating decimals in decimal notation, other rationals as p/q (exact:
+    no float, so 10^400 + 1/2 keeps every digit)."""
     if x.denominator == 1:
         return str(x.numerator)
-    d = x.denominator
+    d, twos, fives = x.denominator, 0, 0
     while d % 2 == 0:
-        d //= 2
+        d, twos = d // 2, twos + 1
     while d % 5 == 0:
-        d //= 5
+        d, fives = d // 5, fives + 1
     if d != 1:
         return f"{x.numerator}/{x.denominator}"
-    digits = 0
-    while (x * 10**digits).denominator != 1:
-        digits += 1
-    return f"{float(x):.{digits}f}" if digits <= 15 else format(x.numerator / x.denominator, "f")
+    digits = max(twos, fives)
+    scaled = str(abs(x.numerator * 10**digits // x.denominator)).rjust(digits + 1, "0")
+    return ("-" if x < 0 else "") + scaled[:-digits] + "." + scaled[-digits:]
+
+
+_MAX_DIGITS = 1000  # Python refuses int(str) beyond 4300 digits; such "answers" go to math-verify
 
 
 def _plain_number(s: str) -> Fraction | None:
     """A plain decimal ("-1,234.50", "$18", "12{,}500"), the fast path math-verify agrees with."""
     m = _PLAIN.fullmatch(s)
-    if not m:
+    if not m or len(m.group(2)) > _MAX_DIGITS:
         return None
     return Fraction(m.group(1) + m.group(2).replace("{,}", "").replace(",", ""))
 
@@ -217,7 +220,11 @@ def answer_key(span: str | None) -> str | None:
         return _canon(x)
     # math-verify reads "2 1/2" as 2 * 1/2; written as LaTeX it is the mixed number 5/2
     span = re.sub(r"^(-?\d+)\s+(\d+)\s*/\s*(\d+)$", r"\1\\frac{\2}{\3}", span.strip())
-    return _tidy(span) if (num := _worker_key(span)) is None else _canon(Fraction(num))
+    num = _worker_key(span)
+    try:
+        return _tidy(span) if num is None else _canon(Fraction(num))
+    except ValueError:  # more digits than Python converts
+        return _tidy(span)
 
 
 @lru_cache(maxsize=65536)
