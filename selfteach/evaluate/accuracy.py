@@ -14,7 +14,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from selfteach.backends.base import Backend, SamplingParams
-from selfteach.data.answers import answers_match, extract_answer, extract_choice
+from selfteach.data.answers import answers_match, extract_answer, extract_choice, verify_timeouts
 from selfteach.data.records import Problem
 from selfteach.errors import SelfteachError
 from selfteach.evaluate.prompts import solve_prompt
@@ -41,18 +41,20 @@ class AccuracyConfig(BaseModel):
 def score_item(problem: Problem, texts: list[str]) -> dict:
     """Per-item record: answers, correctness, and the item's pass@k / maj@k."""
     kind = "choice" if problem.choices else "math"
+    timeouts0 = verify_timeouts()
     if kind == "choice":
         answers = [extract_choice(t) for t in texts]
         correct = [a is not None and a == str(problem.answer).upper() for a in answers]
     else:
         answers = [extract_answer(t) for t in texts]
         correct = [answers_match(a, problem.answer) for a in answers]
+    timed_out = verify_timeouts() - timeouts0  # before maj@k re-checks one of the same answers
     maj = majority(answers)
     maj_ok = maj is not None and (maj == str(problem.answer).upper() if kind == "choice" else answers_match(maj, problem.answer))
     k = len(texts)
     return {"id": problem.id, "gold": problem.answer, "answers": answers, "correct": correct,
             "accuracy": sum(correct) / k, "pass_at_k": pass_at_k(k, sum(correct), k),
-            "maj_at_k": float(maj_ok), "outputs": texts}
+            "maj_at_k": float(maj_ok), "outputs": texts, "verify_timeouts": timed_out}
 
 
 def summarize(items: list[dict]) -> dict:
@@ -60,7 +62,8 @@ def summarize(items: list[dict]) -> dict:
     if not items:
         raise SelfteachError("no items were evaluated")
     return {name: mean_ci([it[name] for it in items]) for name in ("accuracy", "pass_at_k", "maj_at_k")} | {
-        "n": len(items), "k": len(items[0]["correct"])}
+        "n": len(items), "k": len(items[0]["correct"]),
+        "verify_timeouts": sum(it.get("verify_timeouts", 0) for it in items)}  # counted as wrong
 
 
 def accuracy(model: str | Backend, problems: list[Problem] | str, samples: int = 1, temperature: float | None = None,
@@ -138,4 +141,5 @@ def summary_tables(config: AccuracyConfig, s: dict) -> dict:
     return {"title": f"Accuracy of {config.model} on {config.data}",
             "tables": [{"name": f"{s['n']} problems, k={s['k']}", "columns": ["metric", "value", "95% CI (bootstrap)"],
                         "rows": rows}],
-            "notes": [f"temperature {config.temperature}, max_new_tokens {config.max_new_tokens}, seed {config.seed}"]}
+            "notes": [f"temperature {config.temperature}, max_new_tokens {config.max_new_tokens}, seed {config.seed}",
+                      f"answer checks that timed out (counted wrong): {s['verify_timeouts']}"]}

@@ -30,6 +30,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator
 
 from selfteach.backends.base import Backend, Generation, SamplingParams
+from selfteach.data.answers import verify_timeouts
 from selfteach.data.records import Problem
 from selfteach.errors import SelfteachError
 from selfteach.evaluate.scorers import check_scorable, format_question, get_scorer, predicted
@@ -243,7 +244,7 @@ def anytime_items(backend: Backend, problems: list[Problem], prompts: list[list[
     rows, k = [], 0
     for p, kind, ts in zip(problems, kinds, traces, strict=True):
         scorer = get_scorer(kind)
-        samples = []
+        samples, timeouts0 = [], verify_timeouts()
         for t in ts:
             per_budget = []
             for b, a in zip(budgets, answers[k], strict=True):
@@ -254,7 +255,8 @@ def anytime_items(backend: Backend, problems: list[Problem], prompts: list[list[
                             "budgets": per_budget})
             k += 1
         quality = [sum(s["budgets"][j]["score"] for s in samples) / len(samples) for j in range(len(budgets))]
-        rows.append({"id": p.id, "gold": p.answer, "scorer": kind, "quality": quality, "samples": samples})
+        rows.append({"id": p.id, "gold": p.answer, "scorer": kind, "quality": quality, "samples": samples,
+                     "verify_timeouts": verify_timeouts() - timeouts0})
     return rows
 
 
@@ -276,7 +278,8 @@ def summarize(rows: list[dict[str, Any]], cfg: AnytimeConfig, extra: dict[str, A
     curve = {"model": cfg.model, "method": cfg.method, "data": cfg.data, "budgets": budgets, "quality": quality,
              "ci": [[c["lo"], c["hi"]] for c in cis], "best_so_far": best, "anytime_index": ai,
              "mean_quality": sum(quality) / len(quality), "items": len(rows), "samples": cfg.samples,
-             "label": f"{cfg.model} {cfg.method}", **(extra or {})}
+             "label": f"{cfg.model} {cfg.method}", **(extra or {}),
+             "verify_timeouts": sum(r.get("verify_timeouts", 0) for r in rows)}  # counted as quality 0
     trace_tokens = [s["trace_tokens"] for r in rows for s in r["samples"]]
     summary = {
         "title": f"Anytime evaluation: {cfg.model} ({cfg.method}) on {cfg.data}",
@@ -298,6 +301,7 @@ def summarize(rows: list[dict[str, Any]], cfg: AnytimeConfig, extra: dict[str, A
             "forced_share: fraction of traces still running at the budget (answered through the suffix); "
             "the rest ended on their own and were scored as written.",
             f"quality CI: 95% bootstrap over items; trace temperature {cfg.trace_temperature}.",
+            f"answer checks that timed out (scored 0): {curve['verify_timeouts']}.",
         ],
     }
     return {"summary": summary, "curve": curve}
