@@ -95,6 +95,16 @@ def test_temperature_schedule_matches_formula():
     assert temperature(100, ICMConfig(beta=0.0)) == pytest.approx(10.0)
 
 
+def test_reference_schedule_cools_over_accepted_flips():
+    cfg = ICMConfig(schedule="reference")
+    assert temperature(1, cfg, flips=0) == pytest.approx(10.0)
+    assert temperature(500, cfg, flips=0) == pytest.approx(10.0)  # no flip, no cooling
+    assert temperature(7, cfg, flips=3) == pytest.approx(10.0 / (1 + 2 * math.log(4)))
+    assert temperature(7, cfg, flips=3) == temperature(9999, cfg, flips=3)  # steps do not matter
+    assert temperature(1, ICMConfig(schedule="reference", t0=1.0, t_min=0.5), flips=10**6) == 0.5
+    assert temperature(3, ICMConfig(schedule="paper"), flips=50) == pytest.approx(10.0 / (1 + 0.99 * math.log(3)))
+
+
 @given(st.floats(-50, 50, allow_nan=False), st.floats(0.01, 10))
 def test_acceptance_probability_matches_metropolis(delta, t):
     p = acceptance_probability(delta, t)
@@ -105,6 +115,61 @@ def test_acceptance_probability_matches_metropolis(delta, t):
 def test_normalise_over_two_labels():
     a, b = normalise({"True": math.log(0.2), "False": math.log(0.6)})
     assert math.exp(a) == pytest.approx(0.25) and math.exp(b) == pytest.approx(0.75)
+
+
+@pytest.mark.parametrize("bad", [-math.inf, math.nan, math.inf])
+def test_normalise_floors_an_unread_label_and_stays_finite(bad):
+    a, b = normalise({"True": math.log(0.4), "False": bad})
+    assert math.isfinite(a) and math.isfinite(b)
+    assert a - b == pytest.approx(math.log(0.4) - math.log(1e-5))  # floored at the authors' eps
+    a, b = normalise({"True": bad, "False": -30.0})  # the floor never exceeds the label that was read
+    assert a == b == pytest.approx(math.log(0.5))
+    assert normalise({"True": bad, "False": bad}) == (math.log(0.5), math.log(0.5))
+
+
+def test_missing_label_floor_known_answers():
+    from selfteach.backends.openai import missing_label_floor
+
+    assert missing_label_floor([math.log(0.5), math.log(0.3)]) == pytest.approx(math.log(0.2))  # the rest
+    assert missing_label_floor([math.log(0.9)] + [math.log(0.0049)] * 20) == pytest.approx(math.log(0.002))
+    assert missing_label_floor([math.log(0.6), math.log(0.01)]) == pytest.approx(math.log(0.01))  # k-th prob
+    assert missing_label_floor([0.0]) == pytest.approx(math.log(1e-5))  # all mass read: the eps floor
+    assert missing_label_floor([]) == pytest.approx(0.0)
+
+
+def test_icm_over_a_server_whose_top20_lacks_false():
+    """A real HTTP server (the fake OpenAI-compatible one of test_openai_backend, chat mode, so
+    no forced exact score): for one claim the top 20 holds " True" but no " False". Before
+    the floor its margin was +inf, U inf, every delta-U NaN and no proposal was accepted."""
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    from test_openai_backend import Fake, _handler
+
+    from selfteach.backends.openai import OpenAIBackend
+
+    class OneMissing(Fake):
+        def completion(self, body, chat):
+            query = body["messages"][-1]["content"].split("Claim: ")[-1]
+            k = int(query.split()[1])  # "item K holds": the synthetic task's claim text
+            self.top = [(" True", math.log(0.5)), ("x", math.log(0.3))] if k == 3 else \
+                [(" True", math.log(0.1 + 0.05 * (k % 5))), (" False", math.log(0.3))]
+            return super().completion(body, chat)
+
+    state = OneMissing()
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
+    threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        be = OpenAIBackend(f"http://127.0.0.1:{httpd.server_address[1]}/v1", mode="chat")
+        cl, _, _ = synthetic_task(12, seed=0)
+        res = icm(cl, be, config=ICMConfig(iters=13, seed=0, init_k=0), progress=False)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert res.metrics["accepted"] > 0
+    assert all(math.isfinite(r["U"]) for r in res.trajectory) and math.isfinite(res.metrics["U"])
+    assert all(math.isfinite(m) for m in res.margins.values())
+    assert res.margins["c3"] == pytest.approx(math.log(0.5) - math.log(0.2), abs=1e-4)  # floor: the rest, 0.2
 
 
 # ---- rules -----------------------------------------------------------------------------
@@ -203,7 +268,7 @@ def test_consistency_fix_never_increases_I_and_never_lowers_U(data):
         grp = [f"p{i // 2}" for i in range(n)]
     cl = [Claim(id=str(i), claim=f"x{i}", group=grp[i], key=keys[i]) for i in range(n)]
     rule = make_rule(task, cl)
-    s = _Search(cl, None, rule, ICMConfig(seed=data.draw(st.integers(0, 99))))
+    s = _Search(cl, None, rule, ICMConfig(seed=data.draw(st.integers(0, 99)), fix="paper"))
     probs = data.draw(st.lists(st.floats(0.01, 0.99), min_size=n, max_size=n))
     s.scorer = _StubScorer([(math.log(p), math.log(1 - p)) for p in probs])
     labels = {i: data.draw(st.booleans()) for i in range(n)}
@@ -222,6 +287,24 @@ def test_consistency_fix_can_choose_both_false():
     s.scorer = _StubScorer([(math.log(0.3), math.log(0.7)), (math.log(0.2), math.log(0.8))])
     fixed, _ = s.consistency_fix({0: True, 1: True}, s.U({0: True, 1: True}))
     assert fixed == {0: False, 1: False}
+
+
+def test_reference_fix_applies_a_U_lowering_best_assignment():
+    """Both candidates read as very likely True: the violating (True, True) has the higher U,
+    so the paper's fix keeps it and the authors' code replaces it by the best consistent
+    assignment anyway (I drops to 0, U drops)."""
+    cl = exclusive_claims("q", "capital of France?", ["Paris", "Lyon"])
+    rule = make_rule("exclusive", cl)
+    both = {0: True, 1: True}
+    out = {}
+    for fix in ("paper", "reference"):
+        s = _Search(cl, None, rule, ICMConfig(fix=fix))
+        s.scorer = _StubScorer([(math.log(0.99), math.log(0.01)), (math.log(0.98), math.log(0.02))])
+        out[fix] = s.consistency_fix(both, s.U(both))
+    assert out["paper"][0] == both
+    labels, u = out["reference"]
+    assert labels == {0: True, 1: False} and rule.count(labels) == 0  # the best of the consistent ones
+    assert u < out["paper"][1] and u == pytest.approx(s.U(labels))
 
 
 # ---- search ----------------------------------------------------------------------------
@@ -409,6 +492,8 @@ def test_cli_end_to_end_tiny(tmp_path):
     (["--alpha", "0"], "alpha"),
     (["--task", "ranking"], "--task"),
     (["--scoring", "slow"], "--scoring"),
+    (["--fix", "always"], "--fix"),
+    (["--schedule", "linear"], "--schedule"),
     (["--claims", "/nonexistent/claims.jsonl"], "not found"),
 ])
 def test_cli_bad_input_exits_2(tmp_path, extra, msg):

@@ -16,12 +16,15 @@ cools: D stays near its K=8 seed (shown in tests/test_icm.py). `objective="sum"`
 printed formula, `"mean"` the mean log-probability.
 
 1. K random claims get random balanced labels (K=8), then ConsistencyFix.
-2. For n = 1..N_iter: T = max(T_min, T0 / (1 + beta * log n)); sample a claim (unlabeled
+2. For n = 1..N_iter: T = max(T_min, T0 / (1 + beta * log n)) (`schedule="paper"`; the
+   authors' code cools over accepted flips k instead, T0 / (1 + 2 ln(1 + k)),
+   `schedule="reference"`); sample a claim (unlabeled
    claims related to a labeled one weigh `related_weight` = 100x); propose
    y = argmax_y P(y | x, D without x); D' = ConsistencyFix(D with the proposal);
    accept if U(D') > U(D), else with probability exp((U(D') - U(D)) / T).
 3. ConsistencyFix (M=10 rounds): pick a violating pair, try every consistent assignment
-   of it (both-False included where consistent), keep the best if it raises U. Unlike the
+   of it (both-False included where consistent), keep the best if it raises U (`fix="paper"`;
+   the authors' code always applies it, `fix="reference"`). Unlike the
    paper, an assignment that would create more violations elsewhere in the group than it
    removes is not tried, so a fix never increases I(D).
 
@@ -65,7 +68,16 @@ class ICMConfig(BaseModel):
     init_k: int = Field(8, ge=0, description="claims labeled at random (balanced) before the search")
     t0: float = Field(10.0, gt=0, description="initial temperature T0")
     t_min: float = Field(0.01, gt=0, description="final temperature T_min")
-    beta: float = Field(0.99, ge=0, description="cooling rate: T = max(T_min, T0 / (1 + beta * log n))")
+    beta: float = Field(0.99, ge=0, description="cooling rate of the paper schedule: "
+                                                "T = max(T_min, T0 / (1 + beta * log n))")
+    schedule: Literal["paper", "reference"] = Field(
+        "paper", description="paper: T cools over steps n, T0 / (1 + beta * log n) (the paper's text); "
+                             "reference: T cools over accepted flips k, T0 / (1 + 2 ln(1 + k)) (the authors' "
+                             "code); both floored at T_min")
+    fix: Literal["paper", "reference"] = Field(
+        "paper", description="ConsistencyFix: paper = keep the best consistent assignment of a violating pair "
+                             "only if it raises U (the paper's text); reference = always apply it (the authors' "
+                             "code)")
     fix_rounds: int = Field(10, ge=0, description="ConsistencyFix rounds M per step")
     related_weight: float = Field(100.0, gt=0, description="sampling weight of an unlabeled claim related (same "
                                                            "group, rule relates them) to a labeled one; others 1")
@@ -97,8 +109,17 @@ class ICMResult(BaseModel):
     trajectory: list[dict[str, Any]] = Field(default_factory=list, description="per-step U, P, I, T, acceptance")
 
 
-def temperature(n: int, cfg: ICMConfig) -> float:
-    """T_n = max(T_min, T0 / (1 + beta * log n)), n >= 1."""
+REFERENCE_DECAY = 2.0  # the authors' code: T = T0 / (1 + 2 ln(1 + accepted flips))
+
+
+def temperature(n: int, cfg: ICMConfig, flips: int = 0) -> float:
+    """Temperature at step n >= 1 after `flips` accepted proposals.
+
+    paper:     T = max(T_min, T0 / (1 + beta * ln n))        (arXiv 2506.10139, Alg. 1)
+    reference: T = max(T_min, T0 / (1 + 2 * ln(1 + flips)))  (the authors' code)
+    """
+    if cfg.schedule == "reference":
+        return max(cfg.t_min, cfg.t0 / (1.0 + REFERENCE_DECAY * math.log1p(max(flips, 0))))
     return max(cfg.t_min, cfg.t0 / (1.0 + cfg.beta * math.log(max(n, 1))))
 
 
@@ -122,6 +143,8 @@ class _Search:
         p = self.scorer.total_logp(labels, margin=self.cfg.objective == "margin")
         if self.cfg.objective != "sum":
             p /= len(labels)
+        if not math.isfinite(p):  # normalise() keeps read-outs finite; an inf/NaN U would stall the search
+            raise SelfteachError(f"ICM: mutual predictability is {p} (a label read-out was not finite)")
         return self.cfg.alpha * p - self.rule.count(labels)
 
     def init_labels(self) -> dict[int, bool]:
@@ -132,7 +155,9 @@ class _Search:
         return dict(zip(idx, ys, strict=True))
 
     def consistency_fix(self, labels: dict[int, bool], u: float) -> tuple[dict[int, bool], float]:
-        """Algorithm 2: repair violating pairs while that raises U; never raises I."""
+        """Algorithm 2: repair violating pairs; never raises I. fix="paper" keeps a pair's
+        best assignment only if it raises U; fix="reference" always applies it (the
+        authors' code), so U may drop."""
         tried: set[tuple[int, int]] = set()
         for _ in range(self.cfg.fix_rounds):
             pairs = [p for p in self.rule.violations(labels) if p not in tried]
@@ -150,7 +175,7 @@ class _Search:
                 uc = self.U(cand)
                 if best is None or uc > best[1]:
                     best = (cand, uc)
-            if best is not None and best[1] > u:
+            if best is not None and (best[1] > u or self.cfg.fix == "reference"):
                 labels, u = best
         return labels, u
 
@@ -244,7 +269,7 @@ def icm(claims: list[Claim], backend, task: str = "binary", config: ICMConfig | 
         while step < n_iter:
             c0, k0, t0 = usage.calls, usage.prompt_tokens, time.time()
             n = step + 1
-            t = temperature(n, cfg)
+            t = temperature(n, cfg, accepted)
             i = s.rng.choices(range(len(claims)), weights=s.weights(labels))[0]
             lp = s.scorer.predict(i, labels)
             y = lp[0] >= lp[1]
