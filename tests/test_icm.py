@@ -362,21 +362,43 @@ def test_same_seed_same_labels_and_no_labels_in_query():
         assert p.count(f"Claim: {q}\n") == 1
 
 
+def _metrics(path) -> list[dict]:
+    """metrics.jsonl without the fields a clock sets."""
+    rows = [json.loads(x) for x in (path / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in ("time", "seconds")} for r in rows]
+
+
 @pytest.mark.parametrize("scoring", ["fast", "exact"])
 def test_resume_after_interrupt_gives_identical_labels(tmp_path, scoring):
     cl, truth, strength = synthetic_task(20, seed=7, groups=True)
     cfg = ICMConfig(iters=40, seed=2, scoring=scoring)
-    full = icm(cl, SyntheticBackend(truth, strength), task="exclusive", config=cfg, progress=False)
+    full_run = RunDir.create(tmp_path / "full", cfg, seed=2)
+    full_run.log_metrics({"event": "before"})  # a caller's row (improve): kept, not rewritten
+    full = icm(cl, SyntheticBackend(truth, strength), task="exclusive", config=cfg, run=full_run, progress=False)
     run = RunDir.create(tmp_path / "r", cfg, seed=2)
-    with pytest.raises(KeyboardInterrupt):
-        icm(cl, SyntheticBackend(truth, strength, fail_after=6), task="exclusive", config=cfg, run=run,
-            progress=False)
-    ck = json.loads((tmp_path / "r" / "icm_checkpoint.json").read_text())
-    assert 0 < ck["step"] < 40 and not ck["done"]
+    run.log_metrics({"event": "before"})
+    at = [0]
+    # interrupted three times, at different points (model calls into each try; exact makes ~6x more)
+    for fail_after in (6, 3, 3) if scoring == "fast" else (20, 30, 30):
+        with pytest.raises(KeyboardInterrupt):
+            icm(cl, SyntheticBackend(truth, strength, fail_after=fail_after), task="exclusive", config=cfg,
+                run=run, progress=False)
+        ck = json.loads((tmp_path / "r" / "icm_checkpoint.json").read_text())
+        assert at[-1] < ck["step"] < 40 and not ck["done"]
+        at.append(ck["step"])
+    # a kill between the checkpoint and its log line, and one in the middle of a line
+    lines = (tmp_path / "r" / "metrics.jsonl").read_text().splitlines(keepends=True)
+    (tmp_path / "r" / "metrics.jsonl").write_text("".join(lines[:-2]) + lines[-1][:17])
     resumed = icm(cl, SyntheticBackend(truth, strength), task="exclusive", config=cfg, run=run, progress=False)
     assert resumed.labels == full.labels and resumed.margins == full.margins
     rows = [json.loads(x) for x in (tmp_path / "r" / "labels.jsonl").read_text().splitlines()]
     assert {r["id"]: r["label"] for r in rows} == full.labels
+    assert resumed.trajectory == full.trajectory
+    assert _metrics(tmp_path / "r") == _metrics(tmp_path / "full")
+    steps = [r["step"] for r in _metrics(tmp_path / "r") if r.get("stage") == "icm"]
+    assert steps == list(range(1, 41))  # no gap, no duplicate
+    icm(cl, SyntheticBackend(truth, strength), task="exclusive", config=cfg, run=run, progress=False)
+    assert _metrics(tmp_path / "r") == _metrics(tmp_path / "full")  # resuming a finished run: no second final row
 
 
 def test_warnings_for_degenerate_labeling():

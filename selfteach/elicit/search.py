@@ -229,7 +229,9 @@ def icm(claims: list[Claim], backend, task: str = "binary", config: ICMConfig | 
     fp = _fingerprint(claims, task, cfg)
     ck = _load_checkpoint(run, fp)
     t_start = time.time()
-    cost: dict[str, dict[str, float]] = ck.get("cost", {}) if ck else {}
+    # stages after the search (final context, baselines) are redone by a resumed run: not counted twice
+    cost: dict[str, dict[str, float]] = {k: v for k, v in (ck.get("cost", {}) if ck else {}).items()
+                                         if k in ("zero_shot", "search")}
 
     def spent(stage: str, calls0: int, tokens0: int, t0: float) -> None:
         c = cost.setdefault(stage, {"calls": 0, "prompt_tokens": 0, "seconds": 0.0})
@@ -244,6 +246,9 @@ def icm(claims: list[Claim], backend, task: str = "binary", config: ICMConfig | 
         _set_rng(s.rng, ck["rng"])
         s.scorer.load_state(ck["scorer"])
         trajectory = ck.get("trajectory", [])
+        if trajectory:  # the trajectory's call/token counts continue where the checkpoint left them
+            start_calls = usage.calls - int(trajectory[-1]["calls"])
+            start_tokens = usage.prompt_tokens - int(trajectory[-1]["prompt_tokens"])
     else:
         c0, k0, t0 = usage.calls, usage.prompt_tokens, time.time()
         zs = s.scorer.zero_shot()
@@ -255,10 +260,13 @@ def icm(claims: list[Claim], backend, task: str = "binary", config: ICMConfig | 
         step, accepted, proposals, trajectory = 0, 0, 0, []
         spent("search", c0, k0, t0)
 
+    metrics_offset = _restore_metrics(run, ck, trajectory)
+
     def save(done: bool = False) -> None:
         if run is None:
             return
-        run.write_json(CHECKPOINT, {"fingerprint": fp, "step": step, "U": u, "accepted": accepted, "proposals": proposals, "done": done,
+        run.write_json(CHECKPOINT, {"fingerprint": fp, "step": step, "U": u, "accepted": accepted,
+                                    "proposals": proposals, "done": done, "metrics_offset": metrics_offset,
                                     "labels": {str(i): y for i, y in labels.items()}, "rng": _rng_state(s.rng),
                                     "scorer": s.scorer.state(), "cost": cost, "trajectory": trajectory,
                                     "zero_shot": {str(i): list(v) for i, v in zs.items()}})
@@ -423,6 +431,36 @@ def _baselines(claims, s: _Search, zs: dict[int, LP], cost) -> dict[str, Any]:
                      "auroc": auroc({i: v[0] - v[1] for i, v in scores.items()}, claims),
                      "balance": sum(labels.values()) / len(claims)}
     return out
+
+
+def _restore_metrics(run, ck: dict | None, trajectory: list[dict[str, Any]]) -> int:
+    """Byte offset in metrics.jsonl where this ICM run's rows begin (rows before it belong to
+    the caller, e.g. `improve`). On resume, everything after it is rewritten from the
+    checkpoint's trajectory, the authoritative record: a kill between the checkpoint and the
+    log line (a gap), after the log line (a duplicate when the step is redone), in the middle
+    of a line (torn), or after the final row (a second final row) leaves metrics.jsonl equal
+    to an uninterrupted run's. Rows keep their original `time` where one was written."""
+    if run is None:
+        return 0
+    f = run.file("metrics.jsonl")
+    data = f.read_bytes() if f.exists() else b""
+    if not ck or "metrics_offset" not in ck:
+        return len(data)
+    off = min(int(ck["metrics_offset"]), len(data))
+    times: dict[Any, Any] = {}
+    for line in data[off:].splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue  # a torn line
+        if isinstance(row, dict) and row.get("stage") == "icm":
+            times.setdefault(row.get("step"), row.get("time"))
+    from selfteach.data.jsonl import _dump, atomic_write_text
+
+    now = round(time.time(), 3)
+    rows = "".join(_dump({"time": times.get(r["step"], now), "stage": "icm", **r}) + "\n" for r in trajectory)
+    atomic_write_text(f, data[:off].decode("utf-8") + rows)
+    return off
 
 
 def _load_checkpoint(run, fp: str) -> dict | None:
