@@ -201,6 +201,42 @@ def test_comparison_and_exclusive_rules():
     assert (False, False) in ex.consistent_assignments(0, 1)
 
 
+def test_zero_shot_rule_known_answers():
+    ex = make_rule("exclusive", exclusive_claims("q1", "?", ["a", "b", "c"]) + exclusive_claims("q2", "?", ["d", "e"])
+                   + exclusive_claims("q3", "?", ["f"]))
+    labels, scores = ex.zero_shot_rule(dict(enumerate([-3.0, -1.0, -2.0, 2.0, 0.5, -0.5])))
+    # the highest margin of each group is True even when negative; a lone candidate is thresholded
+    assert labels == dict(enumerate([False, True, False, True, False, False]))
+    assert scores == pytest.approx(dict(enumerate([-2.0, 1.0, -1.0, 1.5, -1.5, -0.5])))
+    cmp_ = make_rule("comparison", comparison_claims("p", "q", "A", "B"))
+    assert cmp_.zero_shot_rule({0: -4.0, 1: -1.0})[0] == {0: False, 1: True}
+    mcl = [Claim(id=f"m{i}", claim=f"s{i}", group=g, key=k)
+           for i, (g, k) in enumerate([("p", "4"), ("p", "4"), ("p", "5"), ("p", "6"), ("r", "7"), ("r", "8")])]
+    math_ = make_rule("math", mcl)
+    labels, scores = math_.zero_shot_rule(dict(enumerate([1.0, -0.5, 0.8, -2.0, -1.0, -2.0])))
+    # p: summed margins 4 -> 0.5, 5 -> 0.8, 6 -> -2: answer 5 True; r: every sum < 0, all False
+    assert labels == dict(enumerate([False, False, True, False, False, False]))
+    assert scores == pytest.approx(dict(enumerate([-0.3, -0.3, 0.3, -2.8, -1.0, -2.0])))
+    binary = make_rule("binary", mcl)
+    assert binary.zero_shot_rule({0: 0.2, 1: -0.1}) == ({0: True, 1: False}, {0: 0.2, 1: -0.1})
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.data())
+def test_zero_shot_rule_labels_are_consistent_and_scores_agree(data):
+    n = data.draw(st.integers(2, 10))
+    task = data.draw(st.sampled_from(["math", "exclusive", "comparison"]))
+    grp = [f"p{i // 2}" for i in range(n - n % 2)] if task == "comparison" else \
+        data.draw(st.lists(st.sampled_from(["a", "b", "c"]), min_size=n, max_size=n))
+    keys = data.draw(st.lists(st.sampled_from(["1", "2", "3"]), min_size=len(grp), max_size=len(grp)))
+    rule = make_rule(task, [Claim(id=str(i), claim=f"x{i}", group=g, key=keys[i]) for i, g in enumerate(grp)])
+    margins = dict(enumerate(data.draw(st.lists(st.floats(-20, 20), min_size=len(grp), max_size=len(grp),
+                                                unique=True))))
+    labels, scores = rule.zero_shot_rule(margins)
+    assert rule.count(labels) == 0
+    assert all(labels[i] == (scores[i] >= 0) for i in labels if abs(scores[i]) > 1e-9)
+
+
 def test_binary_rule_relates_nothing_even_with_groups():
     cl, truth, strength = synthetic_task(8, groups=True)
     s = _Search(cl, SyntheticBackend(truth, strength), make_rule("binary", cl), ICMConfig())
@@ -411,6 +447,23 @@ def test_warnings_for_degenerate_labeling():
     assert res.metrics["balance"] == 0.0
 
 
+def test_zero_shot_rule_baseline_in_icm_known_answer():
+    """Synthetic zero-shot margin = +-strength (no context); the baseline takes each pair's
+    larger one, with no model call beyond zero-shot."""
+    cl, truth, strength = synthetic_task(24, seed=1, groups=True)
+    res = icm(cl, SyntheticBackend(truth, strength), task="exclusive", config=ICMConfig(iters=10, baselines=True),
+              progress=False)
+    m = [(1 if truth[c.claim] else -1) * strength[c.claim] for c in cl]
+    want = [m[i] == max(m[i - i % 2], m[i - i % 2 + 1]) for i in range(24)]
+    acc = sum(w == c.gold for w, c in zip(want, cl, strict=True)) / 24
+    zr = res.baselines["zero_shot_rule"]
+    assert zr["accuracy"] == pytest.approx(acc) and zr["I"] == 0 and zr["balance"] == 0.5
+    assert res.metrics["baselines"]["zero_shot_rule"] == zr["accuracy"]
+    assert "baseline_zero_shot_rule" not in res.metrics["cost"]  # one pass: the zero-shot one
+    plain = icm(cl, SyntheticBackend(truth, strength), config=ICMConfig(iters=10, baselines=True), progress=False)
+    assert "zero_shot_rule" not in plain.baselines  # binary: no rule, nothing to add
+
+
 def test_baselines_bracket_icm():
     cl, truth, strength = synthetic_task(24, seed=1)
     res = icm(cl, SyntheticBackend(truth, strength), config=ICMConfig(iters=60, baselines=True), progress=False)
@@ -500,6 +553,8 @@ def test_cli_end_to_end_tiny(tmp_path):
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     assert "ICM (no labels)" in r.output and "golden-label context" in r.output
+    table = r.output[r.output.index("zero-shot"):]
+    assert table.index("zero-shot + rule") < table.index("random-label") < table.index("ICM (no labels)")
     rows = [json.loads(x) for x in (out / "labels.jsonl").read_text().splitlines()]
     assert len(rows) == 12 and {"id", "label", "margin"} <= set(rows[0])
     traj = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]

@@ -8,7 +8,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-
 # the ICMConfig defaults (kept literal so `selfteach --help` does not import the search)
 _DEFAULT = {"schedule": "paper", "fix": "paper"}
 
@@ -20,7 +19,8 @@ def register(app: typer.Typer) -> None:
         claims: str = typer.Option(..., "--claims", help="claims JSONL/parquet/dataset dir, or builtin:capitals"),
         task: str = typer.Option("binary", "--task", help="binary | math | comparison | exclusive"),
         out: Path = typer.Option(..., "--out", help="run directory"),
-        baselines: bool = typer.Option(False, "--baselines", help="also zero-shot, random few-shot, golden context"),
+        baselines: bool = typer.Option(False, "--baselines", help="also zero-shot, zero-shot + rule, "
+                                       "random few-shot, golden context"),
         resume: bool = typer.Option(False, "--resume", help="continue an interrupted run in --out"),
         scoring: str = typer.Option("fast", "--scoring", help="fast (default) | exact (naive full rescoring)"),
         alpha: float = typer.Option(50.0, "--alpha", help="weight of mutual predictability"),
@@ -92,6 +92,8 @@ def print_summary(res, model: str, claims: str) -> None:
 
     rows = [("zero-shot", b.get("zero_shot", {"accuracy": m["zero_shot_accuracy"], "auroc": m["zero_shot_auroc"],
                                                "balance": None}))]
+    if "zero_shot_rule" in b:
+        rows.append(("zero-shot + rule (one pass)", b["zero_shot_rule"]))
     if "random_fewshot" in b:
         rows.append(("random-label few-shot", b["random_fewshot"]))
     rows.append(("ICM (no labels)", {"accuracy": m["accuracy"], "auroc": m["auroc"], "balance": m["balance"]}))

@@ -93,8 +93,8 @@ class ICMConfig(BaseModel):
                                                             "farthest from the query are cut first")
     template: Template = Field(default_factory=Template, description="prompt format and label words")
     seed: int = Field(0, description="same seed, same labels")
-    baselines: bool = Field(False, description="also compute zero-shot, random-label few-shot and golden-context "
-                                               "labels (the last only when the claims carry gold)")
+    baselines: bool = Field(False, description="also compute zero-shot, zero-shot + rule, random-label few-shot "
+                                               "and golden-context labels (the last only when claims carry gold)")
 
 
 class ICMResult(BaseModel):
@@ -104,8 +104,8 @@ class ICMResult(BaseModel):
     margins: dict[str, float] = Field(description="claim id -> log P(True) - log P(False) in the final context")
     metrics: dict[str, Any] = Field(default_factory=dict, description="final U, P, I, accuracy (if gold), cost, "
                                                                       "balance, warnings")
-    baselines: dict[str, Any] = Field(default_factory=dict, description="zero_shot / random_fewshot / golden: "
-                                                                        "accuracy, labels")
+    baselines: dict[str, Any] = Field(default_factory=dict, description="zero_shot / zero_shot_rule / "
+                                                                        "random_fewshot / golden: accuracy, labels")
     trajectory: list[dict[str, Any]] = Field(default_factory=list, description="per-step U, P, I, T, acceptance")
 
 
@@ -406,12 +406,17 @@ def _report(claims, rule, cfg, s, out_labels, searched, final: dict[int, LP], zs
 
 
 def _baselines(claims, s: _Search, zs: dict[int, LP], cost) -> dict[str, Any]:
-    """Floor and ceiling in the same scorer: zero-shot, random-label many-shot, gold many-shot."""
+    """Floor and ceiling in the same scorer: zero-shot, zero-shot + rule (where the task has
+    a rule), random-label many-shot, gold many-shot."""
     out: dict[str, Any] = {}
     zs_labels = {i: v[0] >= v[1] for i, v in zs.items()}
     out["zero_shot"] = {"accuracy": accuracy(zs_labels, claims), "auroc": auroc({i: v[0] - v[1] for i, v in zs.items()},
                                                                                claims),
                         "balance": sum(zs_labels.values()) / len(claims)}
+    if s.rule.relates():  # the same rule on the zero-shot margins: label-free, no extra model call
+        rl, sc = s.rule.zero_shot_rule({i: v[0] - v[1] for i, v in zs.items()})
+        out["zero_shot_rule"] = {"accuracy": accuracy(rl, claims), "auroc": auroc(sc, claims),
+                                 "balance": sum(rl.values()) / len(claims), "I": s.rule.count(rl)}
     usage = s.backend.usage
     rng = random.Random(f"icm-random-baseline-{s.cfg.seed}")
     ys = [True] * (len(claims) // 2) + [False] * (len(claims) - len(claims) // 2)
