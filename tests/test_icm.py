@@ -1,9 +1,7 @@
 """ICM (selfteach.elicit): formulas, rules, search invariants, resume, bad input, CLI.
 
-Most tests use `SyntheticBackend`, whose P(label | context) we control: a weak, noisy
-latent-truth signal per claim plus a context-consistency effect (the query's prediction
-follows truth more strongly the more the context labels agree with truth). Coherent
-labelings therefore have higher mutual predictability, as ICM assumes.
+Most tests use `SyntheticBackend` (selfteach.elicit.synthetic), whose P(label | context) we
+control: a weak, noisy latent-truth signal per claim plus a context-consistency effect.
 """
 
 from __future__ import annotations
@@ -19,7 +17,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from selfteach.backends.base import Usage
 from selfteach.data.records import Claim
 from selfteach.elicit import (
     ICMConfig,
@@ -32,59 +29,10 @@ from selfteach.elicit import (
 from selfteach.elicit.rules import make_rule
 from selfteach.elicit.scoring import ExactScorer, FastScorer, normalise
 from selfteach.elicit.search import _Search
+from selfteach.elicit.synthetic import SyntheticBackend, synthetic_task
 from selfteach.elicit.templates import Template
 from selfteach.errors import SelfteachError
 from selfteach.runs import RunDir
-
-
-def _logsig(x: float) -> float:
-    return -math.log1p(math.exp(-x)) if x > -30 else x
-
-
-class SyntheticBackend:
-    """label_logprobs from a latent truth and a context-consistency effect."""
-
-    name = "synthetic"
-
-    def __init__(self, truth: dict[str, bool], strength: dict[str, float], w_ctx: float = 2.0,
-                 fail_after: int | None = None):
-        self.truth, self.strength, self.w_ctx = truth, strength, w_ctx
-        self.usage = Usage()
-        self.fail_after = fail_after
-        self.prompts_seen: list[str] = []
-
-    @staticmethod
-    def _claim(block: str) -> str:
-        line = next(ln for ln in block.splitlines() if ln.startswith("Claim: "))
-        return line.removeprefix("Claim: ").strip()
-
-    def label_logprobs(self, prompts: list[str], labels: dict[str, list[str]]) -> list[dict[str, float]]:
-        if self.fail_after is not None and self.usage.calls >= self.fail_after:
-            raise KeyboardInterrupt
-        self.usage.calls += 1
-        self.usage.prompt_tokens += sum(len(p.split()) for p in prompts)
-        out = []
-        for p in prompts:
-            self.prompts_seen.append(p)
-            blocks = [b for b in p.split("\n\n") if b.strip()]
-            q, ctx = self._claim(blocks[-1]), blocks[:-1]
-            agree = [1.0 if b.rstrip().endswith("True") == self.truth[self._claim(b)] else -1.0 for b in ctx]
-            m = sum(agree) / len(agree) if agree else 0.0
-            z = 1.0 if self.truth[q] else -1.0
-            logit = z * (self.strength[q] + self.w_ctx * max(m, 0.0))  # truthful context sharpens
-            out.append({"True": _logsig(logit), "False": _logsig(-logit)})
-        return out
-
-
-def synthetic_task(n: int = 24, seed: int = 0, groups: bool = False) -> tuple[list[Claim], dict, dict]:
-    rng = random.Random(seed)
-    claims, truth, strength = [], {}, {}
-    for k in range(n):
-        text = f"item {k} holds"
-        t = rng.random() < 0.5
-        truth[text], strength[text] = t, rng.uniform(-0.6, 1.0)
-        claims.append(Claim(id=f"c{k}", claim=text, gold=t, group=f"g{k // 2}" if groups else None))
-    return claims, truth, strength
 
 
 # ---- formulas --------------------------------------------------------------------------
