@@ -514,6 +514,31 @@ def test_cli_end_to_end_tiny(tmp_path):
     assert rows2 == rows
 
 
+def test_cli_fix_and_schedule_options_reach_the_search(tmp_path):
+    import yaml
+
+    from selfteach.cli import app
+
+    out = tmp_path / "run"
+    r = CliRunner().invoke(app, ["elicit", "--model", "tiny-random", "--claims", "builtin:capitals", "--task",
+                                 "exclusive", "--limit", "8", "--iters", "8", "--out", str(out), "--no-progress",
+                                 "--fix", "reference", "--schedule", "reference"])
+    assert r.exit_code == 0, r.output
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["fix"] == "reference" and cfg["schedule"] == "reference"
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [x for x in rows if x.get("stage") == "icm"]
+    for n, row in enumerate(steps):  # T follows the accepted flips before the step, not the step
+        flips = sum(x["accepted"] for x in steps[:n])
+        assert row["T"] == pytest.approx(10 / (1 + 2 * math.log(1 + flips)), abs=1e-5)
+
+
+def test_cli_defaults_are_the_config_defaults():
+    from selfteach.elicit.commands import _DEFAULT
+
+    assert _DEFAULT == {k: ICMConfig.model_fields[k].default for k in ("schedule", "fix")}
+
+
 def _kill_when(args: list[str], out, rows: int) -> None:
     """Run the CLI in a subprocess and kill -9 it once metrics.jsonl holds `rows` ICM steps."""
     import os
