@@ -384,6 +384,10 @@ def test_resume_after_interrupt_gives_identical_labels(tmp_path, scoring):
     assert steps == list(range(1, 41))  # no gap, no duplicate
     icm(cl, SyntheticBackend(truth, strength), task="exclusive", config=cfg, run=run, progress=False)
     assert _metrics(tmp_path / "r") == _metrics(tmp_path / "full")  # resuming a finished run: no second final row
+    run.log_metrics({"event": "after"})  # a caller's row after ICM finished survives another resume
+    icm(cl, SyntheticBackend(truth, strength), task="exclusive", config=cfg, run=run, progress=False)
+    again = _metrics(tmp_path / "r")
+    assert {"event": "after"} in again and [r for r in again if r != {"event": "after"}] == _metrics(tmp_path / "full")
 
 
 def test_warnings_for_degenerate_labeling():

@@ -453,6 +453,7 @@ def _restore_metrics(run, ck: dict | None, trajectory: list[dict[str, Any]]) -> 
         return len(data)
     off = min(int(ck["metrics_offset"]), len(data))
     times: dict[Any, Any] = {}
+    others = []  # rows a caller wrote after ICM finished: kept, after the trajectory
     for line in data[off:].splitlines():
         try:
             row = json.loads(line)
@@ -460,11 +461,13 @@ def _restore_metrics(run, ck: dict | None, trajectory: list[dict[str, Any]]) -> 
             continue  # a torn line
         if isinstance(row, dict) and row.get("stage") == "icm":
             times.setdefault(row.get("step"), row.get("time"))
+        elif not isinstance(row, dict) or row.get("stage") != "icm_final":
+            others.append(line.decode("utf-8") + "\n")
     from selfteach.data.jsonl import _dump, atomic_write_text
 
     now = round(time.time(), 3)
     rows = "".join(_dump({"time": times.get(r["step"], now), "stage": "icm", **r}) + "\n" for r in trajectory)
-    atomic_write_text(f, data[:off].decode("utf-8") + rows)
+    atomic_write_text(f, data[:off].decode("utf-8") + rows + "".join(others))
     return off
 
 
