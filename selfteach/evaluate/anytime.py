@@ -154,8 +154,19 @@ def default_suffix(backend: Backend) -> str:
 
 # ---- metrics ---------------------------------------------------------------------------
 
+def check_quality(quality: list[float], budgets: list[int] | None = None, where: str = "quality") -> None:
+    """A quality that is not a finite number (NaN, inf, None) is refused, naming the point:
+    max() skips a NaN silently, so a curve with one would be summarised as if the point did
+    not exist (a leading NaN even gave a best-so-far of -inf)."""
+    for t, q in enumerate(quality):
+        if isinstance(q, bool) or not isinstance(q, int | float) or not math.isfinite(q):
+            at = f" (budget {budgets[t]})" if budgets is not None and t < len(budgets) else ""
+            raise SelfteachError(f"{where}[{t}]{at} is {q!r}: every quality must be a finite number")
+
+
 def best_so_far(quality: list[float]) -> list[float]:
-    """Q*_t = max_{i<=t} Q_i."""
+    """Q*_t = max_{i<=t} Q_i (finite qualities only: a NaN is refused, not skipped)."""
+    check_quality(quality)
     out, best = [], -math.inf
     for q in quality:
         best = max(best, q)
@@ -172,8 +183,9 @@ def anytime_index(budgets: list[int], quality: list[float], q_max: float = 1.0) 
     check_budgets(list(budgets))
     if len(quality) != len(budgets):
         raise SelfteachError(f"anytime_index: {len(quality)} quality values for {len(budgets)} budgets")
-    if q_max <= 0:
+    if not q_max > 0 or not math.isfinite(q_max):
         raise SelfteachError(f"anytime_index: q_max {q_max} must be positive")
+    check_quality(quality, list(budgets), "anytime_index: quality")
     qs = best_so_far(quality)
     if len(budgets) == 1:
         return qs[0] / q_max
@@ -269,6 +281,8 @@ def summarize(rows: list[dict[str, Any]], cfg: AnytimeConfig, extra: dict[str, A
     budgets = cfg.budgets
     if not rows:
         raise SelfteachError("no evaluated items to summarise")
+    for r in rows:  # a NaN would make the mean NaN and the index silently skip the point
+        check_quality(r["quality"], budgets, f"item {r.get('id')!r}: quality")
     cis = [mean_ci([r["quality"][j] for r in rows]) for j in range(len(budgets))]
     quality = [c["mean"] for c in cis]
     best = best_so_far(quality)
@@ -348,6 +362,9 @@ def compare_plot(run_dirs: list[str | Path], out_png: str | Path, labels: list[s
         if not f.exists():
             raise SelfteachError(f"{d}: no anytime.json (not a finished `selfteach eval anytime` run)")
         c = json.loads(f.read_text())
+        if not isinstance(c, dict) or not isinstance(c.get("quality"), list):
+            raise SelfteachError(f"{f}: no 'quality' list (not an anytime.json)")
+        check_quality(c["quality"], c.get("budgets"), f"{f}: quality")
         if labels:
             c["label"] = labels[i]
         curves.append(c)
