@@ -261,13 +261,12 @@ def last_complete_checkpoint(folder: str | Path) -> str | None:
     Newer incomplete ones (a kill -9 during a checkpoint write) are renamed to
     `incomplete-checkpoint-N`, so neither this nor the Trainer's checkpoint rotation picks
     them up again, and each is reported in one line on stderr."""
-    if not is_main_process():  # rank 0 decides (and renames); the others see the result
-        ckpts = sorted(Path(folder).glob("checkpoint-*"), key=_step)
-        return str(ckpts[-1]) if ckpts else None
     for ckpt in sorted(Path(folder).glob("checkpoint-*"), key=_step, reverse=True):
         why = checkpoint_problem(ckpt)
         if why is None:
             return str(ckpt)
+        if not is_main_process():  # every rank reaches the same answer; only rank 0 renames
+            continue
         dest = ckpt.with_name(f"incomplete-{ckpt.name}")
         shutil.rmtree(dest, ignore_errors=True)
         ckpt.rename(dest)
