@@ -313,3 +313,25 @@ def test_train_dpo_grpo_cli_have_resume():
     for cmd in ("dpo", "grpo"):
         out = CliRunner().invoke(app, ["train", cmd, "--help"], env={"COLUMNS": "200"}).output
         assert "--resume" in out and "--save-steps" in out
+
+
+def test_train_dpo_grpo_leftover_checkpoints_need_resume(tmp_path, capsys):
+    """Without --resume, an interrupted run's checkpoints are an error before any model loads;
+    with it, an incomplete one is set aside and training starts from the last complete one (none)."""
+    from selfteach.data.builtin import builtin_problems
+    from selfteach.data.records import PreferencePair
+    from selfteach.errors import SelfteachError
+    from selfteach.train.common import resume_checkpoint
+    from selfteach.train.dpo import DPOArgs, train_dpo
+    from selfteach.train.grpo import GRPOArgs, train_grpo
+
+    (tmp_path / "trainer" / "checkpoint-2").mkdir(parents=True)  # a kill before anything was written
+    pair = PreferencePair(prompt="q", chosen="a", rejected="b")
+    with pytest.raises(SelfteachError, match="pass --resume"):
+        train_dpo([pair], DPOArgs(model="no-such-model"), out=tmp_path)
+    with pytest.raises(SelfteachError, match="pass --resume"):
+        train_grpo(builtin_problems("arithmetic", n=4), GRPOArgs(model="no-such-model", num_generations=4,
+                                                                 batch_size=4), out=tmp_path)
+    assert resume_checkpoint(tmp_path / "trainer", resume=True) is None
+    assert "checkpoint-2: incomplete (no trainer_state.json)" in capsys.readouterr().err
+    assert resume_checkpoint(tmp_path / "trainer", resume=False) is None  # set aside: no longer in the way

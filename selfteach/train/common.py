@@ -275,6 +275,17 @@ def last_complete_checkpoint(folder: str | Path) -> str | None:
     return None
 
 
+def resume_checkpoint(folder: Path, resume: bool) -> str | None:
+    """The checkpoint to continue from with --resume; without it, leftover checkpoints of an
+    interrupted run are an error (checked before any model loads) rather than silently mixed in."""
+    if resume:
+        return last_complete_checkpoint(folder)
+    if any(Path(folder).glob("checkpoint-*")):
+        raise SelfteachError(f"{folder}: checkpoints of an interrupted run; pass --resume to continue it "
+                             "or choose another --out")
+    return None
+
+
 def crash_points():
     """A TrainerCallback for the test hook `selfteach.runs.crash_point`: die after optimizer
     step N (`train:step:N`, before that step's log and checkpoint) or right after checkpoint

@@ -31,10 +31,10 @@ from selfteach.train.common import (
     crash_points,
     finish,
     finished_result,
-    last_complete_checkpoint,
     load_trainable,
     lora_config,
     pick_device,
+    resume_checkpoint,
     trl_common_kwargs,
 )
 
@@ -97,6 +97,7 @@ def train_dpo(pairs: list[PreferencePair] | str | Path, args: DPOArgs | None = N
         raise SelfteachError("no preference pairs to train on")
     if resume and (done := finished_result(out)):
         return done
+    ckpt = resume_checkpoint(out / "trainer", resume)  # before the model loads
     device = pick_device(args.device)
     if model is None:
         model, tokenizer = load_trainable(args.model, device)
@@ -107,5 +108,5 @@ def train_dpo(pairs: list[PreferencePair] | str | Path, args: DPOArgs | None = N
     trainer = DPOTrainer(model=model, ref_model=ref, args=dpo_config(args, out, device),
                          train_dataset=pairs_dataset(pairs), processing_class=tokenizer, peft_config=peft,
                          callbacks=[crash_points()])
-    trainer.train(resume_from_checkpoint=last_complete_checkpoint(out / "trainer") if resume else None)
+    trainer.train(resume_from_checkpoint=ckpt)
     return finish(trainer, args, out, f"DPO ({len(pairs)} pairs, beta={args.beta})")

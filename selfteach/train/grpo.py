@@ -30,10 +30,10 @@ from selfteach.train.common import (
     crash_points,
     finish,
     finished_result,
-    last_complete_checkpoint,
     load_trainable,
     lora_config,
     pick_device,
+    resume_checkpoint,
     trl_common_kwargs,
 )
 from selfteach.train.rewards import resolve_reward
@@ -118,11 +118,12 @@ def train_grpo(problems: list[Problem], args: GRPOArgs | None = None, out: str |
     reward = resolve_reward(args.reward)
     if resume and (done := finished_result(out)):
         return done
+    ckpt = resume_checkpoint(out / "trainer", resume)  # before the model loads
     device = pick_device(args.device)
     if model is None:
         model, tokenizer = load_trainable(args.model, device)
     trainer = GRPOTrainer(model=model, reward_funcs=reward, args=grpo_config(args, out, device),
                           train_dataset=prompts_dataset(problems, tokenizer), processing_class=tokenizer,
                           peft_config=lora_config(args), callbacks=[crash_points()])
-    trainer.train(resume_from_checkpoint=last_complete_checkpoint(out / "trainer") if resume else None)
+    trainer.train(resume_from_checkpoint=ckpt)
     return finish(trainer, args, out, f"GRPO {args.loss_type} ({args.reward}, G={args.num_generations})")
