@@ -9,6 +9,9 @@
 - `lora_config(cfg)`: a peft `LoraConfig` when `cfg.lora` is set.
 - `finish(trainer, cfg, out)`: merge LoRA, save a full model directory any backend can load,
   write the training log (train_log.jsonl) and curves (train_curves.png).
+- `resume_checkpoint(folder, resume)`: --resume from the newest *complete* checkpoint
+  (`checkpoint_problem` says why one is not: a kill -9 during its write), and
+  `mean_train_loss(history)`: the training loss over all steps, across resumes.
 
 Everything here works unchanged under `accelerate launch` (DDP, DeepSpeed ZeRO-2): the
 trainers read the distributed state from the environment accelerate sets up.
