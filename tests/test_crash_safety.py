@@ -23,8 +23,10 @@ from selfteach.data.records import Problem
 from selfteach.runs import RunDir, SimulatedCrash, item_seed
 
 ROOT = Path(__file__).resolve().parents[1]
-ROWS = [{"prompt": f"What is {a} plus {b}?", "completion": f"The answer is {a + b}."}
-        for a, b in [(2, 2), (3, 5), (7, 1), (6, 3), (4, 4), (9, 2)]]
+ROWS = [
+    {"prompt": f"What is {a} plus {b}?", "completion": f"The answer is {a + b}."}
+    for a, b in [(2, 2), (3, 5), (7, 1), (6, 3), (4, 4), (9, 2)]
+]
 
 
 def crash_at(monkeypatch, point: str | None) -> None:
@@ -39,7 +41,10 @@ def crash_at(monkeypatch, point: str | None) -> None:
 def tear_last_line(path: Path, keep_lines: int) -> None:
     """What a kill during an append leaves: `keep_lines` whole lines, then half of the next."""
     lines = path.read_text().splitlines()
-    path.write_text("".join(x + "\n" for x in lines[:keep_lines]) + lines[keep_lines][: len(lines[keep_lines]) // 2])
+    path.write_text(
+        "".join(x + "\n" for x in lines[:keep_lines])
+        + lines[keep_lines][: len(lines[keep_lines]) // 2]
+    )
 
 
 def weights(model_dir: Path) -> dict:
@@ -58,18 +63,33 @@ def test_item_seed_is_stable_and_keyed_by_id():
     assert item_seed(3, "a") == (3 * 1_000_003 + zlib.crc32(b"a")) % 2**31
     code = "from selfteach.runs import item_seed; print(item_seed(7, 'p1', 'p2', 't0'))"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": "random"}
-    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env).stdout
-            for _ in range(2)}
+    outs = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env).stdout
+        for _ in range(2)
+    }
     assert outs == {f"{item_seed(7, 'p1', 'p2', 't0')}\n"}
     assert len({item_seed(0, f"p{i}") for i in range(1000)}) == 1000
-    assert item_seed(0, "p1") != item_seed(1, "p1") and item_seed(0, "p1", "p2") != item_seed(0, "p1p2")
+    assert item_seed(0, "p1") != item_seed(1, "p1") and item_seed(0, "p1", "p2") != item_seed(
+        0, "p1p2"
+    )
 
 
 # ---- issue 10 item 4: record the temperature that ran --------------------------------------
 def test_eval_accuracy_records_the_temperature_that_ran(tmp_path):
     from selfteach.cli import app
 
-    base = ["eval", "accuracy", "--model", "tiny-random", "--limit", "2", "--samples", "2", "--max-new-tokens", "4"]
+    base = [
+        "eval",
+        "accuracy",
+        "--model",
+        "tiny-random",
+        "--limit",
+        "2",
+        "--samples",
+        "2",
+        "--max-new-tokens",
+        "4",
+    ]
     r = CliRunner().invoke(app, base + ["--out", str(tmp_path / "auto")])  # default temperature 0
     assert r.exit_code == 0, r.output
     r2 = CliRunner().invoke(app, base + ["--temperature", "0.7", "--out", str(tmp_path / "t07")])
@@ -109,7 +129,9 @@ def test_improve_candidates_resume_equals_uninterrupted(tiny_backend, tmp_path, 
 def test_eval_accuracy_resume_equals_uninterrupted(tmp_path, monkeypatch):
     from selfteach.evaluate.accuracy import AccuracyConfig, run_accuracy
 
-    cfg = AccuracyConfig(model="tiny-random", limit=5, samples=2, temperature=0.9, max_new_tokens=4, batch_size=2)
+    cfg = AccuracyConfig(
+        model="tiny-random", limit=5, samples=2, temperature=0.9, max_new_tokens=4, batch_size=2
+    )
     run_accuracy(cfg, tmp_path / "full", progress=False)
     ref = (tmp_path / "full" / "outputs.jsonl").read_text()
     ids = [json.loads(x)["id"] for x in ref.splitlines()]
@@ -123,15 +145,18 @@ def test_eval_accuracy_resume_equals_uninterrupted(tmp_path, monkeypatch):
         crash_at(monkeypatch, None)
         run_accuracy(cfg, out, resume=True, progress=False)
         assert (out / "outputs.jsonl").read_text() == ref, point
-        assert json.loads((out / "metrics.json").read_text())["accuracy"] == \
-            json.loads((tmp_path / "full" / "metrics.json").read_text())["accuracy"]
+        assert (
+            json.loads((out / "metrics.json").read_text())["accuracy"]
+            == json.loads((tmp_path / "full" / "metrics.json").read_text())["accuracy"]
+        )
 
 
 def test_eval_anytime_resume_equals_uninterrupted(tmp_path):
     from selfteach.evaluate.anytime import AnytimeConfig, evaluate_anytime
 
-    cfg = AnytimeConfig(model="tiny-random", limit=3, budgets=[4, 8], answer_tokens=3, temperature=0.9,
-                        batch_size=2)
+    cfg = AnytimeConfig(
+        model="tiny-random", limit=3, budgets=[4, 8], answer_tokens=3, temperature=0.9, batch_size=2
+    )
     evaluate_anytime(cfg, tmp_path / "full", progress=False)
     ref = (tmp_path / "full" / "outputs.jsonl").read_text()
     out = tmp_path / "run"
@@ -145,10 +170,29 @@ def test_judge_resume_equals_uninterrupted(tiny_backend, tmp_path):
     from selfteach.judge.runner import JudgeRunConfig, run_judge
 
     f = tmp_path / "items.jsonl"
-    f.write_text("".join(json.dumps({"id": f"q{i}", "prompt": f"What is {i}+1?", "responses": [f"{i + 1}", "7"],
-                                     "best": 0}) + "\n" for i in range(3)))
-    cfg = JudgeRunConfig(model="tiny-random", data=str(f), mode="multi", ks=[2], max_new_tokens=8,
-                         temperature=0.9, items_per_call=2)
+    f.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "id": f"q{i}",
+                    "prompt": f"What is {i}+1?",
+                    "responses": [f"{i + 1}", "7"],
+                    "best": 0,
+                }
+            )
+            + "\n"
+            for i in range(3)
+        )
+    )
+    cfg = JudgeRunConfig(
+        model="tiny-random",
+        data=str(f),
+        mode="multi",
+        ks=[2],
+        max_new_tokens=8,
+        temperature=0.9,
+        items_per_call=2,
+    )
     full = run_judge(cfg, tmp_path / "full", backend=tiny_backend, progress=False)
     lines = (tmp_path / "full" / "judgments.jsonl").read_text().splitlines()
     out = tmp_path / "run"
@@ -156,7 +200,9 @@ def test_judge_resume_equals_uninterrupted(tiny_backend, tmp_path):
     shutil.copy(tmp_path / "full" / "config.yaml", out / "config.yaml")
     (out / "judgments.jsonl").write_text(lines[0] + "\n" + lines[1][:40])  # killed while writing q1
     again = run_judge(cfg, out, backend=tiny_backend, resume=True, progress=False)
-    assert [s["text"] for r in again for s in r["samples"]] == [s["text"] for r in full for s in r["samples"]]
+    assert [s["text"] for r in again for s in r["samples"]] == [
+        s["text"] for r in full for s in r["samples"]
+    ]
     assert (out / "judgments.jsonl").read_text().splitlines() == lines
 
 
@@ -175,17 +221,24 @@ def sft_full(tmp_path_factory):
 
 def _train_rows(out: Path) -> list[tuple]:
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    return [(r.get("kind"), r.get("step"), r.get("loss"), r.get("mean_p")) for r in rows if "train_runtime" not in r]
+    return [
+        (r.get("kind"), r.get("step"), r.get("loss"), r.get("mean_p"))
+        for r in rows
+        if "train_runtime" not in r
+    ]
 
 
-@pytest.mark.parametrize("damage,why", [
-    ("trainer_state.json:rm", "no trainer_state.json"),
-    ("trainer_state.json:cut", "trainer_state.json is torn"),
-    ("model.safetensors:cut", "model.safetensors is truncated"),
-    ("model.safetensors:rm", "no model weights"),
-    ("optimizer.pt:cut", "optimizer.pt is truncated"),
-    ("scheduler.pt:rm", "no scheduler.pt"),
-])
+@pytest.mark.parametrize(
+    "damage,why",
+    [
+        ("trainer_state.json:rm", "no trainer_state.json"),
+        ("trainer_state.json:cut", "trainer_state.json is torn"),
+        ("model.safetensors:cut", "model.safetensors is truncated"),
+        ("model.safetensors:rm", "no model weights"),
+        ("optimizer.pt:cut", "optimizer.pt is truncated"),
+        ("scheduler.pt:rm", "no scheduler.pt"),
+    ],
+)
 def test_checkpoint_completeness(sft_full, tmp_path, capsys, damage, why):
     from selfteach.train.common import checkpoint_problem, last_complete_checkpoint
 
@@ -233,7 +286,9 @@ def test_train_sft_kill_and_resume_equals_uninterrupted(sft_full, tmp_path, monk
     assert_same_weights(full_out / "model", out / "model")
     # train_loss averages all 4 steps, not only the 2 resumed ones
     assert res["train_loss"] == pytest.approx(full["train_loss"], abs=1e-6) and res["steps"] == 4
-    assert _train_rows(out) == _train_rows(full_out)  # no duplicate or missing steps in metrics.jsonl
+    assert _train_rows(out) == _train_rows(
+        full_out
+    )  # no duplicate or missing steps in metrics.jsonl
 
 
 @pytest.mark.slow
@@ -242,11 +297,33 @@ def test_train_sft_cli_sigkill_and_resume(sft_full, tmp_path):
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "selfteach", "train", "sft", "--model", "tiny-random", "--data", str(data),
-           "--out", str(out), "--objective", "deft", "--max-steps", "4", "--batch-size", "2", "--save-steps", "2",
-           "--diag-every", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "selfteach",
+        "train",
+        "sft",
+        "--model",
+        "tiny-random",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--objective",
+        "deft",
+        "--max-steps",
+        "4",
+        "--batch-size",
+        "2",
+        "--save-steps",
+        "2",
+        "--diag-every",
+        "2",
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    p = subprocess.run(cmd, capture_output=True, text=True, env={**env, "SELFTEACH_CRASH_AT": "train:step:3"})
+    p = subprocess.run(
+        cmd, capture_output=True, text=True, env={**env, "SELFTEACH_CRASH_AT": "train:step:3"}
+    )
     assert p.returncode == -9, p.stderr[-2000:]
     p = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, env=env)
     assert p.returncode == 0, p.stderr[-2000:]
@@ -258,8 +335,14 @@ def test_train_dpo_kill_and_resume_equals_uninterrupted(tmp_path, monkeypatch):
     from selfteach.data.records import PreferencePair
     from selfteach.train.dpo import DPOArgs, train_dpo
 
-    pairs = [PreferencePair(prompt=f"Question: what is 2 + {i}?\nAnswer:", chosen=f" {2 + i}.", rejected=f" {3 + i}.")
-             for i in range(8)]
+    pairs = [
+        PreferencePair(
+            prompt=f"Question: what is 2 + {i}?\nAnswer:",
+            chosen=f" {2 + i}.",
+            rejected=f" {3 + i}.",
+        )
+        for i in range(8)
+    ]
     args = DPOArgs(model="tiny-random", max_steps=4, batch_size=2, save_steps=2, learning_rate=1e-3)
     full = train_dpo(pairs, args, out=tmp_path / "full")
     for point in ("train:step:3", "train:save:4+torn"):
@@ -275,7 +358,9 @@ def test_train_dpo_kill_and_resume_equals_uninterrupted(tmp_path, monkeypatch):
         assert res.metrics["train_loss"] == pytest.approx(full.metrics["train_loss"], abs=1e-6)
         assert [h.get("loss") for h in res.log_history] == [h.get("loss") for h in full.log_history]
         assert not list((out / "trainer").glob("checkpoint-*"))  # removed once the model is saved
-        assert train_dpo(pairs, args, out=out, resume=True).metrics == res.metrics  # finished: nothing to do
+        assert (
+            train_dpo(pairs, args, out=out, resume=True).metrics == res.metrics
+        )  # finished: nothing to do
 
 
 @pytest.mark.slow
@@ -290,8 +375,15 @@ def test_train_grpo_kill_and_resume_equals_uninterrupted(tmp_path, monkeypatch):
 
     monkeypatch.setattr(grpo, "resolve_reward", lambda spec: length_reward)
     probs = builtin_problems("arithmetic", n=8)
-    args = grpo.GRPOArgs(model="tiny-random", max_steps=4, batch_size=4, num_generations=4, max_completion_length=6,
-                         save_steps=2, learning_rate=1e-3)
+    args = grpo.GRPOArgs(
+        model="tiny-random",
+        max_steps=4,
+        batch_size=4,
+        num_generations=4,
+        max_completion_length=6,
+        save_steps=2,
+        learning_rate=1e-3,
+    )
     full = grpo.train_grpo(probs, args, out=tmp_path / "full")
     from selfteach.backends.models import resolve
 
@@ -325,13 +417,20 @@ def test_train_dpo_grpo_leftover_checkpoints_need_resume(tmp_path, capsys):
     from selfteach.train.dpo import DPOArgs, train_dpo
     from selfteach.train.grpo import GRPOArgs, train_grpo
 
-    (tmp_path / "trainer" / "checkpoint-2").mkdir(parents=True)  # a kill before anything was written
+    (tmp_path / "trainer" / "checkpoint-2").mkdir(
+        parents=True
+    )  # a kill before anything was written
     pair = PreferencePair(prompt="q", chosen="a", rejected="b")
     with pytest.raises(SelfteachError, match="pass --resume"):
         train_dpo([pair], DPOArgs(model="no-such-model"), out=tmp_path)
     with pytest.raises(SelfteachError, match="pass --resume"):
-        train_grpo(builtin_problems("arithmetic", n=4), GRPOArgs(model="no-such-model", num_generations=4,
-                                                                 batch_size=4), out=tmp_path)
+        train_grpo(
+            builtin_problems("arithmetic", n=4),
+            GRPOArgs(model="no-such-model", num_generations=4, batch_size=4),
+            out=tmp_path,
+        )
     assert resume_checkpoint(tmp_path / "trainer", resume=True) is None
     assert "checkpoint-2: incomplete (no trainer_state.json)" in capsys.readouterr().err
-    assert resume_checkpoint(tmp_path / "trainer", resume=False) is None  # set aside: no longer in the way
+    assert (
+        resume_checkpoint(tmp_path / "trainer", resume=False) is None
+    )  # set aside: no longer in the way

@@ -96,8 +96,9 @@ def accuracy(model: str | Backend, problems: list[Problem] | str, samples: int =
         for batch in fixed_batches(problems, batch_size):
             if all(p.id in done for p in batch):
                 continue
+            batch_seed = item_seed(seed, *(p.id for p in batch))
             gens = backend.generate([solve_prompt(backend, p) for p in batch],
-                                    params.model_copy(update={"seed": item_seed(seed, *(p.id for p in batch))}))
+                                    params.model_copy(update={"seed": batch_seed}))
             for p, g in zip(batch, gens, strict=True):
                 if p.id in done:
                     continue
@@ -147,4 +148,5 @@ def summary_tables(config: AccuracyConfig, s: dict) -> dict:
     return {"title": f"Accuracy of {config.model} on {config.data}",
             "tables": [{"name": f"{s['n']} problems, k={s['k']}", "columns": ["metric", "value", "95% CI (bootstrap)"],
                         "rows": rows}],
-            "notes": [f"temperature {s.get('temperature', config.temperature)}, max_new_tokens {config.max_new_tokens}, seed {config.seed}"]}
+            "notes": [f"temperature {s.get('temperature', config.temperature)}, "  # what ran
+                      f"max_new_tokens {config.max_new_tokens}, seed {config.seed}"]}

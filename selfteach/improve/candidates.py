@@ -58,7 +58,8 @@ def generate_candidates(backend: Backend, problems: list[Problem], n: int = 8,
     # Batches sit at fixed positions of `problems` and are seeded by the ids they hold (never
     # by position in the to-do list), so a resumed run samples exactly as an uninterrupted one.
     batches = [b for b in fixed_batches(problems, batch_size) if any(p.id not in done for p in b)]
-    with ProgressBar(progress, len(problems), sum(p.id in done for p in problems), "candidates") as bar:
+    n_done = sum(p.id in done for p in problems)
+    with ProgressBar(progress, len(problems), n_done, "candidates") as bar:
         for batch in batches:
             prompts = [solve_prompt(backend, p) for p in batch]
             per_problem: list[list[dict]] = [[] for _ in batch]
@@ -75,7 +76,7 @@ def generate_candidates(backend: Backend, problems: list[Problem], n: int = 8,
                             "tokens": g.num_tokens,
                             "correct": None if p.answer is None else answers_match(ans, p.answer)})
             for p, cands in zip(batch, per_problem, strict=True):
-                if p.id in done:  # written before an interruption; regenerated only to keep the batch
+                if p.id in done:  # written before an interruption (regenerated to keep the batch)
                     continue
                 for c in cands:
                     if run:

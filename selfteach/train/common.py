@@ -60,7 +60,8 @@ class TrainConfig(BaseModel):
     logging_steps: int = Field(1, ge=1, description="log loss/metrics every this many optimizer steps")
     gradient_checkpointing: bool = Field(False, description="trade compute for memory (useful on GPU for long sequences)")
     save_model: bool = Field(True, description="save the trained (merged) model to OUT/model")
-    save_steps: int = Field(50, ge=1, description="checkpoint every N optimizer steps (and at the end), for --resume")
+    save_steps: int = Field(50, ge=1, description="checkpoint every N optimizer steps (and at the end), "
+                                                   "for --resume")
 
 
 @dataclass
@@ -130,8 +131,8 @@ def trl_common_kwargs(cfg: TrainConfig, out: Path, device: str) -> dict[str, Any
         max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum, warmup_steps=cfg.warmup_ratio,  # <1 means a ratio
         lr_scheduler_type=cfg.lr_scheduler, weight_decay=cfg.weight_decay, seed=cfg.seed,
-        logging_steps=cfg.logging_steps, save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2,
-        report_to="none",
+        logging_steps=cfg.logging_steps, report_to="none",
+        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2,  # for --resume
         activation_checkpointing=cfg.gradient_checkpointing, disable_tqdm=False,
         dataloader_num_workers=0, **precision_kwargs(device),
     )
@@ -146,7 +147,8 @@ def finish(trainer, cfg: TrainConfig, out: Path, title: str) -> TrainResult:
     history = [dict(h) for h in trainer.state.log_history]
     metrics = next((h for h in reversed(history) if "train_runtime" in h), {})
     losses = [h["loss"] for h in history if "loss" in h]
-    metrics = {**metrics, "train_loss": mean_train_loss(history), "global_step": trainer.state.global_step,
+    metrics = {**metrics, "train_loss": mean_train_loss(history),  # over all steps, across resumes
+               "global_step": trainer.state.global_step,
                "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None}
     model_dir = None
     if cfg.save_model:
@@ -164,7 +166,7 @@ def finish(trainer, cfg: TrainConfig, out: Path, title: str) -> TrainResult:
         plot_curves(history, out / "train_curves.png", title)
         # written last and atomically: its presence marks a finished run (see finished_result)
         atomic_write_text(out / "train_metrics.json", json.dumps(metrics, indent=2, default=str))
-        for ckpt in (out / "trainer").glob("checkpoint-*"):  # only --resume needs them; they are large
+        for ckpt in (out / "trainer").glob("checkpoint-*"):  # large, and only --resume needs them
             shutil.rmtree(ckpt, ignore_errors=True)
     return TrainResult(model_dir=model_dir, log_history=history, metrics=metrics)
 
@@ -174,7 +176,8 @@ def finished_result(out: Path) -> TrainResult | None:
     f = out / "train_metrics.json"
     if not f.exists():
         return None
-    history = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines() if x.strip()]
+    lines = (out / "train_log.jsonl").read_text().splitlines()
+    history = [json.loads(x) for x in lines if x.strip()]
     model_dir = out / "model"
     return TrainResult(model_dir=model_dir if model_dir.exists() else None, log_history=history,
                        metrics=json.loads(f.read_text()))
@@ -197,7 +200,8 @@ def mean_train_loss(history: list[dict[str, Any]]) -> float | None:
 
 
 # ---- checkpoints and --resume --------------------------------------------------------------
-_WEIGHTS = ("model.safetensors", "adapter_model.safetensors", "pytorch_model.bin", "adapter_model.bin")
+_WEIGHTS = ("model.safetensors", "adapter_model.safetensors", "pytorch_model.bin",
+            "adapter_model.bin")
 
 
 def _safetensors_problem(path: Path) -> str | None:
@@ -206,7 +210,8 @@ def _safetensors_problem(path: Path) -> str | None:
         with path.open("rb") as f:
             n = int.from_bytes(f.read(8), "little")
             header = json.loads(f.read(n))
-        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"),
+                  default=0)
     except (OSError, ValueError, KeyError, TypeError, IndexError):
         return f"{path.name} is unreadable"
     return None if path.stat().st_size >= 8 + n + end else f"{path.name} is truncated"
@@ -238,14 +243,15 @@ def checkpoint_problem(path: Path) -> str | None:
         return "trainer_state.json is torn"
     index = path / "model.safetensors.index.json"
     try:
-        weights = ([path / f for f in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
-                   if index.exists() else [path / w for w in _WEIGHTS if (path / w).exists()])
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.exists() else []
     except (OSError, ValueError, KeyError, AttributeError):
         return f"{index.name} is torn"
+    weights = [path / f for f in shards] or [path / w for w in _WEIGHTS if (path / w).exists()]
     if not weights:
         return "no model weights"
-    files = [*weights] + ([] if any(path.glob("global_step*")) else  # DeepSpeed keeps its own optimizer state
-                          [path / "optimizer.pt", path / "scheduler.pt"]) + sorted(path.glob("rng_state*.pth"))
+    deepspeed = any(path.glob("global_step*"))  # DeepSpeed keeps its own optimizer state there
+    state = [] if deepspeed else [path / "optimizer.pt", path / "scheduler.pt"]
+    files = weights + state + sorted(path.glob("rng_state*.pth"))
     for f in files:
         why = _safetensors_problem(f) if f.suffix == ".safetensors" else _torch_file_problem(f)
         if why:
@@ -273,8 +279,8 @@ def last_complete_checkpoint(folder: str | Path) -> str | None:
         dest = ckpt.with_name(f"incomplete-{ckpt.name}")
         shutil.rmtree(dest, ignore_errors=True)
         ckpt.rename(dest)
-        print(f"{ckpt}: incomplete ({why}), set aside as {dest.name}; resuming from an earlier checkpoint",
-              file=sys.stderr)
+        print(f"{ckpt}: incomplete ({why}), set aside as {dest.name}; "
+              "resuming from an earlier checkpoint", file=sys.stderr)
     return None
 
 
@@ -284,8 +290,8 @@ def resume_checkpoint(folder: Path, resume: bool) -> str | None:
     if resume:
         return last_complete_checkpoint(folder)
     if any(Path(folder).glob("checkpoint-*")):
-        raise SelfteachError(f"{folder}: checkpoints of an interrupted run; pass --resume to continue it "
-                             "or choose another --out")
+        raise SelfteachError(f"{folder}: checkpoints of an interrupted run; pass --resume to "
+                             "continue it or choose another --out")
     return None
 
 

@@ -348,7 +348,8 @@ def train_sft(model: str, data: str | Path | list[dict], out: str | Path, object
     logs = [h for h in trainer.state.log_history if "loss" in h]
     summary = {
         "objective": objective, "alpha": alpha, "model": model, "examples": len(rows),
-        "steps": trainer.state.global_step, "train_loss": round(float(mean_train_loss(trainer.state.log_history) or math.nan), 6),
+        "steps": trainer.state.global_step,
+        "train_loss": round(float(mean_train_loss(trainer.state.log_history) or math.nan), 6),
         "final_loss": logs[-1]["loss"] if logs else math.nan,
         "mean_gate": _mean([h.get("mean_gate") for h in logs]), "mean_alpha": _mean([h.get("mean_alpha") for h in logs]),
         "mean_p_first": logs[0].get("mean_p") if logs else None, "mean_p_last": logs[-1].get("mean_p") if logs else None,
@@ -363,7 +364,9 @@ def train_sft(model: str, data: str | Path | list[dict], out: str | Path, object
 
 
 def _checkpoint_step(ckpt: str | None) -> int:
-    return int(json.loads((Path(ckpt) / "trainer_state.json").read_text())["global_step"]) if ckpt else 0
+    if ckpt is None:
+        return 0
+    return int(json.loads((Path(ckpt) / "trainer_state.json").read_text())["global_step"])
 
 
 def _drop_logs_after(run: RunDir, step: int) -> None:
@@ -380,8 +383,8 @@ def _drop_logs_after(run: RunDir, step: int) -> None:
         except ValueError:
             if i < len(lines) - 1:  # only the last line can be torn by an interruption
                 raise SelfteachError(f"{f}:{i + 1}: not a JSON line") from None
-    keep = [r for r in rows if not isinstance(r, dict) or r.get("kind") not in ("train", "diagnostics")
-            or r.get("step", 0) <= step]
+    keep = [r for r in rows if not isinstance(r, dict)
+            or r.get("kind") not in ("train", "diagnostics") or r.get("step", 0) <= step]
     if len(keep) < len(lines):
         write_jsonl(f, keep)
 
