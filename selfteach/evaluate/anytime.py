@@ -34,6 +34,7 @@ from selfteach.data.answers import verify_timeouts
 from selfteach.data.records import Problem
 from selfteach.errors import SelfteachError
 from selfteach.evaluate.scorers import check_scorable, format_question, get_scorer, predicted
+from selfteach.runs import fixed_batches, item_seed
 
 PLAIN_SUFFIX = "\nTherefore, the final answer is"
 THINK_SUFFIX = "\n\n</think>\n\n**Final Answer**\n"
@@ -404,6 +405,10 @@ def evaluate_anytime(cfg: AnytimeConfig, out: str | Path, resume: bool = False, 
     run = RunDir.create(out, cfg, resume=resume, seed=cfg.seed, device=getattr(backend, "device", None))
     done = run.done_ids(OUTPUTS) if resume else set()
     todo = [(p, k) for p, k in zip(problems, kinds, strict=True) if p.id not in done]
+    # batches at fixed positions, seeded by the ids they hold: a resumed run samples as an
+    # uninterrupted one (a partly written batch is regenerated whole, its done rows skipped)
+    batches = [b for b in fixed_batches(list(zip(problems, kinds, strict=True)), cfg.batch_size)
+               if any(p.id not in done for p, _ in b)]
     usage0 = backend.usage.as_dict()
     t0 = time.time()
     from rich.progress import (
@@ -417,10 +422,9 @@ def evaluate_anytime(cfg: AnytimeConfig, out: str | Path, resume: bool = False, 
     with Progress(TextColumn("anytime {task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), disable=not progress, transient=False) as bar:
         task = bar.add_task(cfg.method, total=len(problems), completed=len(problems) - len(todo))
-        for start in range(0, len(todo), cfg.batch_size):
-            chunk = todo[start : start + cfg.batch_size]
+        for chunk in batches:
             probs, ks = [p for p, _ in chunk], [k for _, k in chunk]
-            seed = cfg.seed + (len(problems) - len(todo) + start) // cfg.batch_size
+            seed = item_seed(cfg.seed, *(p.id for p in probs))
             pdp_info: list[dict] = [{} for _ in probs]
             if cfg.method == "plain":
                 prompts = [build_prompt_ids(backend, format_question(p), cfg.prompt_template, cfg.system)
@@ -431,11 +435,13 @@ def evaluate_anytime(cfg: AnytimeConfig, out: str | Path, resume: bool = False, 
                 prompts, pdp_info = pdp_prompts(backend, probs, ks, cfg, suffix, seed)
             rows = anytime_items(backend, probs, prompts, ks, cfg, suffix, seed)
             for row, info, prompt in zip(rows, pdp_info, prompts, strict=True):
+                if row["id"] in done:
+                    continue
                 row["prompt_tokens"] = len(prompt)
                 if info:
                     row["pdp"] = info
                 run.append(OUTPUTS, row)
-            bar.advance(task, len(chunk))
+            bar.advance(task, sum(p.id not in done for p in probs))
     usage1 = backend.usage.as_dict()
     keep = set(ids)
     rows = [r for r in run.read(OUTPUTS) if r["id"] in keep]
