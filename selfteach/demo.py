@@ -57,7 +57,7 @@ def run_demo(model: str, data: str, limit: int, icm_model: str, skip_icm: bool, 
             console.print(f"[bold]2/2 ICM[/bold]: {icm_model} labels built-in capital claims without labels")
             icm_dir = out / f"{stamp}-icm"
             s = demo_summary(model=icm_model, out=icm_dir)
-            for name in ("zero-shot", "random few-shot", "ICM", "golden context"):
+            for name in ("zero-shot", "zero-shot + rule", "random few-shot", "ICM", "golden context"):
                 if name in s:
                     rows.append([f"{icm_model} label accuracy: {name}", f"{s[name]:.3f} (n={s.get('claims', '?')})",
                                  f"{time.time() - t1:.0f} s" if name == "ICM" else ""])

@@ -9,10 +9,13 @@ items already done after an interruption.
 from __future__ import annotations
 
 import json
+import os
 import platform
+import signal
 import subprocess
 import sys
 import time
+import zlib
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -51,6 +54,39 @@ def environment(seed: int | None = None, device: str | None = None) -> dict[str,
     return {"python": sys.version.split()[0], "platform": platform.platform(), "versions": versions,
             "git_commit": commit, "git_dirty": dirty, "seed": seed, "device": device,
             "command": " ".join(sys.argv), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def item_seed(seed: int, *keys: str) -> int:
+    """A sampling seed for the work item(s) named by `keys` (ids) under the run seed `seed`.
+
+    Resumable loops seed by id, never by position in a to-do list (which shrinks on
+    resume), so an interrupted and resumed run samples exactly what an uninterrupted one
+    does. crc32 rather than hash(): Python salts str hashes per process."""
+    key = "\x1f".join(str(k) for k in keys)
+    return (seed * 1_000_003 + zlib.crc32(key.encode())) % (2**31)
+
+
+def fixed_batches(items: list, size: int) -> list[list]:
+    """`items` cut into batches of `size` at fixed positions of the full list: a resumed
+    run regenerates a partly finished batch with the same members (and so the same
+    samples, since a batch shares one sampling stream), skipping only what is written."""
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+class SimulatedCrash(BaseException):
+    """Raised by `crash_point` in raise mode (tests of --resume without a subprocess).
+    A BaseException, so no `except Exception` on the way up can swallow it."""
+
+
+def crash_point(where: str) -> None:
+    """Test hook: die at a named point when SELFTEACH_CRASH_AT=`where` (kill -9 of this
+    process, or SimulatedCrash with SELFTEACH_CRASH_HOW=raise). Lets tests interrupt a
+    long command at an exact step and check that --resume gives the uninterrupted result."""
+    if os.environ.get("SELFTEACH_CRASH_AT") != where:
+        return
+    if os.environ.get("SELFTEACH_CRASH_HOW") == "raise":
+        raise SimulatedCrash(where)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 # Per-item outputs whose rows `--resume` looks up by id.

@@ -45,3 +45,23 @@ def shared_data() -> Path:
     if not SHARED_DATA.exists():
         pytest.skip(f"{SHARED_DATA} not present")
     return SHARED_DATA
+
+
+@pytest.fixture
+def selfteach_main(monkeypatch, capsys):
+    """Run `selfteach ARGS` in-process through `selfteach.cli.main`, with its real error
+    mapping (a SelfteachError prints one line on stderr and exits 2): returns a function
+    args -> (exit code, stdout, stderr)."""
+    import sys
+
+    from selfteach.cli import main
+
+    def run(*args) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["selfteach", *map(str, args)])
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_:
+            main()
+        captured = capsys.readouterr()
+        return exit_.value.code, captured.out, captured.err
+
+    return run

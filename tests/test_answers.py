@@ -12,7 +12,7 @@ from selfteach.data.answers import (
 
 def test_extraction_formats():
     assert extract_answer("work...\n#### 1,234") == "1234"
-    assert extract_answer(r"so \boxed{\frac{1}{2}}.") == r"\frac{1}{2}"
+    assert extract_answer(r"so \boxed{\frac{1}{2}}.") == "0.5"  # canonical key of the value
     assert extract_answer("The answer is 42.") == "42"
     assert extract_answer("The final answer is $5.50") == "5.5"
     assert extract_answer("first 3, then 7") == "7"

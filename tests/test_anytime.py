@@ -57,6 +57,27 @@ def test_anytime_index_q_max_and_degenerate_cases():
         anytime_index([2, 1], [0.1, 0.2])
 
 
+@pytest.mark.parametrize("q", [[float("nan"), 0.4, 0.6], [0.2, float("nan"), 0.6], [0.2, 0.4, float("inf")],
+                               [0.2, None, 0.6], [0.2, "0.4", 0.6]])
+def test_a_nan_quality_is_refused_not_skipped(q):
+    """max() skips NaN: a leading NaN gave best-so-far -inf, a later one vanished from the area."""
+    t = next(i for i, x in enumerate(q) if not isinstance(x, float) or x != x or x == float("inf"))
+    with pytest.raises(SelfteachError, match=rf"quality\[{t}\] \(budget {[32, 64, 128][t]}\)"):
+        anytime_index([32, 64, 128], q)
+    with pytest.raises(SelfteachError, match="finite"):
+        best_so_far(q)
+
+
+def test_compare_plot_refuses_a_nan_curve(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "anytime.json").write_text('{"budgets": [32, 64], "quality": [NaN, 0.5], "best_so_far": [0.5, 0.5], '
+                                      '"anytime_index": 0.5, "method": "plain"}')
+    with pytest.raises(SelfteachError, match=r"anytime.json: quality\[0\] \(budget 32\) is nan"):
+        compare_plot([run], tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.integers(1, 50), st.floats(0, 1)), min_size=2, max_size=8))
 def test_anytime_index_properties(steps):

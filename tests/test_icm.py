@@ -1,9 +1,7 @@
 """ICM (selfteach.elicit): formulas, rules, search invariants, resume, bad input, CLI.
 
-Most tests use `SyntheticBackend`, whose P(label | context) we control: a weak, noisy
-latent-truth signal per claim plus a context-consistency effect (the query's prediction
-follows truth more strongly the more the context labels agree with truth). Coherent
-labelings therefore have higher mutual predictability, as ICM assumes.
+Most tests use `SyntheticBackend` (selfteach.elicit.synthetic), whose P(label | context) we
+control: a weak, noisy latent-truth signal per claim plus a context-consistency effect.
 """
 
 from __future__ import annotations
@@ -12,14 +10,14 @@ import itertools
 import json
 import math
 import random
+from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from selfteach.backends.base import Usage
 from selfteach.data.records import Claim
 from selfteach.elicit import (
     ICMConfig,
@@ -32,59 +30,10 @@ from selfteach.elicit import (
 from selfteach.elicit.rules import make_rule
 from selfteach.elicit.scoring import ExactScorer, FastScorer, normalise
 from selfteach.elicit.search import _Search
+from selfteach.elicit.synthetic import SyntheticBackend, synthetic_task
 from selfteach.elicit.templates import Template
 from selfteach.errors import SelfteachError
 from selfteach.runs import RunDir
-
-
-def _logsig(x: float) -> float:
-    return -math.log1p(math.exp(-x)) if x > -30 else x
-
-
-class SyntheticBackend:
-    """label_logprobs from a latent truth and a context-consistency effect."""
-
-    name = "synthetic"
-
-    def __init__(self, truth: dict[str, bool], strength: dict[str, float], w_ctx: float = 2.0,
-                 fail_after: int | None = None):
-        self.truth, self.strength, self.w_ctx = truth, strength, w_ctx
-        self.usage = Usage()
-        self.fail_after = fail_after
-        self.prompts_seen: list[str] = []
-
-    @staticmethod
-    def _claim(block: str) -> str:
-        line = next(ln for ln in block.splitlines() if ln.startswith("Claim: "))
-        return line.removeprefix("Claim: ").strip()
-
-    def label_logprobs(self, prompts: list[str], labels: dict[str, list[str]]) -> list[dict[str, float]]:
-        if self.fail_after is not None and self.usage.calls >= self.fail_after:
-            raise KeyboardInterrupt
-        self.usage.calls += 1
-        self.usage.prompt_tokens += sum(len(p.split()) for p in prompts)
-        out = []
-        for p in prompts:
-            self.prompts_seen.append(p)
-            blocks = [b for b in p.split("\n\n") if b.strip()]
-            q, ctx = self._claim(blocks[-1]), blocks[:-1]
-            agree = [1.0 if b.rstrip().endswith("True") == self.truth[self._claim(b)] else -1.0 for b in ctx]
-            m = sum(agree) / len(agree) if agree else 0.0
-            z = 1.0 if self.truth[q] else -1.0
-            logit = z * (self.strength[q] + self.w_ctx * max(m, 0.0))  # truthful context sharpens
-            out.append({"True": _logsig(logit), "False": _logsig(-logit)})
-        return out
-
-
-def synthetic_task(n: int = 24, seed: int = 0, groups: bool = False) -> tuple[list[Claim], dict, dict]:
-    rng = random.Random(seed)
-    claims, truth, strength = [], {}, {}
-    for k in range(n):
-        text = f"item {k} holds"
-        t = rng.random() < 0.5
-        truth[text], strength[text] = t, rng.uniform(-0.6, 1.0)
-        claims.append(Claim(id=f"c{k}", claim=text, gold=t, group=f"g{k // 2}" if groups else None))
-    return claims, truth, strength
 
 
 # ---- formulas --------------------------------------------------------------------------
@@ -94,6 +43,16 @@ def test_temperature_schedule_matches_formula():
     assert temperature(3, cfg) == pytest.approx(10.0 / (1 + 0.99 * math.log(3)))
     assert temperature(10**300, ICMConfig(t0=1.0, t_min=0.5)) == 0.5
     assert temperature(100, ICMConfig(beta=0.0)) == pytest.approx(10.0)
+
+
+def test_reference_schedule_cools_over_accepted_flips():
+    cfg = ICMConfig(schedule="reference")
+    assert temperature(1, cfg, flips=0) == pytest.approx(10.0)
+    assert temperature(500, cfg, flips=0) == pytest.approx(10.0)  # no flip, no cooling
+    assert temperature(7, cfg, flips=3) == pytest.approx(10.0 / (1 + 2 * math.log(4)))
+    assert temperature(7, cfg, flips=3) == temperature(9999, cfg, flips=3)  # steps do not matter
+    assert temperature(1, ICMConfig(schedule="reference", t0=1.0, t_min=0.5), flips=10**6) == 0.5
+    assert temperature(3, ICMConfig(schedule="paper"), flips=50) == pytest.approx(10.0 / (1 + 0.99 * math.log(3)))
 
 
 @given(st.floats(-50, 50, allow_nan=False), st.floats(0.01, 10))
@@ -106,6 +65,61 @@ def test_acceptance_probability_matches_metropolis(delta, t):
 def test_normalise_over_two_labels():
     a, b = normalise({"True": math.log(0.2), "False": math.log(0.6)})
     assert math.exp(a) == pytest.approx(0.25) and math.exp(b) == pytest.approx(0.75)
+
+
+@pytest.mark.parametrize("bad", [-math.inf, math.nan, math.inf])
+def test_normalise_floors_an_unread_label_and_stays_finite(bad):
+    a, b = normalise({"True": math.log(0.4), "False": bad})
+    assert math.isfinite(a) and math.isfinite(b)
+    assert a - b == pytest.approx(math.log(0.4) - math.log(1e-5))  # floored at the authors' eps
+    a, b = normalise({"True": bad, "False": -30.0})  # the floor never exceeds the label that was read
+    assert a == b == pytest.approx(math.log(0.5))
+    assert normalise({"True": bad, "False": bad}) == (math.log(0.5), math.log(0.5))
+
+
+def test_missing_label_floor_known_answers():
+    from selfteach.backends.openai import missing_label_floor
+
+    assert missing_label_floor([math.log(0.5), math.log(0.3)]) == pytest.approx(math.log(0.2))  # the rest
+    assert missing_label_floor([math.log(0.9)] + [math.log(0.0049)] * 20) == pytest.approx(math.log(0.002))
+    assert missing_label_floor([math.log(0.6), math.log(0.01)]) == pytest.approx(math.log(0.01))  # k-th prob
+    assert missing_label_floor([0.0]) == pytest.approx(math.log(1e-5))  # all mass read: the eps floor
+    assert missing_label_floor([]) == pytest.approx(0.0)
+
+
+def test_icm_over_a_server_whose_top20_lacks_false():
+    """A real HTTP server (the fake OpenAI-compatible one of test_openai_backend, chat mode, so
+    no forced exact score): for one claim the top 20 holds " True" but no " False". Before
+    the floor its margin was +inf, U inf, every delta-U NaN and no proposal was accepted."""
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    from test_openai_backend import Fake, _handler
+
+    from selfteach.backends.openai import OpenAIBackend
+
+    class OneMissing(Fake):
+        def completion(self, body, chat):
+            query = body["messages"][-1]["content"].split("Claim: ")[-1]
+            k = int(query.split()[1])  # "item K holds": the synthetic task's claim text
+            self.top = [(" True", math.log(0.5)), ("x", math.log(0.3))] if k == 3 else \
+                [(" True", math.log(0.1 + 0.05 * (k % 5))), (" False", math.log(0.3))]
+            return super().completion(body, chat)
+
+    state = OneMissing()
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
+    threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        be = OpenAIBackend(f"http://127.0.0.1:{httpd.server_address[1]}/v1", mode="chat")
+        cl, _, _ = synthetic_task(12, seed=0)
+        res = icm(cl, be, config=ICMConfig(iters=13, seed=0, init_k=0), progress=False)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert res.metrics["accepted"] > 0
+    assert all(math.isfinite(r["U"]) for r in res.trajectory) and math.isfinite(res.metrics["U"])
+    assert all(math.isfinite(m) for m in res.margins.values())
+    assert res.margins["c3"] == pytest.approx(math.log(0.5) - math.log(0.2), abs=1e-4)  # floor: the rest, 0.2
 
 
 # ---- rules -----------------------------------------------------------------------------
@@ -134,6 +148,42 @@ def test_comparison_and_exclusive_rules():
     ex = make_rule("exclusive", exclusive_claims("q", "2+2?", ["3", "4", "5"], gold_index=1))
     assert ex.count({0: True, 1: True, 2: True}) == 3 and ex.count({0: False, 1: True, 2: False}) == 0
     assert (False, False) in ex.consistent_assignments(0, 1)
+
+
+def test_zero_shot_rule_known_answers():
+    ex = make_rule("exclusive", exclusive_claims("q1", "?", ["a", "b", "c"]) + exclusive_claims("q2", "?", ["d", "e"])
+                   + exclusive_claims("q3", "?", ["f"]))
+    labels, scores = ex.zero_shot_rule(dict(enumerate([-3.0, -1.0, -2.0, 2.0, 0.5, -0.5])))
+    # the highest margin of each group is True even when negative; a lone candidate is thresholded
+    assert labels == dict(enumerate([False, True, False, True, False, False]))
+    assert scores == pytest.approx(dict(enumerate([-2.0, 1.0, -1.0, 1.5, -1.5, -0.5])))
+    cmp_ = make_rule("comparison", comparison_claims("p", "q", "A", "B"))
+    assert cmp_.zero_shot_rule({0: -4.0, 1: -1.0})[0] == {0: False, 1: True}
+    mcl = [Claim(id=f"m{i}", claim=f"s{i}", group=g, key=k)
+           for i, (g, k) in enumerate([("p", "4"), ("p", "4"), ("p", "5"), ("p", "6"), ("r", "7"), ("r", "8")])]
+    math_ = make_rule("math", mcl)
+    labels, scores = math_.zero_shot_rule(dict(enumerate([1.0, -0.5, 0.8, -2.0, -1.0, -2.0])))
+    # p: summed margins 4 -> 0.5, 5 -> 0.8, 6 -> -2: answer 5 True; r: every sum < 0, all False
+    assert labels == dict(enumerate([False, False, True, False, False, False]))
+    assert scores == pytest.approx(dict(enumerate([-0.3, -0.3, 0.3, -2.8, -1.0, -2.0])))
+    binary = make_rule("binary", mcl)
+    assert binary.zero_shot_rule({0: 0.2, 1: -0.1}) == ({0: True, 1: False}, {0: 0.2, 1: -0.1})
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.data())
+def test_zero_shot_rule_labels_are_consistent_and_scores_agree(data):
+    n = data.draw(st.integers(2, 10))
+    task = data.draw(st.sampled_from(["math", "exclusive", "comparison"]))
+    grp = [f"p{i // 2}" for i in range(n - n % 2)] if task == "comparison" else \
+        data.draw(st.lists(st.sampled_from(["a", "b", "c"]), min_size=n, max_size=n))
+    keys = data.draw(st.lists(st.sampled_from(["1", "2", "3"]), min_size=len(grp), max_size=len(grp)))
+    rule = make_rule(task, [Claim(id=str(i), claim=f"x{i}", group=g, key=keys[i]) for i, g in enumerate(grp)])
+    margins = dict(enumerate(data.draw(st.lists(st.floats(-20, 20), min_size=len(grp), max_size=len(grp),
+                                                unique=True))))
+    labels, scores = rule.zero_shot_rule(margins)
+    assert rule.count(labels) == 0
+    assert all(labels[i] == (scores[i] >= 0) for i in labels if abs(scores[i]) > 1e-9)
 
 
 def test_binary_rule_relates_nothing_even_with_groups():
@@ -204,7 +254,7 @@ def test_consistency_fix_never_increases_I_and_never_lowers_U(data):
         grp = [f"p{i // 2}" for i in range(n)]
     cl = [Claim(id=str(i), claim=f"x{i}", group=grp[i], key=keys[i]) for i in range(n)]
     rule = make_rule(task, cl)
-    s = _Search(cl, None, rule, ICMConfig(seed=data.draw(st.integers(0, 99))))
+    s = _Search(cl, None, rule, ICMConfig(seed=data.draw(st.integers(0, 99)), fix="paper"))
     probs = data.draw(st.lists(st.floats(0.01, 0.99), min_size=n, max_size=n))
     s.scorer = _StubScorer([(math.log(p), math.log(1 - p)) for p in probs])
     labels = {i: data.draw(st.booleans()) for i in range(n)}
@@ -223,6 +273,24 @@ def test_consistency_fix_can_choose_both_false():
     s.scorer = _StubScorer([(math.log(0.3), math.log(0.7)), (math.log(0.2), math.log(0.8))])
     fixed, _ = s.consistency_fix({0: True, 1: True}, s.U({0: True, 1: True}))
     assert fixed == {0: False, 1: False}
+
+
+def test_reference_fix_applies_a_U_lowering_best_assignment():
+    """Both candidates read as very likely True: the violating (True, True) has the higher U,
+    so the paper's fix keeps it and the authors' code replaces it by the best consistent
+    assignment anyway (I drops to 0, U drops)."""
+    cl = exclusive_claims("q", "capital of France?", ["Paris", "Lyon"])
+    rule = make_rule("exclusive", cl)
+    both = {0: True, 1: True}
+    out = {}
+    for fix in ("paper", "reference"):
+        s = _Search(cl, None, rule, ICMConfig(fix=fix))
+        s.scorer = _StubScorer([(math.log(0.99), math.log(0.01)), (math.log(0.98), math.log(0.02))])
+        out[fix] = s.consistency_fix(both, s.U(both))
+    assert out["paper"][0] == both
+    labels, u = out["reference"]
+    assert labels == {0: True, 1: False} and rule.count(labels) == 0  # the best of the consistent ones
+    assert u < out["paper"][1] and u == pytest.approx(s.U(labels))
 
 
 # ---- search ----------------------------------------------------------------------------
@@ -280,21 +348,47 @@ def test_same_seed_same_labels_and_no_labels_in_query():
         assert p.count(f"Claim: {q}\n") == 1
 
 
+def _metrics(path) -> list[dict]:
+    """metrics.jsonl without the fields a clock sets."""
+    rows = [json.loads(x) for x in (path / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in ("time", "seconds")} for r in rows]
+
+
 @pytest.mark.parametrize("scoring", ["fast", "exact"])
 def test_resume_after_interrupt_gives_identical_labels(tmp_path, scoring):
     cl, truth, strength = synthetic_task(20, seed=7, groups=True)
     cfg = ICMConfig(iters=40, seed=2, scoring=scoring)
-    full = icm(cl, SyntheticBackend(truth, strength), task="exclusive", config=cfg, progress=False)
+    full_run = RunDir.create(tmp_path / "full", cfg, seed=2)
+    full_run.log_metrics({"event": "before"})  # a caller's row (improve): kept, not rewritten
+    full = icm(cl, SyntheticBackend(truth, strength), task="exclusive", config=cfg, run=full_run, progress=False)
     run = RunDir.create(tmp_path / "r", cfg, seed=2)
-    with pytest.raises(KeyboardInterrupt):
-        icm(cl, SyntheticBackend(truth, strength, fail_after=6), task="exclusive", config=cfg, run=run,
-            progress=False)
-    ck = json.loads((tmp_path / "r" / "icm_checkpoint.json").read_text())
-    assert 0 < ck["step"] < 40 and not ck["done"]
+    run.log_metrics({"event": "before"})
+    at = [0]
+    # interrupted three times, at different points (model calls into each try; exact makes ~6x more)
+    for fail_after in (6, 3, 3) if scoring == "fast" else (20, 30, 30):
+        with pytest.raises(KeyboardInterrupt):
+            icm(cl, SyntheticBackend(truth, strength, fail_after=fail_after), task="exclusive", config=cfg,
+                run=run, progress=False)
+        ck = json.loads((tmp_path / "r" / "icm_checkpoint.json").read_text())
+        assert at[-1] < ck["step"] < 40 and not ck["done"]
+        at.append(ck["step"])
+    # a kill between the checkpoint and its log line, and one in the middle of a line
+    lines = (tmp_path / "r" / "metrics.jsonl").read_text().splitlines(keepends=True)
+    (tmp_path / "r" / "metrics.jsonl").write_text("".join(lines[:-2]) + lines[-1][:17])
     resumed = icm(cl, SyntheticBackend(truth, strength), task="exclusive", config=cfg, run=run, progress=False)
     assert resumed.labels == full.labels and resumed.margins == full.margins
     rows = [json.loads(x) for x in (tmp_path / "r" / "labels.jsonl").read_text().splitlines()]
     assert {r["id"]: r["label"] for r in rows} == full.labels
+    assert resumed.trajectory == full.trajectory
+    assert _metrics(tmp_path / "r") == _metrics(tmp_path / "full")
+    steps = [r["step"] for r in _metrics(tmp_path / "r") if r.get("stage") == "icm"]
+    assert steps == list(range(1, 41))  # no gap, no duplicate
+    icm(cl, SyntheticBackend(truth, strength), task="exclusive", config=cfg, run=run, progress=False)
+    assert _metrics(tmp_path / "r") == _metrics(tmp_path / "full")  # resuming a finished run: no second final row
+    run.log_metrics({"event": "after"})  # a caller's row after ICM finished survives another resume
+    icm(cl, SyntheticBackend(truth, strength), task="exclusive", config=cfg, run=run, progress=False)
+    again = _metrics(tmp_path / "r")
+    assert {"event": "after"} in again and [r for r in again if r != {"event": "after"}] == _metrics(tmp_path / "full")
 
 
 def test_warnings_for_degenerate_labeling():
@@ -304,6 +398,23 @@ def test_warnings_for_degenerate_labeling():
     res = icm(cl, be, config=ICMConfig(iters=20, init_k=0), progress=False)
     assert any("degenerate" in w for w in res.metrics["warnings"])
     assert res.metrics["balance"] == 0.0
+
+
+def test_zero_shot_rule_baseline_in_icm_known_answer():
+    """Synthetic zero-shot margin = +-strength (no context); the baseline takes each pair's
+    larger one, with no model call beyond zero-shot."""
+    cl, truth, strength = synthetic_task(24, seed=1, groups=True)
+    res = icm(cl, SyntheticBackend(truth, strength), task="exclusive", config=ICMConfig(iters=10, baselines=True),
+              progress=False)
+    m = [(1 if truth[c.claim] else -1) * strength[c.claim] for c in cl]
+    want = [m[i] == max(m[i - i % 2], m[i - i % 2 + 1]) for i in range(24)]
+    acc = sum(w == c.gold for w, c in zip(want, cl, strict=True)) / 24
+    zr = res.baselines["zero_shot_rule"]
+    assert zr["accuracy"] == pytest.approx(acc) and zr["I"] == 0 and zr["balance"] == 0.5
+    assert res.metrics["baselines"]["zero_shot_rule"] == zr["accuracy"]
+    assert "baseline_zero_shot_rule" not in res.metrics["cost"]  # one pass: the zero-shot one
+    plain = icm(cl, SyntheticBackend(truth, strength), config=ICMConfig(iters=10, baselines=True), progress=False)
+    assert "zero_shot_rule" not in plain.baselines  # binary: no rule, nothing to add
 
 
 def test_baselines_bracket_icm():
@@ -395,6 +506,8 @@ def test_cli_end_to_end_tiny(tmp_path):
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     assert "ICM (no labels)" in r.output and "golden-label context" in r.output
+    table = r.output[r.output.index("zero-shot"):]
+    assert table.index("zero-shot + rule") < table.index("random-label") < table.index("ICM (no labels)")
     rows = [json.loads(x) for x in (out / "labels.jsonl").read_text().splitlines()]
     assert len(rows) == 12 and {"id", "label", "margin"} <= set(rows[0])
     traj = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
@@ -406,10 +519,88 @@ def test_cli_end_to_end_tiny(tmp_path):
     assert rows2 == rows
 
 
+def test_cli_fix_and_schedule_options_reach_the_search(tmp_path):
+    import yaml
+
+    from selfteach.cli import app
+
+    out = tmp_path / "run"
+    r = CliRunner().invoke(app, ["elicit", "--model", "tiny-random", "--claims", "builtin:capitals", "--task",
+                                 "exclusive", "--limit", "8", "--iters", "8", "--out", str(out), "--no-progress",
+                                 "--fix", "reference", "--schedule", "reference"])
+    assert r.exit_code == 0, r.output
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["fix"] == "reference" and cfg["schedule"] == "reference"
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [x for x in rows if x.get("stage") == "icm"]
+    for n, row in enumerate(steps):  # T follows the accepted flips before the step, not the step
+        flips = sum(x["accepted"] for x in steps[:n])
+        assert row["T"] == pytest.approx(10 / (1 + 2 * math.log(1 + flips)), abs=1e-5)
+
+
+def test_cli_defaults_are_the_config_defaults():
+    from selfteach.elicit.commands import _DEFAULT
+
+    assert _DEFAULT == {k: ICMConfig.model_fields[k].default for k in ("schedule", "fix")}
+
+
+def _kill_when(args: list[str], out, rows: int) -> None:
+    """Run the CLI in a subprocess and kill -9 it once metrics.jsonl holds `rows` ICM steps."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-m", "selfteach", *args], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    f, deadline = out / "metrics.jsonl", time.time() + 300
+    try:
+        while proc.poll() is None and time.time() < deadline:
+            if f.exists() and f.read_text().count('"stage": "icm"') >= rows:
+                break
+            time.sleep(0.005)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def test_cli_killed_twice_then_resumed_equals_an_uninterrupted_run(tmp_path):
+    """kill -9 mid-run at two points, --resume: labels.jsonl and the metrics.jsonl trajectory
+    equal those of an uninterrupted run with the same seed (tiny random model, real CLI)."""
+    from selfteach.cli import app
+
+    base = ["elicit", "--model", "tiny-random", "--claims", "builtin:capitals", "--task", "exclusive",
+            "--limit", "12", "--iters", "40", "--no-progress"]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert CliRunner().invoke(app, base + ["--out", str(full)]).exit_code == 0
+    _kill_when(base + ["--out", str(cut)], cut, 5)
+    ck1 = json.loads((cut / "icm_checkpoint.json").read_text())
+    _kill_when(base + ["--out", str(cut), "--resume"], cut, 20)
+    ck2 = json.loads((cut / "icm_checkpoint.json").read_text())
+    assert 0 < ck1["step"] < ck2["step"] < 40 and not ck2["done"]  # both kills landed mid-run
+    r = CliRunner().invoke(app, base + ["--out", str(cut), "--resume"])
+    assert r.exit_code == 0, r.output
+    assert (cut / "labels.jsonl").read_text() == (full / "labels.jsonl").read_text()
+    a, b = _metrics(cut), _metrics(full)
+    assert [r.get("step") for r in a] == [r.get("step") for r in b] == list(range(1, 41)) + [None]
+    # cost counters are what this process really spent: a restarted backend re-reads the
+    # contexts its prefix cache held, so they may only be higher; everything else is equal
+    cost = ("calls", "prompt_tokens", "model_calls", "calls_per_claim", "tokens_per_claim")
+    assert all(x.get(k, 0) >= y.get(k, 0) for x, y in zip(a, b, strict=True) for k in cost)
+    assert [{k: v for k, v in r.items() if k not in cost} for r in a] == \
+        [{k: v for k, v in r.items() if k not in cost} for r in b]
+    assert a[:ck1["step"]] == b[:ck1["step"]]
+
+
 @pytest.mark.parametrize("extra,msg", [
     (["--alpha", "0"], "alpha"),
     (["--task", "ranking"], "--task"),
     (["--scoring", "slow"], "--scoring"),
+    (["--fix", "always"], "--fix"),
+    (["--schedule", "linear"], "--schedule"),
     (["--claims", "/nonexistent/claims.jsonl"], "not found"),
 ])
 def test_cli_bad_input_exits_2(tmp_path, extra, msg):

@@ -241,15 +241,19 @@ def test_cli_improve_transfer(tmp_path, monkeypatch):
     assert [r[0] for r in summary["tables"][0]["rows"]] == ["base model", "ICM+DPO round 1"]
     cfg = (out / "config.yaml").read_text()
     assert "label_model: tiny-random" in cfg
-    res = CliRunner().invoke(cli.app, ["improve", "--baselines", "ppo", "--out", str(tmp_path / "x")])
-    assert res.exit_code != 0
 
 
-def test_cli_improve_bad_temperatures(tmp_path):
-    from selfteach.cli import app
-
-    res = CliRunner().invoke(app, ["improve", "--temperatures", "hot", "--out", str(tmp_path / "x")])
-    assert res.exit_code == 2 or "comma-separated numbers" in str(res.exception)
+@pytest.mark.parametrize("args,message", [
+    (["--baselines", "ppo"], "--baselines 'ppo': choose from grpo, sft-icm, sft-gold"),
+    (["--temperatures", "hot"], "--temperatures 'hot': expected comma-separated numbers, e.g. 0.3,0.6,0.9"),
+    (["--icm", "alpha"], "--icm 'alpha': expected KEY=VALUE, e.g. alpha=30"),
+])
+def test_cli_improve_bad_input_exits_2(tmp_path, selfteach_main, args, message):
+    """Bad input: exactly one error line naming the option and value, exit 2, and no run
+    directory (validation happens before anything is written or loaded)."""
+    code, out, err = selfteach_main("improve", *args, "--out", tmp_path / "x")
+    assert (code, out, err) == (2, "", f"error: {message}\n")
+    assert not (tmp_path / "x").exists()
 
 
 def test_icm_labeler_uses_the_public_api(monkeypatch):
@@ -305,3 +309,73 @@ def test_cli_bad_option_is_one_line(tmp_path):
 
     res = CliRunner().invoke(app, ["improve", "--on-one-class", "maybe", "--out", str(tmp_path / "x")])
     assert res.exit_code != 0 and "--on-one-class" in str(res.exception)
+
+
+def read_jsonl(path):
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def test_cli_improve_with_real_icm_files_agree(tmp_path):
+    """`selfteach improve` with the real ICM labeler (no stub) on tiny-random: every file of
+    the run directory agrees with the others. ICM on a random model tends to label every
+    candidate False (its label read-out prefers "False"), so the run uses the label-free
+    margin-median fallback when, and only when, the ICM labeling is one-class."""
+    from selfteach.cli import app
+    from selfteach.data.loaders import load_claims
+    from selfteach.elicit.rules import make_rule
+
+    out = tmp_path / "run"
+    args = ["improve", "--model", "tiny-random", "--train-size", "3", "--eval-size", "2",
+            "--samples", "4", "--max-new-tokens", "6", "--epochs", "1", "--batch-size", "2",
+            "--pairs-per-problem", "2", "--icm", "iters=6", "--on-one-class", "margin-median",
+            "--baselines", "none", "--eval-samples", "1", "--out", str(out), "--no-progress"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    r1 = out / "round1"
+    split = json.loads((out / "split.json").read_text())
+    cands = read_jsonl(r1 / "candidates.jsonl")
+    claims = read_jsonl(r1 / "claims.jsonl")
+    by_id = {c["id"]: c for c in cands}
+    # one claim per candidate: group = problem, key = extracted answer; problems = the train split
+    assert [c["id"] for c in claims] == [c["id"] for c in cands] and len(cands) == 3 * 4
+    for c in claims:
+        assert (c["group"], c["key"]) == (by_id[c["id"]]["problem_id"], by_id[c["id"]]["answer"])
+    assert {c["group"] for c in claims} == set(split["train"])
+    assert not set(split["train"]) & set(split["eval"])
+
+    # labels: the real ICM run (its own run dir, 6 annealing steps), one label per claim
+    labeled = json.loads((r1 / "labels.json").read_text())
+    labels, metrics = labeled["labels"], labeled["metrics"]
+    assert set(labels) == {c["id"] for c in claims} and len(labels) == len(claims)
+    icm_rows = read_jsonl(r1 / "icm" / "labels.jsonl")
+    assert {r["id"]: r["label"] for r in icm_rows} == labels
+    assert {r["id"]: r["margin"] for r in icm_rows} == metrics["margins"]
+    assert metrics["steps"] == 6 and metrics["claims"] == len(claims) and metrics["task"] == "math"
+    rule = make_rule("math", load_claims(r1 / "claims.jsonl"))
+    assert rule.count({i: labels[c.id] for i, c in enumerate(rule.claims)}) == metrics["I"]
+
+    # the labels the pairs come from: ICM's, or its margins re-split when ICM was one-class
+    one_class = len(set(labels.values())) == 1
+    used = margin_median_labels(labels, metrics["margins"]) if one_class else labels
+    summary = json.loads((out / "summary.json").read_text())
+    assert one_class == any("median ICM margin" in n for n in summary["notes"])
+    stats = json.loads((r1 / "pairs_stats.json").read_text())
+    assert (stats["labeled"], stats["labeled_true"]) == (len(used), sum(used.values()))
+    pairs = read_jsonl(r1 / "pairs.jsonl")
+    assert pairs and len(pairs) == stats["pairs"]
+    per_problem = Counter(p["meta"]["problem_id"] for p in pairs)
+    assert max(per_problem.values()) <= 2
+    for p in pairs:
+        w, lo = by_id[p["meta"]["chosen_id"]], by_id[p["meta"]["rejected_id"]]
+        assert used[w["id"]] and not used[lo["id"]]  # True over False ...
+        assert w["problem_id"] == lo["problem_id"] == p["meta"]["problem_id"]  # ... same problem
+        assert (p["prompt"], p["chosen"]) == (w["prompt"], w["text"].strip())
+        assert p["rejected"] == lo["text"].strip()
+
+    # DPO trained on exactly these pairs; base and improved model evaluated on the eval split
+    dpo = json.loads((r1 / "dpo" / "result.json").read_text())
+    assert dpo["pairs"] == len(pairs) and (r1 / "dpo" / "model" / "config.json").exists()
+    for name in ("base", "icm-dpo-r1"):
+        ev = json.loads((out / "eval" / name / "result.json").read_text())
+        assert sorted(ev["items"]) == sorted(split["eval"]) and ev["greedy"]["n"] == 2
+    assert [r[0] for r in summary["tables"][0]["rows"]] == ["base model", "ICM+DPO round 1"]

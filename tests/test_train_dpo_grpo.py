@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 import torch
+from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from selfteach.data.builtin import builtin_problems
@@ -41,7 +41,8 @@ def test_cpu_precision_and_common_kwargs(tmp_path):
     assert precision_kwargs("cuda")["bf16"] is True
     kw = trl_common_kwargs(TrainConfig(warmup_ratio=0.1, max_steps=3), tmp_path, "cpu")
     assert kw["report_to"] == "none" and kw["warmup_steps"] == 0.1 and kw["max_steps"] == 3
-    assert kw["activation_checkpointing"] is False and kw["save_strategy"] == "no"
+    assert kw["activation_checkpointing"] is False
+    assert kw["save_strategy"] == "steps" and kw["save_steps"] == 50 and kw["save_total_limit"] == 2  # for --resume
 
 
 def test_read_pairs_errors(tmp_path):

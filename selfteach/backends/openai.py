@@ -404,6 +404,13 @@ class OpenAIBackend:
         return out
 
     def label_logprobs(self, prompts: list[str], labels: dict[str, list[str]]) -> list[dict[str, float]]:
+        """Label log-probs from one top-20 request per prompt. A label none of whose variants
+        reach the top 20 is scored exactly (completions mode); where that is impossible (chat
+        mode) or gives no finite value, it gets a floor: the probability left outside the
+        returned top-k, capped by the k-th probability (the label cannot be likelier than a
+        token that outranked it) and at least 1e-5 (the authors' eps). A read-out
+        is therefore always finite, so ICM's margins and U are (arXiv 2506.10139 code)."""
+
         def one(prompt: str) -> dict[str, float]:
             top = self._top(prompt, TOP_K)
             row = {}
@@ -413,9 +420,13 @@ class OpenAIBackend:
                     row[label] = _logsumexp(found)
                 else:  # none in the top 20: score the variants exactly, never -inf by omission
                     row[label] = self._exact_label(prompt, variants)
+                if not math.isfinite(row[label]):
+                    row[label] = missing_label_floor([lp for _, _, lp in top])
             return row
 
         return self._map(one, prompts)
+
+    MISSING_LABEL_EPS = 1e-5  # floor probability of a label missing from the top-k (the ICM authors' eps)
 
     def _exact_label(self, prompt: str, variants: list[str]) -> float:
         if self.mode == "chat":
@@ -497,3 +508,12 @@ class OpenAIBackend:
             if len(self.detokenize(ids[:j]).encode("utf-8")) >= want:
                 return ids[:j]
         return ids
+
+
+def missing_label_floor(top: Sequence[float], eps: float = OpenAIBackend.MISSING_LABEL_EPS) -> float:
+    """log-prob floor of a label absent from a top-k read-out with log-probs `top`: the mass
+    outside the top-k, capped by the smallest top-k probability, and at least `eps`."""
+    finite = [x for x in top if math.isfinite(x)]
+    rest = 1.0 - sum(math.exp(x) for x in finite)
+    cap = min((math.exp(x) for x in finite), default=1.0)
+    return math.log(max(eps, min(rest, cap)))

@@ -39,7 +39,7 @@ def demo_summary(model: str = "gemma3-270m", out: str | Path | None = None, n_co
                  iters: int | None = None, seed: int = 0, progress: bool = True) -> dict[str, Any]:
     """ICM on a small built-in fact task, with its floor and ceiling, for `selfteach demo`.
 
-    Returns {"zero-shot", "random few-shot", "ICM", "golden context"} label accuracies
+    Returns {"zero-shot", "zero-shot + rule", "random few-shot", "ICM", "golden context"} label accuracies
     (fractions) plus "claims", "seconds", "model_calls", "prompt_tokens" and "warnings".
     With `out`, the run directory gets labels.jsonl, metrics.jsonl and icm_result.json.
     """
@@ -58,7 +58,8 @@ def demo_summary(model: str = "gemma3-270m", out: str | Path | None = None, n_co
     backend = load_backend(model)
     res = icm(claims, backend, task="comparison", config=cfg, run=run, progress=progress)
     b = res.baselines
-    return {"zero-shot": b["zero_shot"]["accuracy"], "random few-shot": b["random_fewshot"]["accuracy"],
+    return {"zero-shot": b["zero_shot"]["accuracy"], "zero-shot + rule": b["zero_shot_rule"]["accuracy"],
+            "random few-shot": b["random_fewshot"]["accuracy"],
             "ICM": res.metrics["accuracy"], "golden context": b["golden"]["accuracy"], "claims": len(claims),
             "seconds": round(time.time() - t0, 1), "model_calls": res.metrics["model_calls"],
             "prompt_tokens": res.metrics["prompt_tokens"], "warnings": res.metrics["warnings"]}

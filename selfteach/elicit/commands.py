@@ -8,15 +8,21 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+# the ICMConfig defaults (kept literal so `selfteach --help` does not import the search)
+_DEFAULT = {"schedule": "paper", "fix": "paper"}
+
 
 def register(app: typer.Typer) -> None:
     @app.command()
     def elicit(
         model: str = typer.Option(..., "--model", help="model alias, directory, .gguf, hub id or server URL"),
-        claims: str = typer.Option(..., "--claims", help="claims JSONL/parquet/dataset dir, or builtin:capitals"),
+        claims: str = typer.Option(..., "--claims", help="claims JSONL/parquet/dataset dir, or builtin:NAME: "
+                                   "capitals, currencies, state-capitals, authors, inventors, elements, "
+                                   "planets, sums"),
         task: str = typer.Option("binary", "--task", help="binary | math | comparison | exclusive"),
         out: Path = typer.Option(..., "--out", help="run directory"),
-        baselines: bool = typer.Option(False, "--baselines", help="also zero-shot, random few-shot, golden context"),
+        baselines: bool = typer.Option(False, "--baselines", help="also zero-shot, zero-shot + rule, "
+                                       "random few-shot, golden context"),
         resume: bool = typer.Option(False, "--resume", help="continue an interrupted run in --out"),
         scoring: str = typer.Option("fast", "--scoring", help="fast (default) | exact (naive full rescoring)"),
         alpha: float = typer.Option(50.0, "--alpha", help="weight of mutual predictability"),
@@ -30,6 +36,11 @@ def register(app: typer.Typer) -> None:
         refresh_frac: float = typer.Option(0.25, "--refresh-frac", help="fast scoring: rescore after this share "
                                            "of labels changed"),
         max_context_tokens: int = typer.Option(3072, "--max-context-tokens", help="few-shot context budget"),
+        schedule: str = typer.Option(_DEFAULT["schedule"], "--schedule",
+                                     help="temperature: paper (over steps) | reference (over accepted flips, "
+                                          "the authors' code)"),
+        fix: str = typer.Option(_DEFAULT["fix"], "--fix", help="ConsistencyFix: paper (keep if U rises) | "
+                                "reference (always apply the best assignment, the authors' code)"),
         progress: bool = typer.Option(True, "--progress/--no-progress"),
     ) -> None:
         """Label claims True/False with ICM (no labels needed); writes labels.jsonl."""
@@ -44,11 +55,14 @@ def register(app: typer.Typer) -> None:
             raise SelfteachError(f"--task {task!r}: choose {', '.join(TASKS)}")
         if scoring not in ("fast", "exact"):
             raise SelfteachError(f"--scoring {scoring!r}: choose fast or exact")
+        for opt, val in (("--schedule", schedule), ("--fix", fix)):
+            if val not in ("paper", "reference"):
+                raise SelfteachError(f"{opt} {val!r}: choose paper or reference")
         if limit is not None and limit < 1:
             raise SelfteachError(f"--limit {limit}: must be >= 1")
         cfg = ICMConfig(alpha=alpha, iters=iters, seed=seed, scoring=scoring, blocks=blocks,
                         refresh_every=refresh_every, refresh_frac=refresh_frac, max_context_tokens=max_context_tokens,
-                        baselines=baselines)  # a bad value: one "--option value" line (selfteach.cli.run)
+                        baselines=baselines, schedule=schedule, fix=fix)  # bad value: one line (selfteach.cli)
         data = load_claims(claims, fields=parse_field_map(field), limit=limit, seed=seed)
         make_rule(task, data)  # check the claims fit the task before loading a model
         be = load_backend(model, backend=backend)  # before the run dir: a model that fails leaves nothing
@@ -72,6 +86,8 @@ def print_summary(res, model: str, claims: str) -> None:
 
     rows = [("zero-shot", b.get("zero_shot", {"accuracy": m["zero_shot_accuracy"], "auroc": m["zero_shot_auroc"],
                                                "balance": None}))]
+    if "zero_shot_rule" in b:
+        rows.append(("zero-shot + rule (one pass)", b["zero_shot_rule"]))
     if "random_fewshot" in b:
         rows.append(("random-label few-shot", b["random_fewshot"]))
     rows.append(("ICM (no labels)", {"accuracy": m["accuracy"], "auroc": m["auroc"], "balance": m["balance"]}))

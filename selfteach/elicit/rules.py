@@ -82,6 +82,28 @@ class Rule:
         """I(D): the number of violating pairs."""
         return len(self.violations(labels))
 
+    def zero_shot_rule(self, margins: dict[int, float]) -> tuple[Labels, dict[int, float]]:
+        """The "zero-shot + rule" baseline (docs/methods.md s.1): the rule applied to zero-shot
+        margins m_i = log P(True) - log P(False), label-free, one model pass, no search.
+        Returns (labels, scores): labels satisfy the rule (I = 0); a score ranks the claims
+        for AUROC and is >= 0 exactly for the claims labeled True (ties aside). Here (no
+        rule): the zero-shot labels, m_i >= 0."""
+        return {i: m >= 0 for i, m in margins.items()}, dict(margins)
+
+    def _one_per_group(self, margins: dict[int, float]) -> tuple[Labels, dict[int, float]]:
+        """The highest-margin claim of each group of 2+ claims True, the others False (ties:
+        the first claim). Score: m_i - the largest other margin of its group. Ungrouped or
+        single claims: threshold 0 on m_i."""
+        labels, scores = Rule.zero_shot_rule(self, margins)
+        for members in self.groups.values():
+            if len(members) < 2:
+                continue
+            best = max(members, key=lambda i: (margins[i], -i))
+            for i in members:
+                scores[i] = margins[i] - max(margins[j] for j in members if j != i)
+                labels[i] = i == best
+        return labels, scores
+
 
 class NoRule(Rule):
     name = "none"
@@ -112,6 +134,28 @@ class MathRule(Rule):
             return yi != yj
         return yi and yj
 
+    def zero_shot_rule(self, margins: dict[int, float]) -> tuple[Labels, dict[int, float]]:
+        """Per problem, claims sharing a final answer share a label and at most one answer is
+        True: the answer with the largest summed margin S is True if S >= 0 (a problem the
+        model got wrong every time must be able to stay all-False), the others False. This
+        is the rule-consistent labeling with the largest sum of signed margins. Score of a
+        claim with answer k: min(S_k, S_k - max of the other answers' S)."""
+        labels, scores = Rule.zero_shot_rule(self, margins)
+        for members in self.groups.values():
+            keyed = [i for i in members if self.keys[i] is not None]
+            sums: dict[str, float] = {}
+            for i in keyed:
+                sums[self.keys[i]] = sums.get(self.keys[i], 0.0) + margins[i]
+            if not sums:
+                continue
+            best = max(sums, key=sums.__getitem__)  # ties: the answer seen first
+            for i in keyed:
+                k = self.keys[i]
+                others = [v for kk, v in sums.items() if kk != k]
+                scores[i] = min(sums[k], sums[k] - max(others)) if others else sums[k]
+                labels[i] = k == best and sums[k] >= 0
+        return labels, scores
+
 
 class ComparisonRule(Rule):
     """Asymmetry: the two orders of one comparison get opposite labels."""
@@ -124,6 +168,10 @@ class ComparisonRule(Rule):
     def violates(self, i: int, yi: bool, j: int, yj: bool) -> bool:
         return yi == yj
 
+    def zero_shot_rule(self, margins: dict[int, float]) -> tuple[Labels, dict[int, float]]:
+        """Exactly one of the two orders is True: the one with the larger margin."""
+        return self._one_per_group(margins)
+
 
 class ExclusiveRule(Rule):
     """Mutually exclusive candidates: at most one True per group."""
@@ -135,6 +183,13 @@ class ExclusiveRule(Rule):
 
     def violates(self, i: int, yi: bool, j: int, yj: bool) -> bool:
         return yi and yj
+
+    def zero_shot_rule(self, margins: dict[int, float]) -> tuple[Labels, dict[int, float]]:
+        """The highest-margin candidate of each group True, the others False, whatever the
+        sign of its margin: a question's candidate set is taken to hold its answer (as the
+        built-in tasks do), and a threshold on an uncalibrated margin is what this baseline
+        avoids (a model that answers "False" to everything still ranks the candidates)."""
+        return self._one_per_group(margins)
 
 
 RULES: dict[str, type[Rule]] = {"binary": NoRule, "math": MathRule, "comparison": ComparisonRule,

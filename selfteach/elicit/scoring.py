@@ -47,11 +47,22 @@ from selfteach.elicit.templates import Template
 LP = tuple[float, float]  # (log P(True), log P(False)), renormalised over the two labels
 
 
+FLOOR = math.log(1e-5)  # a label the backend could not read (-inf, NaN) gets at most this (authors' eps)
+
+
 def normalise(row: dict[str, float]) -> LP:
-    """Renormalise {True: a, False: b} log-probs over the two labels."""
-    a, b = row["True"], row["False"]
-    if a == -math.inf and b == -math.inf:
+    """Renormalise {True: a, False: b} log-probs over the two labels; always finite.
+
+    A label read as -inf or NaN (or +inf: no log-prob is positive) (e.g. absent from a server's top-k) is floored at
+    min(log 1e-5, the other label's log-prob): it says "less likely than what was read",
+    never "impossible", so the margin stays finite and U and delta-U never become inf/NaN
+    (with -inf one such claim made every delta-U NaN and the search accepted nothing).
+    """
+    a, b = (float(row[k]) if math.isfinite(float(row[k])) else None for k in ("True", "False"))
+    if a is None and b is None:  # nothing read: no preference
         return (math.log(0.5), math.log(0.5))
+    a = min(FLOOR, b) if a is None else a
+    b = min(FLOOR, a) if b is None else b
     m = max(a, b)
     z = m + math.log(math.exp(a - m) + math.exp(b - m))
     return (a - z, b - z)

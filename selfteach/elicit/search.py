@@ -16,12 +16,15 @@ cools: D stays near its K=8 seed (shown in tests/test_icm.py). `objective="sum"`
 printed formula, `"mean"` the mean log-probability.
 
 1. K random claims get random balanced labels (K=8), then ConsistencyFix.
-2. For n = 1..N_iter: T = max(T_min, T0 / (1 + beta * log n)); sample a claim (unlabeled
+2. For n = 1..N_iter: T = max(T_min, T0 / (1 + beta * log n)) (`schedule="paper"`; the
+   authors' code cools over accepted flips k instead, T0 / (1 + 2 ln(1 + k)),
+   `schedule="reference"`); sample a claim (unlabeled
    claims related to a labeled one weigh `related_weight` = 100x); propose
    y = argmax_y P(y | x, D without x); D' = ConsistencyFix(D with the proposal);
    accept if U(D') > U(D), else with probability exp((U(D') - U(D)) / T).
 3. ConsistencyFix (M=10 rounds): pick a violating pair, try every consistent assignment
-   of it (both-False included where consistent), keep the best if it raises U. Unlike the
+   of it (both-False included where consistent), keep the best if it raises U (`fix="paper"`;
+   the authors' code always applies it, `fix="reference"`). Unlike the
    paper, an assignment that would create more violations elsewhere in the group than it
    removes is not tried, so a fix never increases I(D).
 
@@ -66,7 +69,16 @@ class ICMConfig(BaseModel):
     init_k: int = Field(8, ge=0, description="claims labeled at random (balanced) before the search")
     t0: float = Field(10.0, gt=0, description="initial temperature T0")
     t_min: float = Field(0.01, gt=0, description="final temperature T_min")
-    beta: float = Field(0.99, ge=0, description="cooling rate: T = max(T_min, T0 / (1 + beta * log n))")
+    beta: float = Field(0.99, ge=0, description="cooling rate of the paper schedule: "
+                                                "T = max(T_min, T0 / (1 + beta * log n))")
+    schedule: Literal["paper", "reference"] = Field(
+        "paper", description="paper: T cools over steps n, T0 / (1 + beta * log n) (the paper's text); "
+                             "reference: T cools over accepted flips k, T0 / (1 + 2 ln(1 + k)) (the authors' "
+                             "code); both floored at T_min")
+    fix: Literal["paper", "reference"] = Field(
+        "paper", description="ConsistencyFix: paper = keep the best consistent assignment of a violating pair "
+                             "only if it raises U (the paper's text); reference = always apply it (the authors' "
+                             "code)")
     fix_rounds: int = Field(10, ge=0, description="ConsistencyFix rounds M per step")
     related_weight: float = Field(100.0, gt=0, description="sampling weight of an unlabeled claim related (same "
                                                            "group, rule relates them) to a labeled one; others 1")
@@ -82,8 +94,8 @@ class ICMConfig(BaseModel):
                                                             "farthest from the query are cut first")
     template: Template = Field(default_factory=Template, description="prompt format and label words")
     seed: Seed = Field(0, description="same seed, same labels")
-    baselines: bool = Field(False, description="also compute zero-shot, random-label few-shot and golden-context "
-                                               "labels (the last only when the claims carry gold)")
+    baselines: bool = Field(False, description="also compute zero-shot, zero-shot + rule, random-label few-shot "
+                                               "and golden-context labels (the last only when claims carry gold)")
 
 
 class ICMResult(BaseModel):
@@ -93,13 +105,22 @@ class ICMResult(BaseModel):
     margins: dict[str, float] = Field(description="claim id -> log P(True) - log P(False) in the final context")
     metrics: dict[str, Any] = Field(default_factory=dict, description="final U, P, I, accuracy (if gold), cost, "
                                                                       "balance, warnings")
-    baselines: dict[str, Any] = Field(default_factory=dict, description="zero_shot / random_fewshot / golden: "
-                                                                        "accuracy, labels")
+    baselines: dict[str, Any] = Field(default_factory=dict, description="zero_shot / zero_shot_rule / "
+                                                                        "random_fewshot / golden: accuracy, labels")
     trajectory: list[dict[str, Any]] = Field(default_factory=list, description="per-step U, P, I, T, acceptance")
 
 
-def temperature(n: int, cfg: ICMConfig) -> float:
-    """T_n = max(T_min, T0 / (1 + beta * log n)), n >= 1."""
+REFERENCE_DECAY = 2.0  # the authors' code: T = T0 / (1 + 2 ln(1 + accepted flips))
+
+
+def temperature(n: int, cfg: ICMConfig, flips: int = 0) -> float:
+    """Temperature at step n >= 1 after `flips` accepted proposals.
+
+    paper:     T = max(T_min, T0 / (1 + beta * ln n))        (arXiv 2506.10139, Alg. 1)
+    reference: T = max(T_min, T0 / (1 + 2 * ln(1 + flips)))  (the authors' code)
+    """
+    if cfg.schedule == "reference":
+        return max(cfg.t_min, cfg.t0 / (1.0 + REFERENCE_DECAY * math.log1p(max(flips, 0))))
     return max(cfg.t_min, cfg.t0 / (1.0 + cfg.beta * math.log(max(n, 1))))
 
 
@@ -123,6 +144,8 @@ class _Search:
         p = self.scorer.total_logp(labels, margin=self.cfg.objective == "margin")
         if self.cfg.objective != "sum":
             p /= len(labels)
+        if not math.isfinite(p):  # normalise() keeps read-outs finite; an inf/NaN U would stall the search
+            raise SelfteachError(f"ICM: mutual predictability is {p} (a label read-out was not finite)")
         return self.cfg.alpha * p - self.rule.count(labels)
 
     def init_labels(self) -> dict[int, bool]:
@@ -133,7 +156,9 @@ class _Search:
         return dict(zip(idx, ys, strict=True))
 
     def consistency_fix(self, labels: dict[int, bool], u: float) -> tuple[dict[int, bool], float]:
-        """Algorithm 2: repair violating pairs while that raises U; never raises I."""
+        """Algorithm 2: repair violating pairs; never raises I. fix="paper" keeps a pair's
+        best assignment only if it raises U; fix="reference" always applies it (the
+        authors' code), so U may drop."""
         tried: set[tuple[int, int]] = set()
         for _ in range(self.cfg.fix_rounds):
             pairs = [p for p in self.rule.violations(labels) if p not in tried]
@@ -151,7 +176,7 @@ class _Search:
                 uc = self.U(cand)
                 if best is None or uc > best[1]:
                     best = (cand, uc)
-            if best is not None and best[1] > u:
+            if best is not None and (best[1] > u or self.cfg.fix == "reference"):
                 labels, u = best
         return labels, u
 
@@ -205,7 +230,9 @@ def icm(claims: list[Claim], backend, task: str = "binary", config: ICMConfig | 
     fp = _fingerprint(claims, task, cfg)
     ck = _load_checkpoint(run, fp)
     t_start = time.time()
-    cost: dict[str, dict[str, float]] = ck.get("cost", {}) if ck else {}
+    # stages after the search (final context, baselines) are redone by a resumed run: not counted twice
+    cost: dict[str, dict[str, float]] = {k: v for k, v in (ck.get("cost", {}) if ck else {}).items()
+                                         if k in ("zero_shot", "search")}
 
     def spent(stage: str, calls0: int, tokens0: int, t0: float) -> None:
         c = cost.setdefault(stage, {"calls": 0, "prompt_tokens": 0, "seconds": 0.0})
@@ -220,6 +247,9 @@ def icm(claims: list[Claim], backend, task: str = "binary", config: ICMConfig | 
         _set_rng(s.rng, ck["rng"])
         s.scorer.load_state(ck["scorer"])
         trajectory = ck.get("trajectory", [])
+        if trajectory:  # the trajectory's call/token counts continue where the checkpoint left them
+            start_calls = usage.calls - int(trajectory[-1]["calls"])
+            start_tokens = usage.prompt_tokens - int(trajectory[-1]["prompt_tokens"])
     else:
         c0, k0, t0 = usage.calls, usage.prompt_tokens, time.time()
         zs = s.scorer.zero_shot()
@@ -231,10 +261,13 @@ def icm(claims: list[Claim], backend, task: str = "binary", config: ICMConfig | 
         step, accepted, proposals, trajectory = 0, 0, 0, []
         spent("search", c0, k0, t0)
 
+    metrics_offset = _restore_metrics(run, ck, trajectory)
+
     def save(done: bool = False) -> None:
         if run is None:
             return
-        run.write_json(CHECKPOINT, {"fingerprint": fp, "step": step, "U": u, "accepted": accepted, "proposals": proposals, "done": done,
+        run.write_json(CHECKPOINT, {"fingerprint": fp, "step": step, "U": u, "accepted": accepted,
+                                    "proposals": proposals, "done": done, "metrics_offset": metrics_offset,
                                     "labels": {str(i): y for i, y in labels.items()}, "rng": _rng_state(s.rng),
                                     "scorer": s.scorer.state(), "cost": cost, "trajectory": trajectory,
                                     "zero_shot": {str(i): list(v) for i, v in zs.items()}})
@@ -245,7 +278,7 @@ def icm(claims: list[Claim], backend, task: str = "binary", config: ICMConfig | 
         while step < n_iter:
             c0, k0, t0 = usage.calls, usage.prompt_tokens, time.time()
             n = step + 1
-            t = temperature(n, cfg)
+            t = temperature(n, cfg, accepted)
             i = s.rng.choices(range(len(claims)), weights=s.weights(labels))[0]
             lp = s.scorer.predict(i, labels)
             y = lp[0] >= lp[1]
@@ -374,12 +407,17 @@ def _report(claims, rule, cfg, s, out_labels, searched, final: dict[int, LP], zs
 
 
 def _baselines(claims, s: _Search, zs: dict[int, LP], cost) -> dict[str, Any]:
-    """Floor and ceiling in the same scorer: zero-shot, random-label many-shot, gold many-shot."""
+    """Floor and ceiling in the same scorer: zero-shot, zero-shot + rule (where the task has
+    a rule), random-label many-shot, gold many-shot."""
     out: dict[str, Any] = {}
     zs_labels = {i: v[0] >= v[1] for i, v in zs.items()}
     out["zero_shot"] = {"accuracy": accuracy(zs_labels, claims), "auroc": auroc({i: v[0] - v[1] for i, v in zs.items()},
                                                                                claims),
                         "balance": sum(zs_labels.values()) / len(claims)}
+    if s.rule.relates():  # the same rule on the zero-shot margins: label-free, no extra model call
+        rl, sc = s.rule.zero_shot_rule({i: v[0] - v[1] for i, v in zs.items()})
+        out["zero_shot_rule"] = {"accuracy": accuracy(rl, claims), "auroc": auroc(sc, claims),
+                                 "balance": sum(rl.values()) / len(claims), "I": s.rule.count(rl)}
     usage = s.backend.usage
     rng = random.Random(f"icm-random-baseline-{s.cfg.seed}")
     ys = [True] * (len(claims) // 2) + [False] * (len(claims) - len(claims) // 2)
@@ -399,6 +437,39 @@ def _baselines(claims, s: _Search, zs: dict[int, LP], cost) -> dict[str, Any]:
                      "auroc": auroc({i: v[0] - v[1] for i, v in scores.items()}, claims),
                      "balance": sum(labels.values()) / len(claims)}
     return out
+
+
+def _restore_metrics(run, ck: dict | None, trajectory: list[dict[str, Any]]) -> int:
+    """Byte offset in metrics.jsonl where this ICM run's rows begin (rows before it belong to
+    the caller, e.g. `improve`). On resume, everything after it is rewritten from the
+    checkpoint's trajectory, the authoritative record: a kill between the checkpoint and the
+    log line (a gap), after the log line (a duplicate when the step is redone), in the middle
+    of a line (torn), or after the final row (a second final row) leaves metrics.jsonl equal
+    to an uninterrupted run's. Rows keep their original `time` where one was written."""
+    if run is None:
+        return 0
+    f = run.file("metrics.jsonl")
+    data = f.read_bytes() if f.exists() else b""
+    if not ck or "metrics_offset" not in ck:
+        return len(data)
+    off = min(int(ck["metrics_offset"]), len(data))
+    times: dict[Any, Any] = {}
+    others = []  # rows a caller wrote after ICM finished: kept, after the trajectory
+    for line in data[off:].splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue  # a torn line
+        if isinstance(row, dict) and row.get("stage") == "icm":
+            times.setdefault(row.get("step"), row.get("time"))
+        elif not isinstance(row, dict) or row.get("stage") != "icm_final":
+            others.append(line.decode("utf-8") + "\n")
+    from selfteach.data.jsonl import _dump, atomic_write_text
+
+    now = round(time.time(), 3)
+    rows = "".join(_dump({"time": times.get(r["step"], now), "stage": "icm", **r}) + "\n" for r in trajectory)
+    atomic_write_text(f, data[:off].decode("utf-8") + rows + "".join(others))
+    return off
 
 
 def _load_checkpoint(run, fp: str) -> dict | None:

@@ -14,12 +14,12 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from selfteach.backends.base import Backend, SamplingParams
-from selfteach.data.answers import answers_match, extract_answer, extract_choice
+from selfteach.data.answers import answers_match, extract_answer, extract_choice, verify_timeouts
 from selfteach.data.records import Problem
 from selfteach.errors import SelfteachError
 from selfteach.evaluate.prompts import solve_prompt
 from selfteach.progress import ProgressBar
-from selfteach.runs import RunDir
+from selfteach.runs import RunDir, crash_point, fixed_batches, item_seed
 from selfteach.stats import majority, mean_ci, pass_at_k
 from selfteach.validate import MAX_BATCH, MAX_SAMPLES, MAX_TEMPERATURE, MAX_TOKENS, Seed
 
@@ -44,18 +44,20 @@ class AccuracyConfig(BaseModel):
 def score_item(problem: Problem, texts: list[str]) -> dict:
     """Per-item record: answers, correctness, and the item's pass@k / maj@k."""
     kind = "choice" if problem.choices else "math"
+    timeouts0 = verify_timeouts()
     if kind == "choice":
         answers = [extract_choice(t) for t in texts]
         correct = [a is not None and a == str(problem.answer).upper() for a in answers]
     else:
         answers = [extract_answer(t) for t in texts]
         correct = [answers_match(a, problem.answer) for a in answers]
+    timed_out = verify_timeouts() - timeouts0  # before maj@k re-checks one of the same answers
     maj = majority(answers)
     maj_ok = maj is not None and (maj == str(problem.answer).upper() if kind == "choice" else answers_match(maj, problem.answer))
     k = len(texts)
     return {"id": problem.id, "gold": problem.answer, "answers": answers, "correct": correct,
             "accuracy": sum(correct) / k, "pass_at_k": pass_at_k(k, sum(correct), k),
-            "maj_at_k": float(maj_ok), "outputs": texts}
+            "maj_at_k": float(maj_ok), "outputs": texts, "verify_timeouts": timed_out}
 
 
 def summarize(items: list[dict]) -> dict:
@@ -63,7 +65,8 @@ def summarize(items: list[dict]) -> dict:
     if not items:
         raise SelfteachError("no items were evaluated")
     return {name: mean_ci([it[name] for it in items]) for name in ("accuracy", "pass_at_k", "maj_at_k")} | {
-        "n": len(items), "k": len(items[0]["correct"])}
+        "n": len(items), "k": len(items[0]["correct"]),
+        "verify_timeouts": sum(it.get("verify_timeouts", 0) for it in items)}  # counted as wrong
 
 
 def accuracy(model: str | Backend, problems: list[Problem] | str, samples: int = 1, temperature: float | None = None,
@@ -93,15 +96,15 @@ def accuracy(model: str | Backend, problems: list[Problem] | str, samples: int =
         temperature = 0.0 if samples == 1 else 0.7
     params = SamplingParams(n=samples, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
     done = run.done_rows("outputs.jsonl") if run else {}
-    # Batches have fixed boundaries and a per-batch seed, so a resumed run regenerates a
-    # partly finished batch with the same composition and seed: the same samples.
-    batches = [problems[i : i + batch_size] for i in range(0, len(problems), batch_size)]
+    # Batches have fixed boundaries and are seeded by the ids they hold, so a resumed run
+    # regenerates a partly finished batch with the same composition and seed: the same samples.
     with ProgressBar(progress, len(problems), sum(p.id in done for p in problems), "evaluating") as bar:
-        for b, batch in enumerate(batches):
+        for batch in fixed_batches(problems, batch_size):
             if all(p.id in done for p in batch):
                 continue
+            batch_seed = item_seed(seed, *(p.id for p in batch))
             gens = backend.generate([solve_prompt(backend, p) for p in batch],
-                                    params.model_copy(update={"seed": seed + b}))
+                                    params.model_copy(update={"seed": batch_seed}))
             for p, g in zip(batch, gens, strict=True):
                 if p.id in done:
                     continue
@@ -109,9 +112,18 @@ def accuracy(model: str | Backend, problems: list[Problem] | str, samples: int =
                 done[p.id] = item
                 if run:
                     run.append("outputs.jsonl", item)
+                    crash_point(f"accuracy:{p.id}")
                 bar.advance(1)
     items = [done[p.id] for p in problems]
     return summarize(items) | {"items": items, "usage": backend.usage.as_dict()}
+
+
+def effective_config(config: AccuracyConfig) -> AccuracyConfig:
+    """`config` with the temperature that actually runs: temperature 0 with several samples
+    means 0.7 (k identical greedy samples would make pass@k and maj@k meaningless)."""
+    if config.samples > 1 and config.temperature == 0:
+        return config.model_copy(update={"temperature": 0.7})
+    return config
 
 
 def run_accuracy(config: AccuracyConfig, out: str | Path, resume: bool = False, progress: bool = True) -> dict:
@@ -122,11 +134,12 @@ def run_accuracy(config: AccuracyConfig, out: str | Path, resume: bool = False, 
     problems = load_problems(config.data, fields=config.fields, limit=config.limit, require_answers=True,
                              seed=config.seed)
     backend = load_backend(config.model)  # before the run dir: a bad model leaves nothing behind
+    config = effective_config(config)  # config.yaml and the summary record the temperature that ran
     run = RunDir.create(out, config, resume=resume, seed=config.seed, device=getattr(backend, "device", None))
-    result = accuracy(backend, problems, samples=config.samples, temperature=config.temperature if
-                      (config.samples == 1 or config.temperature > 0) else None,
+    result = accuracy(backend, problems, samples=config.samples, temperature=config.temperature,
                       max_new_tokens=config.max_new_tokens, top_p=config.top_p, seed=config.seed,
                       batch_size=config.batch_size, run=run, progress=progress)
+    result["temperature"] = config.temperature
     summary = {k: v for k, v in result.items() if k != "items"}
     run.write_json("metrics.json", summary)
     run.log_metrics({"event": "accuracy", **{k: v["mean"] for k, v in summary.items() if isinstance(v, dict) and "mean" in v}})
@@ -141,4 +154,6 @@ def summary_tables(config: AccuracyConfig, s: dict) -> dict:
     return {"title": f"Accuracy of {config.model} on {config.data}",
             "tables": [{"name": f"{s['n']} problems, k={s['k']}", "columns": ["metric", "value", "95% CI (bootstrap)"],
                         "rows": rows}],
-            "notes": [f"temperature {config.temperature}, max_new_tokens {config.max_new_tokens}, seed {config.seed}"]}
+            "notes": [f"temperature {s.get('temperature', config.temperature)}, "  # what ran
+                      f"max_new_tokens {config.max_new_tokens}, seed {config.seed}",
+                      f"answer checks that timed out (counted wrong): {s['verify_timeouts']}"]}

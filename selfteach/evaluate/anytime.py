@@ -30,9 +30,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from selfteach.backends.base import Backend, Generation, SamplingParams
+from selfteach.data.answers import verify_timeouts
 from selfteach.data.records import Problem
 from selfteach.errors import SelfteachError
 from selfteach.evaluate.scorers import check_scorable, format_question, get_scorer, predicted
+from selfteach.runs import fixed_batches, item_seed
 from selfteach.validate import MAX_BATCH, MAX_SAMPLES, MAX_TEMPERATURE, MAX_TOKENS, Seed
 
 PLAIN_SUFFIX = "\nTherefore, the final answer is"
@@ -156,8 +158,19 @@ def default_suffix(backend: Backend) -> str:
 
 # ---- metrics ---------------------------------------------------------------------------
 
+def check_quality(quality: list[float], budgets: list[int] | None = None, where: str = "quality") -> None:
+    """A quality that is not a finite number (NaN, inf, None) is refused, naming the point:
+    max() skips a NaN silently, so a curve with one would be summarised as if the point did
+    not exist (a leading NaN even gave a best-so-far of -inf)."""
+    for t, q in enumerate(quality):
+        if isinstance(q, bool) or not isinstance(q, int | float) or not math.isfinite(q):
+            at = f" (budget {budgets[t]})" if budgets is not None and t < len(budgets) else ""
+            raise SelfteachError(f"{where}[{t}]{at} is {q!r}: every quality must be a finite number")
+
+
 def best_so_far(quality: list[float]) -> list[float]:
-    """Q*_t = max_{i<=t} Q_i."""
+    """Q*_t = max_{i<=t} Q_i (finite qualities only: a NaN is refused, not skipped)."""
+    check_quality(quality)
     out, best = [], -math.inf
     for q in quality:
         best = max(best, q)
@@ -174,8 +187,9 @@ def anytime_index(budgets: list[int], quality: list[float], q_max: float = 1.0) 
     check_budgets(list(budgets))
     if len(quality) != len(budgets):
         raise SelfteachError(f"anytime_index: {len(quality)} quality values for {len(budgets)} budgets")
-    if q_max <= 0:
+    if not q_max > 0 or not math.isfinite(q_max):
         raise SelfteachError(f"anytime_index: q_max {q_max} must be positive")
+    check_quality(quality, list(budgets), "anytime_index: quality")
     qs = best_so_far(quality)
     if len(budgets) == 1:
         return qs[0] / q_max
@@ -246,7 +260,7 @@ def anytime_items(backend: Backend, problems: list[Problem], prompts: list[list[
     rows, k = [], 0
     for p, kind, ts in zip(problems, kinds, traces, strict=True):
         scorer = get_scorer(kind)
-        samples = []
+        samples, timeouts0 = [], verify_timeouts()
         for t in ts:
             per_budget = []
             for b, a in zip(budgets, answers[k], strict=True):
@@ -257,7 +271,8 @@ def anytime_items(backend: Backend, problems: list[Problem], prompts: list[list[
                             "budgets": per_budget})
             k += 1
         quality = [sum(s["budgets"][j]["score"] for s in samples) / len(samples) for j in range(len(budgets))]
-        rows.append({"id": p.id, "gold": p.answer, "scorer": kind, "quality": quality, "samples": samples})
+        rows.append({"id": p.id, "gold": p.answer, "scorer": kind, "quality": quality, "samples": samples,
+                     "verify_timeouts": verify_timeouts() - timeouts0})
     return rows
 
 
@@ -270,6 +285,8 @@ def summarize(rows: list[dict[str, Any]], cfg: AnytimeConfig, extra: dict[str, A
     budgets = cfg.budgets
     if not rows:
         raise SelfteachError("no evaluated items to summarise")
+    for r in rows:  # a NaN would make the mean NaN and the index silently skip the point
+        check_quality(r["quality"], budgets, f"item {r.get('id')!r}: quality")
     cis = [mean_ci([r["quality"][j] for r in rows]) for j in range(len(budgets))]
     quality = [c["mean"] for c in cis]
     best = best_so_far(quality)
@@ -279,7 +296,8 @@ def summarize(rows: list[dict[str, Any]], cfg: AnytimeConfig, extra: dict[str, A
     curve = {"model": cfg.model, "method": cfg.method, "data": cfg.data, "budgets": budgets, "quality": quality,
              "ci": [[c["lo"], c["hi"]] for c in cis], "best_so_far": best, "anytime_index": ai,
              "mean_quality": sum(quality) / len(quality), "items": len(rows), "samples": cfg.samples,
-             "label": f"{cfg.model} {cfg.method}", **(extra or {})}
+             "label": f"{cfg.model} {cfg.method}", **(extra or {}),
+             "verify_timeouts": sum(r.get("verify_timeouts", 0) for r in rows)}  # counted as quality 0
     trace_tokens = [s["trace_tokens"] for r in rows for s in r["samples"]]
     summary = {
         "title": f"Anytime evaluation: {cfg.model} ({cfg.method}) on {cfg.data}",
@@ -301,6 +319,7 @@ def summarize(rows: list[dict[str, Any]], cfg: AnytimeConfig, extra: dict[str, A
             "forced_share: fraction of traces still running at the budget (answered through the suffix); "
             "the rest ended on their own and were scored as written.",
             f"quality CI: 95% bootstrap over items; trace temperature {cfg.trace_temperature}.",
+            f"answer checks that timed out (scored 0): {curve['verify_timeouts']}.",
         ],
     }
     return {"summary": summary, "curve": curve}
@@ -347,6 +366,9 @@ def compare_plot(run_dirs: list[str | Path], out_png: str | Path, labels: list[s
         if not f.exists():
             raise SelfteachError(f"{d}: no anytime.json (not a finished `selfteach eval anytime` run)")
         c = json.loads(f.read_text())
+        if not isinstance(c, dict) or not isinstance(c.get("quality"), list):
+            raise SelfteachError(f"{f}: no 'quality' list (not an anytime.json)")
+        check_quality(c["quality"], c.get("budgets"), f"{f}: quality")
         if labels:
             c["label"] = labels[i]
         curves.append(c)
@@ -383,6 +405,10 @@ def evaluate_anytime(cfg: AnytimeConfig, out: str | Path, resume: bool = False, 
     run = RunDir.create(out, cfg, resume=resume, seed=cfg.seed, device=getattr(backend, "device", None))
     done = run.done_ids(OUTPUTS) if resume else set()
     todo = [(p, k) for p, k in zip(problems, kinds, strict=True) if p.id not in done]
+    # batches at fixed positions, seeded by the ids they hold: a resumed run samples as an
+    # uninterrupted one (a partly written batch is regenerated whole, its done rows skipped)
+    batches = [b for b in fixed_batches(list(zip(problems, kinds, strict=True)), cfg.batch_size)
+               if any(p.id not in done for p, _ in b)]
     usage0 = backend.usage.as_dict()
     t0 = time.time()
     from rich.progress import (
@@ -396,10 +422,9 @@ def evaluate_anytime(cfg: AnytimeConfig, out: str | Path, resume: bool = False, 
     with Progress(TextColumn("anytime {task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), disable=not progress, transient=False) as bar:
         task = bar.add_task(cfg.method, total=len(problems), completed=len(problems) - len(todo))
-        for start in range(0, len(todo), cfg.batch_size):
-            chunk = todo[start : start + cfg.batch_size]
+        for chunk in batches:
             probs, ks = [p for p, _ in chunk], [k for _, k in chunk]
-            seed = cfg.seed + (len(problems) - len(todo) + start) // cfg.batch_size
+            seed = item_seed(cfg.seed, *(p.id for p in probs))
             pdp_info: list[dict] = [{} for _ in probs]
             if cfg.method == "plain":
                 prompts = [build_prompt_ids(backend, format_question(p), cfg.prompt_template, cfg.system)
@@ -410,11 +435,13 @@ def evaluate_anytime(cfg: AnytimeConfig, out: str | Path, resume: bool = False, 
                 prompts, pdp_info = pdp_prompts(backend, probs, ks, cfg, suffix, seed)
             rows = anytime_items(backend, probs, prompts, ks, cfg, suffix, seed)
             for row, info, prompt in zip(rows, pdp_info, prompts, strict=True):
+                if row["id"] in done:
+                    continue
                 row["prompt_tokens"] = len(prompt)
                 if info:
                     row["pdp"] = info
                 run.append(OUTPUTS, row)
-            bar.advance(task, len(chunk))
+            bar.advance(task, sum(p.id not in done for p in probs))
     usage1 = backend.usage.as_dict()
     keep = set(ids)
     rows = [r for r in run.read(OUTPUTS) if r["id"] in keep]

@@ -21,7 +21,7 @@ from selfteach.data.answers import answers_match, extract_answer
 from selfteach.data.records import Problem
 from selfteach.errors import SelfteachError
 from selfteach.progress import ProgressBar
-from selfteach.runs import RunDir
+from selfteach.runs import RunDir, crash_point, fixed_batches, item_seed
 
 
 def split_samples(n: int, temperatures: Sequence[float]) -> list[tuple[float, int]]:
@@ -55,15 +55,17 @@ def generate_candidates(backend: Backend, problems: list[Problem], n: int = 8,
         from selfteach.data.jsonl import write_jsonl
 
         write_jsonl(run.file(file), rows)
-    todo = [p for p in problems if p.id not in done]
-    with ProgressBar(progress, len(problems), len(problems) - len(todo), "candidates") as bar:
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start : start + batch_size]
+    # Batches sit at fixed positions of `problems` and are seeded by the ids they hold (never
+    # by position in the to-do list), so a resumed run samples exactly as an uninterrupted one.
+    batches = [b for b in fixed_batches(problems, batch_size) if any(p.id not in done for p in b)]
+    n_done = sum(p.id in done for p in problems)
+    with ProgressBar(progress, len(problems), n_done, "candidates") as bar:
+        for batch in batches:
             prompts = [solve_prompt(backend, p) for p in batch]
             per_problem: list[list[dict]] = [[] for _ in batch]
             for ti, (temp, count) in enumerate(plan):
                 params = SamplingParams(n=count, temperature=temp, max_new_tokens=max_new_tokens,
-                                        seed=seed * 1000 + start * 10 + ti)
+                                        seed=item_seed(seed, *(p.id for p in batch), f"t{ti}"))
                 for i, gens in enumerate(backend.generate(prompts, params)):
                     for g in gens:
                         p = batch[i]
@@ -73,12 +75,15 @@ def generate_candidates(backend: Backend, problems: list[Problem], n: int = 8,
                             "text": g.text, "answer": ans, "temperature": temp, "finish_reason": g.finish_reason,
                             "tokens": g.num_tokens,
                             "correct": None if p.answer is None else answers_match(ans, p.answer)})
-            for cands in per_problem:
+            for p, cands in zip(batch, per_problem, strict=True):
+                if p.id in done:  # written before an interruption (regenerated to keep the batch)
+                    continue
                 for c in cands:
                     if run:
                         run.append(file, c)
                     rows.append(c)
-            bar.advance(len(batch))
+                crash_point(f"candidates:{p.id}")
+            bar.advance(sum(p.id not in done for p in batch))
     order = {p.id: i for i, p in enumerate(problems)}
     return sorted((r for r in rows if r["problem_id"] in order), key=lambda r: (order[r["problem_id"]],
                                                                                int(r["id"].rsplit("#", 1)[1])))

@@ -239,7 +239,7 @@ class Improver:
 
             self.release(keep={label_spec} if cfg.label_model else set())  # free memory before training
             args = cfg.dpo.model_copy(update={"model": model_spec, "seed": cfg.seed})
-            res = train_dpo(pairs, args, out=rdir / "dpo")
+            res = train_dpo(pairs, args, out=rdir / "dpo", resume=True)  # continues a killed run
             out = {"model_dir": str(res.model_dir), "metrics": res.metrics, "pairs": len(pairs)}
             RunDir(rdir / "dpo").write_json("result.json", out)
             return out
@@ -268,7 +268,7 @@ class Improver:
                                                    "batch_size": g * cfg.grpo_prompts_per_step,
                                                    "max_completion_length": cfg.max_new_tokens,
                                                    "reward": "gold-answer"})
-                res = train_grpo(gold, args, out=bdir)
+                res = train_grpo(gold, args, out=bdir, resume=True)
                 out = {"model_dir": str(res.model_dir), "metrics": res.metrics, "examples": len(gold),
                        "labels": "gold answers (reward)"}
             else:

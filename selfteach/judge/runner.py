@@ -76,8 +76,8 @@ def run_judge(cfg: JudgeRunConfig, out: str | Path, resume: bool = False, progre
 
             meta = MetaRM.load(cfg.meta_rm, backend=backend)
         with ProgressBar(progress, len(items), len(items) - len(todo), "judging", transient=False) as bar:
-            judge_items(backend, todo, judge_cfg, prompt, on_item=lambda r: run.append(OUTPUTS, r),
-                        advance=bar.advance, meta=meta)
+            judge_items(backend, items, judge_cfg, prompt, on_item=lambda r: run.append(OUTPUTS, r),
+                        advance=bar.advance, meta=meta, done=done)
         run.log_metrics({"event": "judged", "items": len(todo), **backend.usage.as_dict()})
     by_id = {str(r["id"]): r for r in run.read(OUTPUTS)}
     return [by_id[it.id] for it in items if it.id in by_id]

@@ -27,7 +27,6 @@ from __future__ import annotations
 import itertools
 import math
 import random
-import zlib
 from collections.abc import Callable, Iterator
 from typing import Literal
 
@@ -37,6 +36,7 @@ from selfteach.backends.base import Backend, SamplingParams
 from selfteach.data.records import JudgeItem
 from selfteach.judge.parse import parse_scores
 from selfteach.judge.prompts import JudgePrompt, build_prompt, render
+from selfteach.runs import item_seed
 from selfteach.validate import MAX_BATCH, MAX_SAMPLES, MAX_TEMPERATURE, MAX_TOKENS, Seed
 
 
@@ -112,7 +112,7 @@ def credit(v: dict, best: int, n: int) -> float:
 
 # ---- sampling judgments -----------------------------------------------------------------
 def _item_seed(seed: int, item_id: str) -> int:
-    return (seed * 1_000_003 + zlib.crc32(item_id.encode())) % (2**31)
+    return item_seed(seed, item_id)
 
 
 def _chunks(xs: list, size: int) -> Iterator[list]:
@@ -168,14 +168,18 @@ def _assemble(item: JudgeItem, cfg: JudgeConfig, plan: dict, gens: list[list]) -
 
 def judge_items(backend: Backend, items: list[JudgeItem], cfg: JudgeConfig, prompt: JudgePrompt | None = None,
                 on_item: Callable[[dict], None] | None = None, advance: Callable[[int], None] | None = None,
-                meta=None) -> list[dict]:
+                meta=None, done: set[str] | frozenset[str] = frozenset()) -> list[dict]:
     """k judgments per item, batched, voted. Returns one record per item:
     {id, subset, prompt, responses, best, mode, samples: [...], vote, error}. `on_item` is
     called with each finished record (the CLI appends it to the run directory);
-    `meta`, a `MetaRM`, adds a "meta" rating to every multi-mode sample."""
+    `meta`, a `MetaRM`, adds a "meta" rating to every multi-mode sample. Items whose ids
+    are in `done` (written before an interruption) get no record; chunks keep their
+    positions in `items`, so a resumed run samples every other item as an uninterrupted one."""
     prompt = prompt or JudgePrompt()
     results = []
     for chunk in _chunks(items, cfg.items_per_call):
+        if all(it.id in done for it in chunk):
+            continue
         plans = [_plan(backend, it, cfg, prompt) for it in chunk]
         # one generate call per distinct samples-per-prompt (normally exactly one)
         gens: dict[int, list] = {}
@@ -191,6 +195,8 @@ def judge_items(backend: Backend, items: list[JudgeItem], cfg: JudgeConfig, prom
             for (ii, oi), g in zip(slots, out, strict=True):
                 gens.setdefault(ii, [None] * len(plans[ii]["texts"]))[oi] = g
         for ii, (item, pl) in enumerate(zip(chunk, plans, strict=True)):
+            if item.id in done:
+                continue
             n = len(item.responses)
             if pl["too_long"]:
                 samples = [{"order": None, "text": "", "scores": None, "error": "too_long", "tokens": 0}

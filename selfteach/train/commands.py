@@ -44,15 +44,18 @@ def register(app: typer.Typer) -> None:
         lora_r: Annotated[int, typer.Option(help="LoRA rank")] = 16,
         device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
         seed: Annotated[int, typer.Option(help="seed")] = 0,
+        save_steps: Annotated[int, typer.Option(help="checkpoint every N steps (for --resume)")] = 50,
+        resume: Annotated[bool, typer.Option("--resume", help="continue from the last checkpoint in --out")] = False,
     ) -> None:
         """DPO on preference pairs (TRL DPOTrainer; arXiv 2305.18290)."""
         from selfteach.train.dpo import DPOArgs, read_pairs, train_dpo
 
         args = DPOArgs(model=model, beta=beta, loss_type=loss_type, learning_rate=lr, epochs=epochs,
                        max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum, max_length=max_length,
-                       precompute_ref=precompute_ref, lora=lora, lora_r=lora_r, device=device, seed=seed)
+                       precompute_ref=precompute_ref, lora=lora, lora_r=lora_r, device=device, seed=seed,
+                       save_steps=save_steps)
         data = read_pairs(pairs)  # line-numbered errors before any model is loaded
-        _echo_result(train_dpo(data, args, out=out))
+        _echo_result(train_dpo(data, args, out=out, resume=resume))
 
     @train_app.command("grpo")
     def grpo(
@@ -75,6 +78,8 @@ def register(app: typer.Typer) -> None:
         lora: Annotated[bool, typer.Option("--lora", help="train a LoRA adapter (merged when saved)")] = False,
         device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
         seed: Annotated[int, typer.Option(help="seed")] = 0,
+        save_steps: Annotated[int, typer.Option(help="checkpoint every N steps (for --resume)")] = 50,
+        resume: Annotated[bool, typer.Option("--resume", help="continue from the last checkpoint in --out")] = False,
     ) -> None:
         """GRPO (TRL GRPOTrainer; arXiv 2402.03300) with Dr. GRPO / DAPO loss variants."""
         from selfteach.data.loaders import load_problems, parse_field_map
@@ -83,12 +88,12 @@ def register(app: typer.Typer) -> None:
         args = GRPOArgs(model=model, reward=reward, loss_type=loss_type, num_generations=num_generations,
                         max_completion_length=max_completion_length, temperature=temperature, beta=beta,
                         learning_rate=lr, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
-                        grad_accum=grad_accum, lora=lora, device=device, seed=seed)
+                        grad_accum=grad_accum, lora=lora, device=device, seed=seed, save_steps=save_steps)
         from selfteach.train.rewards import resolve_reward
 
         resolve_reward(reward)  # a bad --reward fails before loading data or models
         data = load_problems(problems, fields=parse_field_map(field), limit=limit, seed=seed)
-        _echo_result(train_grpo(data, args, out=out))
+        _echo_result(train_grpo(data, args, out=out, resume=resume))
 
     try:
         from selfteach.train.sft_command import register_sft

@@ -9,6 +9,9 @@
 - `lora_config(cfg)`: a peft `LoraConfig` when `cfg.lora` is set.
 - `finish(trainer, cfg, out)`: merge LoRA, save a full model directory any backend can load,
   write the training log (train_log.jsonl) and curves (train_curves.png).
+- `resume_checkpoint(folder, resume)`: --resume from the newest *complete* checkpoint
+  (`checkpoint_problem` says why one is not: a kill -9 during its write), and
+  `mean_train_loss(history)`: the training loss over all steps, across resumes.
 
 Everything here works unchanged under `accelerate launch` (DDP, DeepSpeed ZeRO-2): the
 trainers read the distributed state from the environment accelerate sets up.
@@ -18,14 +21,19 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import sys
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from selfteach.data.jsonl import atomic_write_text
 from selfteach.errors import SelfteachError
+from selfteach.runs import crash_point
 from selfteach.validate import MAX_BATCH, MAX_EPOCHS, MAX_LR, MAX_TOKENS, MaxSteps, Seed
 
 
@@ -53,6 +61,8 @@ class TrainConfig(BaseModel):
     logging_steps: int = Field(1, ge=1, description="log loss/metrics every this many optimizer steps")
     gradient_checkpointing: bool = Field(False, description="trade compute for memory (useful on GPU for long sequences)")
     save_model: bool = Field(True, description="save the trained (merged) model to OUT/model")
+    save_steps: int = Field(50, ge=1, description="checkpoint every N optimizer steps (and at the end), "
+                                                   "for --resume")
 
 
 @dataclass
@@ -122,7 +132,8 @@ def trl_common_kwargs(cfg: TrainConfig, out: Path, device: str) -> dict[str, Any
         max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum, warmup_steps=cfg.warmup_ratio,  # <1 means a ratio
         lr_scheduler_type=cfg.lr_scheduler, weight_decay=cfg.weight_decay, seed=cfg.seed,
-        logging_steps=cfg.logging_steps, save_strategy="no", report_to="none",
+        logging_steps=cfg.logging_steps, report_to="none",
+        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2,  # for --resume
         activation_checkpointing=cfg.gradient_checkpointing, disable_tqdm=False,
         dataloader_num_workers=0, **precision_kwargs(device),
     )
@@ -137,7 +148,8 @@ def finish(trainer, cfg: TrainConfig, out: Path, title: str) -> TrainResult:
     history = [dict(h) for h in trainer.state.log_history]
     metrics = next((h for h in reversed(history) if "train_runtime" in h), {})
     losses = [h["loss"] for h in history if "loss" in h]
-    metrics = {**metrics, "global_step": trainer.state.global_step,
+    metrics = {**metrics, "train_loss": mean_train_loss(history),  # over all steps, across resumes
+               "global_step": trainer.state.global_step,
                "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None}
     model_dir = None
     if cfg.save_model:
@@ -152,9 +164,152 @@ def finish(trainer, cfg: TrainConfig, out: Path, title: str) -> TrainResult:
     if is_main_process():
         out.mkdir(parents=True, exist_ok=True)
         (out / "train_log.jsonl").write_text("".join(json.dumps(h, default=str) + "\n" for h in history))
-        (out / "train_metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
         plot_curves(history, out / "train_curves.png", title)
+        # written last and atomically: its presence marks a finished run (see finished_result)
+        atomic_write_text(out / "train_metrics.json", json.dumps(metrics, indent=2, default=str))
+        for ckpt in (out / "trainer").glob("checkpoint-*"):  # large, and only --resume needs them
+            shutil.rmtree(ckpt, ignore_errors=True)
     return TrainResult(model_dir=model_dir, log_history=history, metrics=metrics)
+
+
+def finished_result(out: Path) -> TrainResult | None:
+    """The result of a run in `out` that already finished (for --resume), else None."""
+    f = out / "train_metrics.json"
+    if not f.exists():
+        return None
+    lines = (out / "train_log.jsonl").read_text().splitlines()
+    history = [json.loads(x) for x in lines if x.strip()]
+    model_dir = out / "model"
+    return TrainResult(model_dir=model_dir if model_dir.exists() else None, log_history=history,
+                       metrics=json.loads(f.read_text()))
+
+
+def mean_train_loss(history: list[dict[str, Any]]) -> float | None:
+    """Mean training loss over every step trained, across resumes.
+
+    The Trainer's `training_loss` averages only the steps of the last session; the log
+    history (restored from the checkpoint on resume) holds every logged loss, each the mean
+    over the steps since the previous log, so weighting by interval length gives the mean
+    over all steps (exact with logging every step, as selfteach does)."""
+    prev, total, steps = 0, 0.0, 0
+    for h in history:
+        if "loss" in h and "step" in h and h["step"] > prev:
+            total += float(h["loss"]) * (h["step"] - prev)
+            steps += h["step"] - prev
+            prev = h["step"]
+    return total / steps if steps else None
+
+
+# ---- checkpoints and --resume --------------------------------------------------------------
+_WEIGHTS = ("model.safetensors", "adapter_model.safetensors", "pytorch_model.bin",
+            "adapter_model.bin")
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """Is the header readable and the file as long as the header says (a torn write is shorter)?"""
+    try:
+        with path.open("rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(n))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"),
+                  default=0)
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return f"{path.name} is unreadable"
+    return None if path.stat().st_size >= 8 + n + end else f"{path.name} is truncated"
+
+
+def _torch_file_problem(path: Path) -> str | None:
+    """torch.save files are zip archives whose directory is written last: a torn one has none."""
+    if not path.exists():
+        return f"no {path.name}"
+    try:
+        with zipfile.ZipFile(path):
+            return None
+    except (OSError, zipfile.BadZipFile):
+        return f"{path.name} is truncated"
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why the Trainer checkpoint `path` cannot be resumed from (None: it is complete).
+
+    transformers writes weights, optimizer, scheduler and RNG state, then trainer_state.json
+    last; a kill -9 in between leaves a folder that `resume_from_checkpoint` fails on."""
+    try:
+        state = json.loads((path / "trainer_state.json").read_text())
+    except FileNotFoundError:
+        return "no trainer_state.json"
+    except (OSError, ValueError):
+        return "trainer_state.json is torn"
+    if not isinstance(state, dict) or not isinstance(state.get("global_step"), int):
+        return "trainer_state.json is torn"
+    index = path / "model.safetensors.index.json"
+    try:
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.exists() else []
+    except (OSError, ValueError, KeyError, AttributeError):
+        return f"{index.name} is torn"
+    weights = [path / f for f in shards] or [path / w for w in _WEIGHTS if (path / w).exists()]
+    if not weights:
+        return "no model weights"
+    deepspeed = any(path.glob("global_step*"))  # DeepSpeed keeps its own optimizer state there
+    state = [] if deepspeed else [path / "optimizer.pt", path / "scheduler.pt"]
+    files = weights + state + sorted(path.glob("rng_state*.pth"))
+    for f in files:
+        why = _safetensors_problem(f) if f.suffix == ".safetensors" else _torch_file_problem(f)
+        if why:
+            return why
+    return None
+
+
+def _step(path: Path) -> int:
+    tail = path.name.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else -1
+
+
+def last_complete_checkpoint(folder: str | Path) -> str | None:
+    """The newest complete `checkpoint-N` in `folder` (for `resume_from_checkpoint`), or None.
+
+    Newer incomplete ones (a kill -9 during a checkpoint write) are renamed to
+    `incomplete-checkpoint-N`, so neither this nor the Trainer's checkpoint rotation picks
+    them up again, and each is reported in one line on stderr."""
+    for ckpt in sorted(Path(folder).glob("checkpoint-*"), key=_step, reverse=True):
+        why = checkpoint_problem(ckpt)
+        if why is None:
+            return str(ckpt)
+        if not is_main_process():  # every rank reaches the same answer; only rank 0 renames
+            continue
+        dest = ckpt.with_name(f"incomplete-{ckpt.name}")
+        shutil.rmtree(dest, ignore_errors=True)
+        ckpt.rename(dest)
+        print(f"{ckpt}: incomplete ({why}), set aside as {dest.name}; "
+              "resuming from an earlier checkpoint", file=sys.stderr)
+    return None
+
+
+def resume_checkpoint(folder: Path, resume: bool) -> str | None:
+    """The checkpoint to continue from with --resume; without it, leftover checkpoints of an
+    interrupted run are an error (checked before any model loads) rather than silently mixed in."""
+    if resume:
+        return last_complete_checkpoint(folder)
+    if any(Path(folder).glob("checkpoint-*")):
+        raise SelfteachError(f"{folder}: checkpoints of an interrupted run; pass --resume to "
+                             "continue it or choose another --out")
+    return None
+
+
+def crash_points():
+    """A TrainerCallback for the test hook `selfteach.runs.crash_point`: die after optimizer
+    step N (`train:step:N`, before that step's log and checkpoint) or right after checkpoint
+    N is written (`train:save:N`). Built on call: transformers loads only when training."""
+    from transformers import TrainerCallback
+
+    class CrashPoints(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            crash_point(f"train:step:{state.global_step}")
+
+        def on_save(self, args, state, control, **kwargs):
+            crash_point(f"train:save:{state.global_step}")
+
+    return CrashPoints()
 
 
 CURVE_KEYS = ["loss", "rewards/margins", "rewards/accuracies", "reward", "kl", "learning_rate"]

@@ -29,10 +29,13 @@ from selfteach.errors import SelfteachError
 from selfteach.train.common import (
     TrainConfig,
     TrainResult,
+    crash_points,
     finish,
+    finished_result,
     load_trainable,
     lora_config,
     pick_device,
+    resume_checkpoint,
     trl_common_kwargs,
 )
 
@@ -81,10 +84,12 @@ def dpo_config(args: DPOArgs, out: Path, device: str):
 
 
 def train_dpo(pairs: list[PreferencePair] | str | Path, args: DPOArgs | None = None,
-              out: str | Path = "runs/dpo", model=None, tokenizer=None) -> TrainResult:
+              out: str | Path = "runs/dpo", model=None, tokenizer=None, resume: bool = False) -> TrainResult:
     """Train `args.model` (or the given model object) with DPO on `pairs`; save to OUT/model.
 
     Returns a `TrainResult` (model directory, TRL log history with loss and reward margins).
+    With `resume`, a finished run in `out` is returned as it is, and an interrupted one
+    continues from its last complete checkpoint (every `args.save_steps` steps).
     """
     from trl import DPOTrainer
 
@@ -94,6 +99,9 @@ def train_dpo(pairs: list[PreferencePair] | str | Path, args: DPOArgs | None = N
         pairs = read_pairs(pairs)
     if not pairs:
         raise SelfteachError("no preference pairs to train on")
+    if resume and (done := finished_result(out)):
+        return done
+    ckpt = resume_checkpoint(out / "trainer", resume)  # before the model loads
     device = pick_device(args.device)
     if model is None:
         model, tokenizer = load_trainable(args.model, device)
@@ -102,6 +110,7 @@ def train_dpo(pairs: list[PreferencePair] | str | Path, args: DPOArgs | None = N
     # usable name (platform notes), so give a frozen copy unless LoRA/precompute make it moot.
     ref = None if (peft is not None or args.precompute_ref) else copy.deepcopy(model).eval()
     trainer = DPOTrainer(model=model, ref_model=ref, args=dpo_config(args, out, device),
-                         train_dataset=pairs_dataset(pairs), processing_class=tokenizer, peft_config=peft)
-    trainer.train()
+                         train_dataset=pairs_dataset(pairs), processing_class=tokenizer, peft_config=peft,
+                         callbacks=[crash_points()])
+    trainer.train(resume_from_checkpoint=ckpt)
     return finish(trainer, args, out, f"DPO ({len(pairs)} pairs, beta={args.beta})")

@@ -28,10 +28,13 @@ from selfteach.errors import SelfteachError
 from selfteach.train.common import (
     TrainConfig,
     TrainResult,
+    crash_points,
     finish,
+    finished_result,
     load_trainable,
     lora_config,
     pick_device,
+    resume_checkpoint,
     trl_common_kwargs,
 )
 from selfteach.train.rewards import resolve_reward
@@ -95,8 +98,10 @@ def grpo_config(args: GRPOArgs, out: Path, device: str):
 
 
 def train_grpo(problems: list[Problem], args: GRPOArgs | None = None, out: str | Path = "runs/grpo",
-               model=None, tokenizer=None) -> TrainResult:
-    """Train with GRPO on `problems` using the reward `args.reward`; save to OUT/model."""
+               model=None, tokenizer=None, resume: bool = False) -> TrainResult:
+    """Train with GRPO on `problems` using the reward `args.reward`; save to OUT/model.
+    With `resume`, a finished run in `out` is returned as it is, and an interrupted one
+    continues from its last complete checkpoint (every `args.save_steps` steps)."""
     from trl import GRPOTrainer
 
     args = args or GRPOArgs()
@@ -112,11 +117,14 @@ def train_grpo(problems: list[Problem], args: GRPOArgs | None = None, out: str |
         raise SelfteachError(f"--batch-size x --grad-accum ({args.batch_size * args.grad_accum}) must be a multiple "
                              f"of --num-generations ({args.num_generations})")
     reward = resolve_reward(args.reward)
+    if resume and (done := finished_result(out)):
+        return done
+    ckpt = resume_checkpoint(out / "trainer", resume)  # before the model loads
     device = pick_device(args.device)
     if model is None:
         model, tokenizer = load_trainable(args.model, device)
     trainer = GRPOTrainer(model=model, reward_funcs=reward, args=grpo_config(args, out, device),
                           train_dataset=prompts_dataset(problems, tokenizer), processing_class=tokenizer,
-                          peft_config=lora_config(args))
-    trainer.train()
+                          peft_config=lora_config(args), callbacks=[crash_points()])
+    trainer.train(resume_from_checkpoint=ckpt)
     return finish(trainer, args, out, f"GRPO {args.loss_type} ({args.reward}, G={args.num_generations})")

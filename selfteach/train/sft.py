@@ -18,6 +18,7 @@ decay 0.01, cosine schedule, warmup 10%, lr 5e-5, 1 epoch); batch sizes are CPU-
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -30,6 +31,7 @@ from transformers import TrainerCallback
 from selfteach.data.checks import as_text
 from selfteach.errors import SelfteachError
 from selfteach.runs import RunDir
+from selfteach.train.common import crash_points, last_complete_checkpoint, mean_train_loss
 from selfteach.train.diagnostics import Diagnostics
 from selfteach.train.objectives import OBJECTIVES, check_objective, entropic_loss, reduce_loss
 from selfteach.validate import MAX_BATCH, MAX_EPOCHS, MAX_LR, MAX_STEPS, MAX_TOKENS, MaxSteps, Seed
@@ -283,12 +285,6 @@ def _check_lengths(dataset, limit: int, context: int, max_length: int | None) ->
             raise SelfteachError(f"example {i + 1}: completion has no tokens")
 
 
-def _last_checkpoint(path: Path) -> str | None:
-    ckpts = sorted(path.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1]
-                   .isdigit() else -1)
-    return str(ckpts[-1]) if ckpts else None
-
-
 def build_trainer(cfg: SFTRunConfig, rows: list[dict] | None = None, run: RunDir | None = None,
                   progress: bool = False, output_dir: str | Path | None = None) -> EntropicSFTTrainer:
     """A ready EntropicSFTTrainer for `cfg` (data checked, nothing trained yet)."""
@@ -333,7 +329,8 @@ def build_trainer(cfg: SFTRunConfig, rows: list[dict] | None = None, run: RunDir
     diag = Diagnostics(run, every=cfg.diag_every, objective=cfg.objective)
     trainer = EntropicSFTTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
                                  processing_class=tok, peft_config=peft_config, objective=cfg.objective,
-                                 alpha=alpha, diagnostics=diag, callbacks=[_RunCallback(run, diag, progress)])
+                                 alpha=alpha, diagnostics=diag,
+                                 callbacks=[_RunCallback(run, diag, progress), crash_points()])
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # logs go to metrics.jsonl and the progress bar instead
@@ -361,15 +358,15 @@ def train_sft(model: str, data: str | Path | list[dict], out: str | Path, object
     rows = load_sft_rows(data, cfg.fields, cfg.limit)  # bad data fails before a run dir is made
     out = Path(out)
     if resume and (out / "result.json").exists():  # finished already: nothing to resume
-        import json
-
         return json.loads((out / "result.json").read_text())
     # Build (load, tokenize, check lengths) before writing the run dir, so bad data leaves no run behind.
     trainer = build_trainer(cfg, rows, RunDir(out), progress=progress)
     run = RunDir.create(out, cfg, resume=resume, seed=cfg.seed, device=cfg.device)
-    ckpt = _last_checkpoint(run.file("checkpoints")) if resume else None
+    ckpt = last_complete_checkpoint(run.file("checkpoints")) if resume else None
+    if resume:
+        _drop_logs_after(run, _checkpoint_step(ckpt))
     t0 = time.time()
-    result = trainer.train(resume_from_checkpoint=ckpt)
+    trainer.train(resume_from_checkpoint=ckpt)
     seconds = time.time() - t0
     model_out = trainer.model
     if cfg.lora:  # merge the adapter: out/model is then a plain model any backend loads
@@ -379,7 +376,8 @@ def train_sft(model: str, data: str | Path | list[dict], out: str | Path, object
     logs = [h for h in trainer.state.log_history if "loss" in h]
     summary = {
         "objective": objective, "alpha": alpha, "model": model, "examples": len(rows),
-        "steps": trainer.state.global_step, "train_loss": round(float(result.training_loss), 6),
+        "steps": trainer.state.global_step,
+        "train_loss": round(float(mean_train_loss(trainer.state.log_history) or math.nan), 6),
         "final_loss": logs[-1]["loss"] if logs else math.nan,
         "mean_gate": _mean([h.get("mean_gate") for h in logs]), "mean_alpha": _mean([h.get("mean_alpha") for h in logs]),
         "mean_p_first": logs[0].get("mean_p") if logs else None, "mean_p_last": logs[-1].get("mean_p") if logs else None,
@@ -391,6 +389,32 @@ def train_sft(model: str, data: str | Path | list[dict], out: str | Path, object
         f"{summary['train_seconds']} s."])
     run.write_json("result.json", summary)
     return summary
+
+
+def _checkpoint_step(ckpt: str | None) -> int:
+    if ckpt is None:
+        return 0
+    return int(json.loads((Path(ckpt) / "trainer_state.json").read_text())["global_step"])
+
+
+def _drop_logs_after(run: RunDir, step: int) -> None:
+    """Training rows of metrics.jsonl logged after the checkpoint a resume starts from: the
+    resumed run logs those steps again (without this they would appear twice)."""
+    from selfteach.data.jsonl import write_jsonl
+
+    f = run.file("metrics.jsonl")
+    lines = f.read_text(encoding="utf-8").splitlines() if f.exists() else []
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            if i < len(lines) - 1:  # only the last line can be torn by an interruption
+                raise SelfteachError(f"{f}:{i + 1}: not a JSON line") from None
+    keep = [r for r in rows if not isinstance(r, dict)
+            or r.get("kind") not in ("train", "diagnostics") or r.get("step", 0) <= step]
+    if len(keep) < len(lines):
+        write_jsonl(f, keep)
 
 
 def _mean(xs: list[float | None]) -> float | None:
