@@ -629,6 +629,7 @@ def test_resume_drops_only_a_torn_last_line_and_says_so(tmp_path: Path, capsys) 
     with pytest.raises(SelfteachError, match=r"outputs.jsonl:2: damaged row"):
         run.done_rows("outputs.jsonl")
     assert (tmp_path / "outputs.jsonl").read_bytes() == b'{"id": "a"}\n{"id": \n{"id": "c"}\n'  # untouched
+    (tmp_path / "outputs.jsonl").unlink()
     (tmp_path / "metrics.jsonl").write_bytes(b'{"auroc": NaN}\n')  # our own NaN metrics are not damage
     run.check_resumable()
 
