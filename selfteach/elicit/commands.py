@@ -8,9 +8,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from selfteach.backends.options import server_options
+
 
 def register(app: typer.Typer) -> None:
     @app.command()
+    @server_options
     def elicit(
         model: str = typer.Option(..., "--model", help="model alias, directory, .gguf, hub id or server URL"),
         claims: str = typer.Option(..., "--claims", help="claims JSONL/parquet/dataset dir, or builtin:capitals"),
