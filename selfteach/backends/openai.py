@@ -289,12 +289,14 @@ class OpenAIBackend:
                 self._local.stop = None
 
         futures = [self._pool.submit(run, x) for x in items]
-        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-        if pending:
-            stop.set()
-            for f in pending:
-                f.cancel()
-            wait(pending)
+        try:
+            wait(futures, return_when=FIRST_EXCEPTION)
+        finally:  # a failure (or Ctrl-C): queued requests never start, running ones stop retrying
+            if not all(f.done() for f in futures):
+                stop.set()
+                for f in futures:
+                    f.cancel()
+        wait(futures)
         errors = [f.exception() for f in futures if not f.cancelled() and f.exception() is not None]
         if errors:
             raise next((e for e in errors if not isinstance(e, Aborted)), errors[0])
