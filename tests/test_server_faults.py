@@ -19,6 +19,7 @@ import struct
 import sys
 import threading
 import time
+import types
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -31,14 +32,33 @@ from selfteach.backends.openai import OpenAIBackend
 from selfteach.cli import app
 from selfteach.errors import SelfteachError
 
-VOCAB = [" True", " False", "True", "False", " Yes", " No", " A", " B", " 1", " 2", " 3", " 5", " 7", " 9",
-         " the", ".", "\n"]
+VOCAB = [
+    " True",
+    " False",
+    "True",
+    "False",
+    " Yes",
+    " No",
+    " A",
+    " B",
+    " 1",
+    " 2",
+    " 3",
+    " 5",
+    " 7",
+    " 9",
+    " the",
+    ".",
+    "\n",
+]
 FAULTS = ("500", "429", "slow", "reset", "truncated", "badjson", "shape")
 SLOW = 1.2  # seconds a "slow" answer takes: more than the client's --request-timeout in these tests
 
 
 def _h(*parts) -> int:
-    return int.from_bytes(hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).digest()[:8], "big")
+    return int.from_bytes(
+        hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).digest()[:8], "big"
+    )
 
 
 def _text(prompt) -> str:
@@ -51,21 +71,46 @@ class Engine:
     def completion(self, body: dict, chat: bool) -> dict:
         prompt = json.dumps(body["messages"]) if chat else _text(body["prompt"])
         if "logit_bias" in body:  # forced token: its log-prob from the prefix and the token
-            (tid, _), = body["logit_bias"].items()
+            ((tid, _),) = body["logit_bias"].items()
             lp = -0.01 - (_h(prompt, tid) % 500) / 100
-            tok = {"id": int(tid), "token": chr(int(tid)), "bytes": list(chr(int(tid)).encode()), "logprob": lp}
-            return self._answer([{"index": 0, "text": chr(int(tid)), "finish_reason": "length",
-                                  "logprobs": {"content": [{**tok, "top_logprobs": [tok]}]}}], prompt)
+            tok = {
+                "id": int(tid),
+                "token": chr(int(tid)),
+                "bytes": list(chr(int(tid)).encode()),
+                "logprob": lp,
+            }
+            return self._answer(
+                [
+                    {
+                        "index": 0,
+                        "text": chr(int(tid)),
+                        "finish_reason": "length",
+                        "logprobs": {"content": [{**tok, "top_logprobs": [tok]}]},
+                    }
+                ],
+                prompt,
+            )
         if body["max_tokens"] == 1 and body.get("logprobs"):  # next-token distribution
             k = body.get("top_logprobs") if chat else body["logprobs"]
             logits = [(_h(prompt, t) % 1000) / 150 for t in VOCAB]
             z = math.log(sum(math.exp(x) for x in logits)) + 0.1  # 10% of the mass outside VOCAB
-            top = sorted(((t, x - z) for t, x in zip(VOCAB, logits, strict=True)), key=lambda p: -p[1])[:k]
-            entries = [{"id": 1000 + VOCAB.index(t), "token": t, "bytes": list(t.encode()), "logprob": lp}
-                       for t, lp in top]
-            choice = {"index": 0, "finish_reason": "length",
-                      "logprobs": {"content": [{**entries[0], "top_logprobs": entries}]}}
-            choice.update({"message": {"role": "assistant", "content": top[0][0]}} if chat else {"text": top[0][0]})
+            top = sorted(
+                ((t, x - z) for t, x in zip(VOCAB, logits, strict=True)), key=lambda p: -p[1]
+            )[:k]
+            entries = [
+                {"id": 1000 + VOCAB.index(t), "token": t, "bytes": list(t.encode()), "logprob": lp}
+                for t, lp in top
+            ]
+            choice = {
+                "index": 0,
+                "finish_reason": "length",
+                "logprobs": {"content": [{**entries[0], "top_logprobs": entries}]},
+            }
+            choice.update(
+                {"message": {"role": "assistant", "content": top[0][0]}}
+                if chat
+                else {"text": top[0][0]}
+            )
             return self._answer([choice], prompt)
         choices = []
         for j in range(body.get("n", 1)):
@@ -75,11 +120,24 @@ class Engine:
             text = full[: min(cut)] if cut else full
             stopped = bool(cut) or len(text) < body["max_tokens"]
             text = text[: body["max_tokens"]]
-            steps = [{"id": ord(c), "token": c, "bytes": list(c.encode()), "logprob": -0.5, "top_logprobs": []}
-                     for c in text]
-            choice = {"index": j, "finish_reason": "stop" if stopped else "length",
-                      "logprobs": {"content": steps} if body.get("logprobs") else None}
-            choice.update({"message": {"role": "assistant", "content": text}} if chat else {"text": text})
+            steps = [
+                {
+                    "id": ord(c),
+                    "token": c,
+                    "bytes": list(c.encode()),
+                    "logprob": -0.5,
+                    "top_logprobs": [],
+                }
+                for c in text
+            ]
+            choice = {
+                "index": j,
+                "finish_reason": "stop" if stopped else "length",
+                "logprobs": {"content": steps} if body.get("logprobs") else None,
+            }
+            choice.update(
+                {"message": {"role": "assistant", "content": text}} if chat else {"text": text}
+            )
             choices.append(choice)
         return self._answer(choices, prompt)
 
@@ -87,12 +145,17 @@ class Engine:
     def _sample(h: int) -> str:
         """A reasoning-like text with a number answer and a judge's box of two scores."""
         words = " ".join(["step"] * (h % 5 + 1))
-        return (f"Let me think: {words} {h % 97}. So the answer is {h % 13}. "
-                f"Scores: \\boxed{{{h % 10 + 1}, {h // 10 % 10 + 1}}}")
+        return (
+            f"Let me think: {words} {h % 97}. So the answer is {h % 13}. "
+            f"Scores: \\boxed{{{h % 10 + 1}, {h // 10 % 10 + 1}}}"
+        )
 
     @staticmethod
     def _answer(choices: list[dict], prompt: str) -> dict:
-        return {"choices": choices, "usage": {"prompt_tokens": len(prompt), "completion_tokens": len(choices)}}
+        return {
+            "choices": choices,
+            "usage": {"prompt_tokens": len(prompt), "completion_tokens": len(choices)},
+        }
 
 
 class FaultServer:
@@ -103,7 +166,9 @@ class FaultServer:
         self.engine = Engine()
         self.every, self.status = every, status  # status: answer every completion with it
         self.count = 0
-        self.script: list[str] = []  # kinds of the next requests' faults ("" = none), before `every`
+        self.script: list[
+            str
+        ] = []  # kinds of the next requests' faults ("" = none), before `every`
         self.faults: dict[str, int] = {}
         self.log: list[tuple[str, dict]] = []
         self.lock = threading.Lock()
@@ -128,13 +193,19 @@ class FaultServer:
 
     def answer(self, path: str, body: dict) -> dict:
         if path.endswith("/models"):
-            return {"object": "list", "data": [{"id": "stub", "object": "model", "owned_by": "llamacpp"}]}
+            return {
+                "object": "list",
+                "data": [{"id": "stub", "object": "model", "owned_by": "llamacpp"}],
+            }
         if path == "/tokenize":
             return {"tokens": [ord(c) for c in body["content"]]}
         if path == "/detokenize":
             return {"content": "".join(chr(i) for i in body["tokens"])}
         if path == "/apply-template":
-            return {"prompt": "".join(f"<{m['role']}>{m['content']}\n" for m in body["messages"]) + "<assistant>"}
+            return {
+                "prompt": "".join(f"<{m['role']}>{m['content']}\n" for m in body["messages"])
+                + "<assistant>"
+            }
         return self.engine.completion(body, chat=path.endswith("chat/completions"))
 
     def close(self) -> None:
@@ -142,9 +213,18 @@ class FaultServer:
         self.httpd.server_close()
 
 
-WRONG_SHAPES = [{"choices": []}, {"object": "error"}, {"choices": [{"index": 0, "text": 7}]},
-                {"choices": [{"index": 0, "text": "x", "logprobs": {"content": "oops"}}], "tokens": "x",
-                 "content": 5, "prompt": None, "data": "x"}]
+WRONG_SHAPES = [
+    {"choices": []},
+    {"object": "error"},
+    {"choices": [{"index": 0, "text": 7}]},
+    {
+        "choices": [{"index": 0, "text": "x", "logprobs": {"content": "oops"}}],
+        "tokens": "x",
+        "content": 5,
+        "prompt": None,
+        "data": "x",
+    },
+]
 
 
 def _handler(server: FaultServer):
@@ -152,7 +232,9 @@ def _handler(server: FaultServer):
         def log_message(self, *args):
             pass
 
-        def _send(self, status: int, data: bytes, headers: dict | None = None, short: int | None = None) -> None:
+        def _send(
+            self, status: int, data: bytes, headers: dict | None = None, short: int | None = None
+        ) -> None:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
@@ -165,19 +247,28 @@ def _handler(server: FaultServer):
         def _serve(self, body: dict) -> None:
             kind = server.fault()
             if kind == "reset":  # RST instead of an answer
-                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.connection.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                )
                 self.close_connection = True
                 self.connection.close()
                 return
             if kind in ("500", "429"):
                 headers = {"Retry-After": "1"} if kind == "429" else {}
-                return self._send(int(kind), json.dumps({"error": {"message": f"injected {kind}"}}).encode(),
-                                  headers)
+                return self._send(
+                    int(kind),
+                    json.dumps({"error": {"message": f"injected {kind}"}}).encode(),
+                    headers,
+                )
             if server.status and "completions" in self.path:
-                return self._send(server.status, json.dumps({"error": {"message": "bad request: n too big"}})
-                                  .encode())
+                return self._send(
+                    server.status,
+                    json.dumps({"error": {"message": "bad request: n too big"}}).encode(),
+                )
             if kind == "shape":
-                return self._send(200, json.dumps(WRONG_SHAPES[server.count % len(WRONG_SHAPES)]).encode())
+                return self._send(
+                    200, json.dumps(WRONG_SHAPES[server.count % len(WRONG_SHAPES)]).encode()
+                )
             data = json.dumps(server.answer(self.path, body)).encode()
             if kind == "slow":
                 time.sleep(SLOW)
@@ -234,7 +325,12 @@ def _cli(args: list[str]) -> object:
     return r
 
 
-VARY = {"seconds", "time", "seconds_this_session", "retries"}  # wall time, and the retries themselves
+VARY = {
+    "seconds",
+    "time",
+    "seconds_this_session",
+    "retries",
+}  # wall time, and the retries themselves
 
 
 def _strip(obj):
@@ -252,8 +348,11 @@ def _same_run(a: Path, b: Path, files: list[str], urls: tuple[str, str]) -> None
         fa, fb = a / name, b / name
         assert fa.exists() and fb.exists(), name
         ta, tb = fa.read_text().replace(urls[0], "URL"), fb.read_text().replace(urls[1], "URL")
-        load = (lambda t: [json.loads(x) for x in t.splitlines() if x.strip()]) if name.endswith(".jsonl") \
+        load = (
+            (lambda t: [json.loads(x) for x in t.splitlines() if x.strip()])
+            if name.endswith(".jsonl")
             else json.loads
+        )
         assert _strip(load(ta)) == _strip(load(tb)), f"{name} differs after faults"
 
 
@@ -261,19 +360,62 @@ def _same_run(a: Path, b: Path, files: list[str], urls: tuple[str, str]) -> None
 OPTS = ["--request-timeout", "0.6", "--max-retries", "6"]
 
 COMMANDS = {
-    "eval accuracy": (["eval", "accuracy", "--limit", "10", "--samples", "2", "--max-new-tokens", "40",
-                       "--batch-size", "5"], ["outputs.jsonl", "summary.json", "metrics.json"]),
-    "elicit": (["elicit", "--claims", "builtin:capitals", "--limit", "8", "--iters", "6", "--no-progress",
-                "--max-context-tokens", "400"], ["labels.jsonl", "icm_result.json", "metrics.jsonl"]),
-    "judge eval": (["judge", "eval", "--limit", "8", "--k", "1,2", "--max-new-tokens", "90"],
-                   ["judgments.jsonl", "summary.json"]),
-    "eval anytime": (["eval", "anytime", "--limit", "4", "--budgets", "8,16,32", "--answer-tokens", "12",
-                      "--samples", "2"], ["outputs.jsonl", "summary.json", "anytime.json"]),
+    "eval accuracy": (
+        [
+            "eval",
+            "accuracy",
+            "--limit",
+            "10",
+            "--samples",
+            "2",
+            "--max-new-tokens",
+            "40",
+            "--batch-size",
+            "5",
+        ],
+        ["outputs.jsonl", "summary.json", "metrics.json"],
+    ),
+    "elicit": (
+        [
+            "elicit",
+            "--claims",
+            "builtin:capitals",
+            "--limit",
+            "8",
+            "--iters",
+            "6",
+            "--no-progress",
+            "--max-context-tokens",
+            "400",
+        ],
+        ["labels.jsonl", "icm_result.json", "metrics.jsonl"],
+    ),
+    "judge eval": (
+        ["judge", "eval", "--limit", "8", "--k", "1,2", "--max-new-tokens", "90"],
+        ["judgments.jsonl", "summary.json"],
+    ),
+    "eval anytime": (
+        [
+            "eval",
+            "anytime",
+            "--limit",
+            "4",
+            "--budgets",
+            "8,16,32",
+            "--answer-tokens",
+            "12",
+            "--samples",
+            "2",
+        ],
+        ["outputs.jsonl", "summary.json", "anytime.json"],
+    ),
 }
 
 
 @pytest.mark.parametrize("name", list(COMMANDS))
-def test_command_through_faults_equals_a_fault_free_run(name, clean, faulty, fast_backoff, tmp_path):
+def test_command_through_faults_equals_a_fault_free_run(
+    name, clean, faulty, fast_backoff, tmp_path
+):
     args, files = COMMANDS[name]
     _cli(args + ["--model", clean.url, "--out", str(tmp_path / "clean")])
     _cli(args + ["--model", faulty.url, "--out", str(tmp_path / "faulty")] + OPTS)
@@ -302,7 +444,9 @@ def test_a_retried_request_is_byte_identical_and_retried_alone(fast_backoff):
     by_prompt: dict[str, list[dict]] = {}
     for body in sent:
         by_prompt.setdefault(body["prompt"], []).append(body)
-    assert all(len({json.dumps(x, sort_keys=True) for x in bodies}) == 1 for bodies in by_prompt.values())
+    assert all(
+        len({json.dumps(x, sort_keys=True) for x in bodies}) == 1 for bodies in by_prompt.values()
+    )
     # each prompt was sent once plus once per fault it met: a fault never re-sends the batch
     assert s.log[0][0] == "/v1/models" and s.faults and len(s.log) == 1 + len(sent)
     assert len(sent) == 9 + sum(s.faults.values())
@@ -323,7 +467,9 @@ def test_retry_after_parsing():
     assert transport.retry_after({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
     date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 5))
     assert 3.0 <= transport.retry_after({"retry-after": date}) <= 5.0
-    assert transport.retry_after({"retry-after": "soon"}) is None and transport.retry_after({}) is None
+    assert (
+        transport.retry_after({"retry-after": "soon"}) is None and transport.retry_after({}) is None
+    )
 
 
 def test_backoff_doubles_with_jitter_and_is_capped():
@@ -339,13 +485,20 @@ def test_backoff_doubles_with_jitter_and_is_capped():
 def test_client_errors_fail_at_once_with_status_and_body(status, tmp_path):
     s = FaultServer(status=status)
     try:
-        r = CliRunner().invoke(app, ["eval", "accuracy", "--model", s.url, "--limit", "2",
-                                     "--out", str(tmp_path / "r")])
+        r = CliRunner().invoke(
+            app,
+            ["eval", "accuracy", "--model", s.url, "--limit", "2", "--out", str(tmp_path / "r")],
+        )
     finally:
         s.close()
     msg = str(r.exception)
     assert r.exit_code != 0 and isinstance(r.exception, SelfteachError)
-    assert f"HTTP {status}" in msg and "bad request: n too big" in msg and s.url in msg and "\n" not in msg
+    assert (
+        f"HTTP {status}" in msg
+        and "bad request: n too big" in msg
+        and s.url in msg
+        and "\n" not in msg
+    )
     prompts = [b["prompt"] for p, b in s.log if p.endswith("/completions")]
     assert prompts and len(prompts) == len(set(prompts))  # never retried
 
@@ -376,8 +529,23 @@ def test_black_hole_server_fails_within_the_bound_with_an_accurate_message(tmp_p
     url = f"http://127.0.0.1:{hole.getsockname()[1]}/v1"
     try:
         t0 = time.monotonic()
-        r = CliRunner().invoke(app, ["eval", "accuracy", "--model", url, "--limit", "2", "--out", str(tmp_path / "r"),
-                                     "--request-timeout", "2", "--max-retries", "2"])
+        r = CliRunner().invoke(
+            app,
+            [
+                "eval",
+                "accuracy",
+                "--model",
+                url,
+                "--limit",
+                "2",
+                "--out",
+                str(tmp_path / "r"),
+                "--request-timeout",
+                "2",
+                "--max-retries",
+                "2",
+            ],
+        )
         took = time.monotonic() - t0
     finally:
         hole.close()
@@ -402,7 +570,9 @@ def test_a_trickling_answer_is_cut_at_the_timeout():
             except OSError:
                 return
             conn.recv(65536)
-            head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+            head = (
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+            )
             try:
                 conn.sendall(head)
                 for _ in range(100):
@@ -413,7 +583,9 @@ def test_a_trickling_answer_is_cut_at_the_timeout():
             conn.close()
 
     threading.Thread(target=trickle, daemon=True).start()
-    t = transport.Transport(f"http://127.0.0.1:{srv.getsockname()[1]}/v1", {}, timeout=1.0, max_retries=1)
+    t = transport.Transport(
+        f"http://127.0.0.1:{srv.getsockname()[1]}/v1", {}, timeout=1.0, max_retries=1
+    )
     t0 = time.monotonic()
     with pytest.raises(SelfteachError, match="failed after 2 attempts .* timed out"):
         t.request("GET", "/v1/models")
@@ -433,11 +605,13 @@ def test_one_request_failing_for_good_stops_its_batch_quickly(clean, fast_backof
 
 def _fail_on(marker: str, real):
     """Answers with the wrong shape for prompts containing `marker`, slowly for the others."""
+
     def completion(body, chat):
         if marker in str(body.get("prompt")):
             return {"choices": []}
         time.sleep(0.1)
         return real(body, chat)
+
     return completion
 
 
@@ -452,18 +626,34 @@ def test_options_reach_the_backend_and_hf_ignores_them(clean, monkeypatch):
         assert (b2._http_client.timeout, b2._http_client.max_retries) == (3.0, 1)
     assert load_backend(clean.url)._http_client.timeout == 120.0
     seen = {}
-    monkeypatch.setattr("selfteach.backends.hf.HFBackend", lambda model, **kw: seen.update(kw) or "hf")
+    fake_hf = types.SimpleNamespace(HFBackend=lambda model, **kw: seen.update(kw) or "hf")
+    monkeypatch.setitem(sys.modules, "selfteach.backends.hf", fake_hf)  # no torch import
     assert load_backend("tiny-random", timeout=2.0, max_retries=1, batch_size=4) == "hf"
     assert seen == {"batch_size": 4}
 
 
-@pytest.mark.parametrize("args, flag", [(["--request-timeout", "0"], "--request-timeout 0.0"),
-                                        (["--request-timeout", "nan"], "--request-timeout nan"),
-                                        (["--max-retries", "-1"], "--max-retries -1"),
-                                        (["--max-retries", "1000"], "--max-retries 1000")])
+@pytest.mark.parametrize(
+    "args, flag",
+    [
+        (["--request-timeout", "0"], "--request-timeout 0.0"),
+        (["--request-timeout", "nan"], "--request-timeout nan"),
+        (["--max-retries", "-1"], "--max-retries -1"),
+        (["--max-retries", "1000"], "--max-retries 1000"),
+    ],
+)
 def test_bad_option_values_are_one_line_errors_before_anything_runs(args, flag, tmp_path):
-    for cmd in (["eval", "accuracy"], ["elicit", "--claims", "builtin:capitals"], ["judge", "eval"],
-                ["eval", "anytime"], ["improve"]):
-        r = CliRunner().invoke(app, cmd + ["--model", "http://127.0.0.1:9/v1", "--out", str(tmp_path / "r")] + args)
-        assert isinstance(r.exception, SelfteachError) and str(r.exception).startswith(flag), (cmd, r.output)
+    for cmd in (
+        ["eval", "accuracy"],
+        ["elicit", "--claims", "builtin:capitals"],
+        ["judge", "eval"],
+        ["eval", "anytime"],
+        ["improve"],
+    ):
+        r = CliRunner().invoke(
+            app, cmd + ["--model", "http://127.0.0.1:9/v1", "--out", str(tmp_path / "r")] + args
+        )
+        assert isinstance(r.exception, SelfteachError) and str(r.exception).startswith(flag), (
+            cmd,
+            r.output,
+        )
         assert not (tmp_path / "r").exists()

@@ -36,7 +36,8 @@ def load_backend(model: str, backend: str = "auto", **kwargs) -> Backend:
         from selfteach.backends.openai import OpenAIBackend
 
         local = ("batch_size", "max_batch_tokens")
-        return OpenAIBackend(model, **{**server_defaults(), **{k: v for k, v in kwargs.items() if k not in local}})
+        kwargs = {k: v for k, v in kwargs.items() if k not in local}
+        return OpenAIBackend(model, **{**server_defaults(), **kwargs})
     raise SelfteachError(f"--backend {backend!r}: choose hf, openai or auto")
 
 

@@ -153,7 +153,8 @@ def check_completion(obj: Any, *, chat: bool, n: int, top: int) -> None:
         except (TypeError, ValueError, AttributeError):
             raise BadResponse("malformed logprobs") from None
         if not all(isinstance(s.token, str) and not math.isnan(s.logprob)
-                   and all(isinstance(t, str) and not math.isnan(v) for t, _, v in s.top) for s in steps):
+                   and all(isinstance(t, str) and not math.isnan(v) for t, _, v in s.top)
+                   for s in steps):
             raise BadResponse("logprobs with a non-text token or a NaN log-prob")
         if top and not (steps and steps[0].top):
             raise BadResponse("no top logprobs (does the server support logprobs?)")
@@ -235,7 +236,8 @@ class OpenAIBackend:
         self.usage = Usage()
         self._lock = threading.Lock()
         self._local = threading.local()  # the batch a pool thread works for (to stop its retries)
-        self._http_client = Transport(self.base_url, {"Authorization": f"Bearer {os.environ.get(api_key_env) or 'EMPTY'}"},
+        key = os.environ.get(api_key_env) or "EMPTY"
+        self._http_client = Transport(self.base_url, {"Authorization": f"Bearer {key}"},
                                       timeout=timeout, max_retries=max_retries)
         self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="selfteach-openai")
         from urllib.parse import urlsplit
@@ -266,7 +268,8 @@ class OpenAIBackend:
               check: Callable[[Any], None] | None = None) -> Any:
         """One request, validated by `check` and retried alone on faults (see transport);
         a pool thread stops retrying once another request of its batch has failed."""
-        return self._http_client.request(method, path, payload, check, stop=getattr(self._local, "stop", None),
+        stop = getattr(self._local, "stop", None)
+        return self._http_client.request(method, path, payload, check, stop=stop,
                                          on_retry=self._retried)
 
     def _retried(self) -> None:
@@ -312,7 +315,8 @@ class OpenAIBackend:
             self.usage.generated_tokens += _nonneg_int(_get(u, "completion_tokens"))
             cached = _nonneg_int(_get(details, "cached_tokens") if isinstance(details, dict) else 0)
             if cached:
-                self.usage.extra["cached_prompt_tokens"] = self.usage.extra.get("cached_prompt_tokens", 0) + cached
+                extra = self.usage.extra
+                extra["cached_prompt_tokens"] = extra.get("cached_prompt_tokens", 0) + cached
 
     def _http(self, path: str, payload: dict, key: str, kind: type) -> Any:
         """`answer[key]` of a POST to a non-OpenAI endpoint at the server root (tokenize,
@@ -321,7 +325,8 @@ class OpenAIBackend:
         def check(obj: Any) -> None:
             val = obj.get(key) if isinstance(obj, dict) else None
             if not isinstance(val, kind) or (kind is list and not all(_is_int(t) for t in val)):
-                raise BadResponse(f"{path} answered without {key!r} as {'token ids' if kind is list else 'text'}")
+                what = "token ids" if kind is list else "text"
+                raise BadResponse(f"{path} answered without {key!r} as {what}")
 
         return self._send("POST", f"{self._root}{path}", payload, check)[key]
 
@@ -330,8 +335,8 @@ class OpenAIBackend:
 
         def check(obj: Any) -> None:
             data = obj.get("data") if isinstance(obj, dict) else None
-            if not isinstance(data, list) or not all(isinstance(m, dict) and isinstance(m.get("id"), str)
-                                                     for m in data):
+            if not isinstance(data, list) or not all(
+                    isinstance(m, dict) and isinstance(m.get("id"), str) for m in data):
                 raise BadResponse("/models answered without a 'data' list of models with ids")
 
         data = self._send("GET", f"{self._path}/models", None, check)["data"]
@@ -370,10 +375,11 @@ class OpenAIBackend:
         if self.tokenizer is not None:
             return list(self.tokenizer.encode(text, add_special_tokens=special))
         if self.kind == "llamacpp":
-            return [int(t) for t in self._http("/tokenize", {"content": text, "add_special": special}, "tokens", list)]
+            payload = {"content": text, "add_special": special}
+            return [int(t) for t in self._http("/tokenize", payload, "tokens", list)]
         if self.kind == "vllm":
-            return [int(t) for t in self._http("/tokenize", {"model": self.model, "prompt": text,
-                                                             "add_special_tokens": special}, "tokens", list)]
+            payload = {"model": self.model, "prompt": text, "add_special_tokens": special}
+            return [int(t) for t in self._http("/tokenize", payload, "tokens", list)]
         raise SelfteachError(f"server {self.base_url}: has no tokenize endpoint; pass tokenizer=PATH_OR_ALIAS")
 
     def detokenize(self, ids: Sequence[int]) -> str:
@@ -427,8 +433,8 @@ class OpenAIBackend:
                  logit_bias: dict[str, float] | None = None) -> Any:
         """One completions/chat request, its answer checked for the shape asked (n choices,
         text, log-probs) and retried on faults; returns the answer (choices, usage)."""
-        body: dict[str, Any] = dict(model=self.model, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-                                    n=n, **self._extra())
+        body: dict[str, Any] = dict(model=self.model, max_tokens=max_tokens,
+                                    temperature=temperature, top_p=top_p, n=n, **self._extra())
         if stop:
             body["stop"] = stop
         if seed is not None:
@@ -449,7 +455,8 @@ class OpenAIBackend:
                 body["return_tokens_as_token_ids"] = True
             body["prompt"] = self._ids(prompt) if isinstance(prompt, list) else prompt
         path = f"{self._path}/chat/completions" if chat else f"{self._path}/completions"
-        resp = self._send("POST", path, body, lambda obj: check_completion(obj, chat=chat, n=n, top=top))
+        resp = self._send("POST", path, body,
+                          lambda obj: check_completion(obj, chat=chat, n=n, top=top))
         self._count(resp)
         return resp
 

@@ -19,7 +19,9 @@ from typing import Any
 from selfteach.backends.transport import check_retries, check_timeout
 
 SERVER_KEYS = ("timeout", "max_retries")  # OpenAIBackend's transport arguments
-_defaults: dict[str, Any] = {}  # what the running command set (process-wide: pool threads load backends too)
+_defaults: dict[
+    str, Any
+] = {}  # what the running command set (process-wide: pool threads load backends too)
 
 
 def server_defaults() -> dict[str, Any]:
@@ -28,14 +30,20 @@ def server_defaults() -> dict[str, Any]:
 
 
 @contextmanager
-def server_settings(request_timeout: float | None = None, max_retries: int | None = None) -> Iterator[None]:
+def server_settings(
+    request_timeout: float | None = None, max_retries: int | None = None
+) -> Iterator[None]:
     """Within the block, servers opened by `load_backend` use these (None: the backend's
     default: 120 s and 3 retries) unless the call passes its own."""
     check_timeout(request_timeout)
     check_retries(max_retries)
     global _defaults
     saved = _defaults
-    _defaults = {k: v for k, v in zip(SERVER_KEYS, (request_timeout, max_retries), strict=True) if v is not None}
+    _defaults = {
+        k: v
+        for k, v in zip(SERVER_KEYS, (request_timeout, max_retries), strict=True)
+        if v is not None
+    }
     try:
         yield
     finally:
@@ -49,12 +57,26 @@ def server_options(command: Callable[..., Any]) -> Callable[..., Any]:
     import typer
 
     extra = [
-        inspect.Parameter("request_timeout", inspect.Parameter.KEYWORD_ONLY, annotation=float | None,
-                          default=typer.Option(None, "--request-timeout", help="server URLs: seconds one attempt of "
-                                               "a request may take (default 120)")),
-        inspect.Parameter("max_retries", inspect.Parameter.KEYWORD_ONLY, annotation=int | None,
-                          default=typer.Option(None, "--max-retries", help="server URLs: retries per failed request, "
-                                               "with backoff (default 3)")),
+        inspect.Parameter(
+            "request_timeout",
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=float | None,
+            default=typer.Option(
+                None,
+                "--request-timeout",
+                help="server URLs: seconds one attempt of a request may take (default 120)",
+            ),
+        ),
+        inspect.Parameter(
+            "max_retries",
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=int | None,
+            default=typer.Option(
+                None,
+                "--max-retries",
+                help="server URLs: retries per failed request, with backoff (default 3)",
+            ),
+        ),
     ]
     sig = inspect.signature(command, eval_str=True)
     params = list(sig.parameters.values())
@@ -64,11 +86,17 @@ def server_options(command: Callable[..., Any]) -> Callable[..., Any]:
     kw = params + extra
 
     @functools.wraps(command)
-    def wrapper(*args: Any, request_timeout: float | None = None, max_retries: int | None = None,
-                **kwargs: Any) -> Any:
+    def wrapper(
+        *args: Any,
+        request_timeout: float | None = None,
+        max_retries: int | None = None,
+        **kwargs: Any,
+    ) -> Any:
         with server_settings(request_timeout, max_retries):
             return command(*args, **kwargs)
 
     wrapper.__signature__ = sig.replace(parameters=kw)  # type: ignore[attr-defined]
-    wrapper.__annotations__ = {p.name: p.annotation for p in kw if p.annotation is not inspect.Parameter.empty}
+    wrapper.__annotations__ = {
+        p.name: p.annotation for p in kw if p.annotation is not inspect.Parameter.empty
+    }
     return wrapper

@@ -78,7 +78,9 @@ class Reply(dict):
 
 
 def check_timeout(value: float | None, flag: str = "--request-timeout") -> None:
-    if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+    if value is not None and not (
+        isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+    ):
         raise SelfteachError(f"{flag} {value!r}: must be a number of seconds > 0")
 
 
@@ -142,15 +144,21 @@ class Transport:
     """JSON over HTTP(S) to one server: a kept-alive connection per thread, and `request`
     which validates and retries (see the module docstring)."""
 
-    def __init__(self, base_url: str, headers: dict[str, str], timeout: float = 120.0, max_retries: int = 3):
+    def __init__(
+        self, base_url: str, headers: dict[str, str], timeout: float = 120.0, max_retries: int = 3
+    ):
         check_timeout(timeout, "timeout")
         check_retries(max_retries, "max_retries")
         parts = urlsplit(base_url)
         self.base_url = base_url
         self.https = parts.scheme == "https"
         self.host, self.port = parts.hostname or "", parts.port
-        self.headers = {"Content-Type": "application/json", "Accept": "application/json",
-                        "User-Agent": "selfteach", **headers}
+        self.headers = {
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": "selfteach",
+            **headers,
+        }
         self.timeout = float(timeout)
         self.max_retries = max_retries
         self._local = threading.local()
@@ -196,14 +204,17 @@ class Transport:
                 raise Transient(f"connection closed by the server ({_why(e)})") from None
             except TimeoutError:
                 conn.close()
-                raise Transient(f"timed out (no complete answer within {self.timeout:g}s)") from None
+                raise Transient(
+                    f"timed out (no complete answer within {self.timeout:g}s)"
+                ) from None
             except ConnectionRefusedError as e:
                 conn.close()
                 raise Transient(f"unreachable ({_why(e)})", unreachable=True) from None
             except (OSError, http.client.HTTPException) as e:
                 conn.close()
-                raise Transient(f"connection error ({_why(e)})", unreachable=isinstance(e, socket.gaierror)) \
-                    from None
+                raise Transient(
+                    f"connection error ({_why(e)})", unreachable=isinstance(e, socket.gaierror)
+                ) from None
         raise AssertionError("unreachable")
 
     def _read(self, resp: http.client.HTTPResponse, sock: socket.socket, deadline: float) -> bytes:
@@ -222,13 +233,17 @@ class Transport:
             raise Transient(f"body truncated ({len(data)} of {int(want)} bytes)")
         return data
 
-    def _attempt(self, method: str, path: str, body: bytes | None, check: Callable[[Any], None] | None) -> Any:
+    def _attempt(
+        self, method: str, path: str, body: bytes | None, check: Callable[[Any], None] | None
+    ) -> Any:
         status, headers, data = self._once(method, path, body)
         if status in RETRY_STATUS or status >= 500:
             raise Transient(f"HTTP {status}: {snippet(data)}", retry_after=retry_after(headers))
         if status >= 300:  # the request itself is wrong: repeating it cannot help
-            raise SelfteachError(f"server {self.base_url}: {method} {path}: HTTP {status}: {snippet(data)} "
-                                 "(a client error: not retried)")
+            raise SelfteachError(
+                f"server {self.base_url}: {method} {path}: HTTP {status}: {snippet(data)} "
+                "(a client error: not retried)"
+            )
         try:
             obj = json.loads(data, object_hook=Reply)
         except ValueError:  # UnicodeDecodeError is a ValueError too
@@ -241,9 +256,15 @@ class Transport:
         return obj
 
     # ---- the retry loop -----------------------------------------------------------------
-    def request(self, method: str, path: str, payload: dict | None = None,
-                check: Callable[[Any], None] | None = None, stop: threading.Event | None = None,
-                on_retry: Callable[[], None] | None = None) -> Any:
+    def request(
+        self,
+        method: str,
+        path: str,
+        payload: dict | None = None,
+        check: Callable[[Any], None] | None = None,
+        stop: threading.Event | None = None,
+        on_retry: Callable[[], None] | None = None,
+    ) -> Any:
         """The JSON answer to `method path`, validated by `check` (which raises BadResponse),
         retried per the module's policy; SelfteachError once it gives up. `stop` (set when
         another request of the same batch failed) ends the retries early; `on_retry` is
@@ -252,27 +273,44 @@ class Transport:
         attempts, start = self.max_retries + 1, time.monotonic()
         for attempt in range(1, attempts + 1):
             if stop is not None and stop.is_set():
-                raise Aborted(f"server {self.base_url}: {method} {path} abandoned: another request failed")
+                raise Aborted(
+                    f"server {self.base_url}: {method} {path} abandoned: another request failed"
+                )
             try:
                 return self._attempt(method, path, body, check)
             except Transient as e:
                 fault = e
             if attempt == attempts:
                 break
-            wait = backoff(attempt, self._rng) if fault.retry_after is None else min(fault.retry_after,
-                                                                                      RETRY_AFTER_CAP)
-            log.info("server %s: %s %s attempt %d/%d failed (%s); retrying in %.1fs", self.base_url, method, path,
-                     attempt, attempts, fault, wait)
+            wait = (
+                backoff(attempt, self._rng)
+                if fault.retry_after is None
+                else min(fault.retry_after, RETRY_AFTER_CAP)
+            )
+            log.info(
+                "server %s: %s %s attempt %d/%d failed (%s); retrying in %.1fs",
+                self.base_url,
+                method,
+                path,
+                attempt,
+                attempts,
+                fault,
+                wait,
+            )
             if on_retry is not None:
                 on_retry()
             if stop is not None and stop.wait(wait):
-                raise Aborted(f"server {self.base_url}: {method} {path} abandoned: another request failed")
+                raise Aborted(
+                    f"server {self.base_url}: {method} {path} abandoned: another request failed"
+                )
             if stop is None:
                 time.sleep(wait)
         took = time.monotonic() - start
         tried = f"{attempt} attempt{'s' if attempt > 1 else ''} in {took:.1f}s"
         hint = "; is it running?" if fault.unreachable else ""
-        raise SelfteachError(f"server {self.base_url}: {method} {path} failed after {tried}: {fault}{hint}")
+        raise SelfteachError(
+            f"server {self.base_url}: {method} {path} failed after {tried}: {fault}{hint}"
+        )
 
 
 def _why(e: BaseException) -> str:
