@@ -657,3 +657,40 @@ def test_bad_option_values_are_one_line_errors_before_anything_runs(args, flag, 
             r.output,
         )
         assert not (tmp_path / "r").exists()
+
+
+def test_a_kept_alive_connection_closed_while_idle_is_reopened_without_a_retry():
+    """llama-server and vLLM keep connections alive and may close idle ones; that must not
+    cost an attempt (with --max-retries 0 it would fail a healthy run)."""
+
+    ports = []
+
+    class KeepAlive(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            ports.append(self.client_address[1])
+            data = b'{"data": [{"id": "m"}]}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            self.close_connection = self.path == "/close"  # closed without telling the client
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), KeepAlive)
+    threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        t = transport.Transport(f"http://127.0.0.1:{httpd.server_address[1]}/v1", {}, max_retries=0)
+        for _ in range(3):
+            assert t.request("GET", "/v1/models") == {"data": [{"id": "m"}]}
+        assert len(ports) == 3 and len(set(ports)) == 1  # one connection, kept alive
+        t.request("GET", "/close")
+        time.sleep(0.2)  # the server has closed the idle connection by now
+        assert t.request("GET", "/v1/models") == {"data": [{"id": "m"}]}
+        assert len(ports) == 5 and ports[4] != ports[3]  # reopened, and not counted as a retry
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -227,6 +227,8 @@ class Transport:
             if not chunk:
                 break
             chunks.append(chunk)
+        # read1 leaves a fully read body "open", and the connection would refuse the next request
+        resp.close()
         data = b"".join(chunks)
         want = resp.getheader("content-length")
         if want is not None and want.strip().isdigit() and len(data) < int(want):
