@@ -270,6 +270,8 @@ def _handler(server: FaultServer):
                     200, json.dumps(WRONG_SHAPES[server.count % len(WRONG_SHAPES)]).encode()
                 )
             data = json.dumps(server.answer(self.path, body)).encode()
+            if kind == "deep":  # valid JSON nested beyond Python's recursion limit
+                return self._send(200, b"[" * 100_000 + b"]" * 100_000)
             if kind == "slow":
                 time.sleep(SLOW)
             if kind == "badjson":  # a complete HTTP answer whose JSON is cut
@@ -460,6 +462,13 @@ def test_retry_after_is_honoured(clean):
     took = time.monotonic() - t0
     assert b.model == "stub" and clean.faults == {"500": 1, "429": 1}
     assert 1.0 <= took < 3.5  # the 429's Retry-After: 1 s, after a 0.25-0.5 s backoff
+
+
+def test_bodies_that_are_not_json_or_too_deep_are_retried(clean, fast_backoff):
+    clean.script = ["", "badjson", "deep", "truncated"]  # the probe passes, generate meets 3 faults
+    b = OpenAIBackend(clean.url, max_retries=3)
+    ((g,),) = b.generate(["x"], SamplingParams(max_new_tokens=8))
+    assert g.text == "Let me t" and b.usage.extra["retries"] == 3
 
 
 def test_retry_after_parsing():

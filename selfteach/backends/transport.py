@@ -248,7 +248,7 @@ class Transport:
             )
         try:
             obj = json.loads(data, object_hook=Reply)
-        except ValueError:  # UnicodeDecodeError is a ValueError too
+        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError too
             raise Transient(f"answer is not JSON (truncated?): {data[:60]!r}") from None
         if check is not None:
             try:
