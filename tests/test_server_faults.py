@@ -422,7 +422,6 @@ def test_command_through_faults_equals_a_fault_free_run(
     _cli(args + ["--model", clean.url, "--out", str(tmp_path / "clean")])
     _cli(args + ["--model", faulty.url, "--out", str(tmp_path / "faulty")] + OPTS)
     _same_run(tmp_path / "clean", tmp_path / "faulty", files, (clean.url, faulty.url))
-    print(name, faulty.count, faulty.faults, file=sys.__stderr__)
     assert set(faulty.faults) == set(FAULTS), faulty.faults  # every kind of fault was met
     assert sum(faulty.faults.values()) == faulty.count // 5
 
