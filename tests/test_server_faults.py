@@ -361,54 +361,22 @@ def _same_run(a: Path, b: Path, files: list[str], urls: tuple[str, str]) -> None
 # ---- the four commands through 20% mixed faults ---------------------------------------------
 OPTS = ["--request-timeout", "0.6", "--max-retries", "6"]
 
-COMMANDS = {
+COMMANDS = {  # (arguments, the files of the run directory that must be identical)
     "eval accuracy": (
-        [
-            "eval",
-            "accuracy",
-            "--limit",
-            "10",
-            "--samples",
-            "2",
-            "--max-new-tokens",
-            "40",
-            "--batch-size",
-            "5",
-        ],
+        "eval accuracy --limit 10 --samples 2 --max-new-tokens 40 --batch-size 5".split(),
         ["outputs.jsonl", "summary.json", "metrics.json"],
     ),
     "elicit": (
-        [
-            "elicit",
-            "--claims",
-            "builtin:capitals",
-            "--limit",
-            "8",
-            "--iters",
-            "6",
-            "--no-progress",
-            "--max-context-tokens",
-            "400",
-        ],
+        "elicit --claims builtin:capitals --limit 8 --iters 6 --no-progress "
+        "--max-context-tokens 400".split(),
         ["labels.jsonl", "icm_result.json", "metrics.jsonl"],
     ),
     "judge eval": (
-        ["judge", "eval", "--limit", "8", "--k", "1,2", "--max-new-tokens", "90"],
+        "judge eval --limit 8 --k 1,2 --max-new-tokens 90".split(),
         ["judgments.jsonl", "summary.json"],
     ),
     "eval anytime": (
-        [
-            "eval",
-            "anytime",
-            "--limit",
-            "4",
-            "--budgets",
-            "8,16,32",
-            "--answer-tokens",
-            "12",
-            "--samples",
-            "2",
-        ],
+        "eval anytime --limit 4 --budgets 8,16,32 --answer-tokens 12 --samples 2".split(),
         ["outputs.jsonl", "summary.json", "anytime.json"],
     ),
 }
