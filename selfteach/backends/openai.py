@@ -331,7 +331,8 @@ class OpenAIBackend:
         return self._send("POST", f"{self._root}{path}", payload, check)[key]
 
     def _probe(self) -> tuple[str, str]:
-        """(server kind, first served model) from GET /models; fails fast if unreachable."""
+        """(server kind, first served model) from GET /models (retried like every request:
+        a server still starting may refuse connections for a moment)."""
 
         def check(obj: Any) -> None:
             data = obj.get("data") if isinstance(obj, dict) else None
