@@ -19,9 +19,8 @@ from typing import Any
 from selfteach.backends.transport import check_retries, check_timeout
 
 SERVER_KEYS = ("timeout", "max_retries")  # OpenAIBackend's transport arguments
-_defaults: dict[
-    str, Any
-] = {}  # what the running command set (process-wide: pool threads load backends too)
+# what the running command set; process-wide, as pool threads may load backends too
+_defaults: dict[str, Any] = {}
 
 
 def server_defaults() -> dict[str, Any]:
