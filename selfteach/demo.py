@@ -16,9 +16,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from selfteach.backends.options import server_options
+
 
 def register(app: typer.Typer) -> None:
     @app.command()
+    @server_options
     def demo(
         model: str = typer.Option("smollm2-135m", help="model for the accuracy step"),
         data: str = typer.Option("builtin:arithmetic", help="problems for the accuracy step"),

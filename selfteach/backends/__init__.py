@@ -16,7 +16,14 @@ from selfteach.backends.base import (
 
 def load_backend(model: str, backend: str = "auto", **kwargs) -> Backend:
     """Open a model. `backend` is "hf", "openai", or "auto" (openai when `model` is an
-    http(s) URL, e.g. `http://127.0.0.1:8000/v1`, else hf)."""
+    http(s) URL, e.g. `http://127.0.0.1:8000/v1`, else hf).
+
+    Keyword arguments go to the backend, except that each ignores the other's: a server
+    has no `batch_size` / `max_batch_tokens` (it batches on its own) and a local model no
+    transport (`timeout`, `max_retries`). A server also gets the transport settings of the
+    running command (`--request-timeout`, `--max-retries`: `selfteach.backends.options`)
+    unless `kwargs` sets them."""
+    from selfteach.backends.options import SERVER_KEYS, server_defaults
     from selfteach.errors import SelfteachError
 
     if backend == "auto":
@@ -24,11 +31,13 @@ def load_backend(model: str, backend: str = "auto", **kwargs) -> Backend:
     if backend == "hf":
         from selfteach.backends.hf import HFBackend
 
-        return HFBackend(model, **kwargs)
+        return HFBackend(model, **{k: v for k, v in kwargs.items() if k not in SERVER_KEYS})
     if backend == "openai":
         from selfteach.backends.openai import OpenAIBackend
 
-        return OpenAIBackend(model, **kwargs)
+        local = ("batch_size", "max_batch_tokens")
+        kwargs = {k: v for k, v in kwargs.items() if k not in local}
+        return OpenAIBackend(model, **{**server_defaults(), **kwargs})
     raise SelfteachError(f"--backend {backend!r}: choose hf, openai or auto")
 
 

@@ -2,8 +2,9 @@
 that speaks the OpenAI completions / chat API.
 
 How each `Backend` call maps onto the API (one HTTP request per prompt, at most
-`max_concurrency` in flight, retried with exponential backoff on 408/409/429/5xx,
-timeouts and dropped connections by the official `openai` client):
+`max_concurrency` in flight; every answer is checked for the shape the request asks for,
+and a fault (408/429/5xx, timeout, dropped connection, truncated or malformed answer) is
+retried alone with backoff, bounded in attempts and time: see `selfteach.backends.transport`):
 
 - `label_logprobs` / `top_logprobs`: ONE generated token with the top-20 log-probs
   (`max_tokens=1, logprobs=20`); a label's probability is the sum over its surface variants
@@ -39,11 +40,12 @@ import math
 import os
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
 from selfteach.backends.base import Generation, Prompt, SamplingParams, Usage
+from selfteach.backends.transport import Aborted, BadResponse, Transport
 from selfteach.errors import SelfteachError
 
 TOP_K = 20  # top log-probs per label-scoring request (OpenAI's and vLLM's default cap)
@@ -116,17 +118,54 @@ def parse_logprobs(lp: Any) -> list[Step]:
     return steps
 
 
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _nonneg_int(x: Any) -> int:
+    return x if _is_int(x) and x > 0 else 0
+
+
+def check_completion(obj: Any, *, chat: bool, n: int, top: int) -> None:
+    """Raise BadResponse unless `obj` answers a completions (or chat) request for `n`
+    choices: each with its text, and with well-formed log-probs wherever they are present;
+    `top` > 0 also requires the top log-probs of the first generated token."""
+    choices = obj.get("choices") if isinstance(obj, dict) else None
+    if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
+        raise BadResponse("no 'choices' list")
+    if len(choices) != n:
+        raise BadResponse(f"{len(choices)} choices for n={n}")
+    index = [c.get("index", 0 if n == 1 else None) for c in choices]
+    if sorted(i if _is_int(i) else -1 for i in index) != list(range(n)):
+        raise BadResponse(f"choice indexes {index} for n={n}")
+    for c in choices:
+        if chat:
+            msg = c.get("message")
+            if not isinstance(msg, dict) or not isinstance(msg.get("content"), (str, type(None))):
+                raise BadResponse("a choice without a message")
+        elif not isinstance(c.get("text"), str):
+            raise BadResponse("a choice without its text")
+        lp = c.get("logprobs")
+        if lp is None and not top:
+            continue
+        try:
+            steps = parse_logprobs(lp)
+        except (TypeError, ValueError, AttributeError):
+            raise BadResponse("malformed logprobs") from None
+        if not all(isinstance(s.token, str) and not math.isnan(s.logprob)
+                   and all(isinstance(t, str) and not math.isnan(v) for t, _, v in s.top)
+                   for s in steps):
+            raise BadResponse("logprobs with a non-text token or a NaN log-prob")
+        if top and not (steps and steps[0].top):
+            raise BadResponse("no top logprobs (does the server support logprobs?)")
+
+
 def _logsumexp(xs: Sequence[float]) -> float:
     xs = [x for x in xs if x != -math.inf]
     if not xs:
         return -math.inf
     m = max(xs)
     return m + math.log(sum(math.exp(x - m) for x in xs))
-
-
-def _first_line(text: str) -> str:
-    lines = [ln for ln in str(text).strip().splitlines() if ln.strip()]
-    return lines[0][:300] if lines else ""
 
 
 QUERY_KEYS = ("model", "mode", "tokenizer", "api_key_env", "max_concurrency", "system")
@@ -165,9 +204,11 @@ class OpenAIBackend:
         mode: "completions" (raw text prompts; base models, or text from `chat_prompt`) or
             "chat" (each prompt is one user message; instruct models behind a chat-only API).
         max_concurrency: requests in flight at once (a thread pool).
-        timeout: seconds before one request is abandoned (and retried).
-        max_retries: retries per request on 408/409/429/5xx, timeouts and connection errors,
-            with exponential backoff (0.5 s doubling to 8 s, or the server's Retry-After).
+        timeout: seconds one attempt of a request may take in total before it is retried
+            (CLI: --request-timeout).
+        max_retries: retries per request on 408/429/5xx, timeouts, connection errors and
+            truncated or malformed answers, with exponential backoff and jitter (0.5 s
+            doubling to 8 s, or the server's Retry-After up to 30 s) (CLI: --max-retries).
         tokenizer: a local HF tokenizer (object, or a path/alias for AutoTokenizer) used for
             tokenize/detokenize/chat_prompt instead of the server's endpoints.
         system: chat mode only: system message for prompts not built by `chat_prompt`.
@@ -180,8 +221,6 @@ class OpenAIBackend:
     def __init__(self, base_url: str, model: str | None = None, api_key_env: str = "OPENAI_API_KEY",
                  mode: str = "completions", max_concurrency: int = 8, timeout: float = 120.0,
                  max_retries: int = 3, tokenizer: Any = None, system: str | None = None):
-        import openai
-
         base_url, query = _split_query(base_url)
         model, mode, tokenizer = model or query.get("model"), query.get("mode", mode), tokenizer or query.get("tokenizer")
         api_key_env, system = query.get("api_key_env", api_key_env), system or query.get("system")
@@ -196,10 +235,15 @@ class OpenAIBackend:
         self.max_concurrency = max_concurrency
         self.usage = Usage()
         self._lock = threading.Lock()
+        self._local = threading.local()  # the batch a pool thread works for (to stop its retries)
+        key = os.environ.get(api_key_env) or "EMPTY"
+        self._http_client = Transport(self.base_url, {"Authorization": f"Bearer {key}"},
+                                      timeout=timeout, max_retries=max_retries)
         self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="selfteach-openai")
-        self._client = openai.OpenAI(base_url=self.base_url, api_key=os.environ.get(api_key_env) or "EMPTY",
-                                     max_retries=max_retries, timeout=timeout)
-        self._root = self.base_url[: -len("/v1")] if self.base_url.endswith("/v1") else self.base_url
+        from urllib.parse import urlsplit
+
+        self._path = urlsplit(self.base_url).path.rstrip("/")  # /v1
+        self._root = self._path[: -len("/v1")] if self._path.endswith("/v1") else self._path
         self.kind, served = self._probe()
         self.model = model or served
         self.name = f"{self.base_url}#{self.model}"
@@ -211,7 +255,7 @@ class OpenAIBackend:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
-        self._client.close()
+        self._http_client.close()
 
     def __enter__(self) -> OpenAIBackend:
         return self
@@ -220,60 +264,89 @@ class OpenAIBackend:
         self.close()
 
     # ---- plumbing -----------------------------------------------------------------------
-    def _call(self, fn: Callable[..., Any], **kwargs) -> Any:
-        """One API call; failures become one-line SelfteachErrors (the key is never in them)."""
-        import openai
+    def _send(self, method: str, path: str, payload: dict | None = None,
+              check: Callable[[Any], None] | None = None) -> Any:
+        """One request, validated by `check` and retried alone on faults (see transport);
+        a pool thread stops retrying once another request of its batch has failed."""
+        stop = getattr(self._local, "stop", None)
+        return self._http_client.request(method, path, payload, check, stop=stop,
+                                         on_retry=self._retried)
 
-        try:
-            return fn(**kwargs)
-        except openai.APITimeoutError:
-            raise SelfteachError(f"server {self.base_url}: request timed out after {self._client.timeout}s "
-                                 f"and {self._client.max_retries} retries") from None
-        except openai.APIConnectionError as e:
-            cause = _first_line(str(e.__cause__ or e))
-            raise SelfteachError(f"server {self.base_url}: unreachable "
-                                 f"({cause}); is it running?") from None
-        except openai.APIStatusError as e:
-            body = e.body if isinstance(e.body, (str, type(None))) else _get(e.body, "message", e.body)
-            raise SelfteachError(f"server {self.base_url}: HTTP {e.status_code}: {_first_line(str(body or e.message))}"
-                                 ) from None
+    def _retried(self) -> None:
+        with self._lock:  # in the usage record: a flaky server shows, results do not change
+            self.usage.extra["retries"] = self.usage.extra.get("retries", 0) + 1
 
     def _map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
-        """Run `fn` over items with at most `max_concurrency` requests in flight, in order."""
+        """Run `fn` over items with at most `max_concurrency` requests in flight, in order.
+        A request that fails for good stops the others (queued ones never start, running
+        ones stop retrying) and its error is raised."""
         if len(items) <= 1:
             return [fn(x) for x in items]
-        return list(self._pool.map(fn, items))
+        stop = threading.Event()
+
+        def run(x: Any) -> Any:
+            self._local.stop = stop
+            try:
+                return fn(x)
+            finally:
+                self._local.stop = None
+
+        futures = [self._pool.submit(run, x) for x in items]
+        try:
+            wait(futures, return_when=FIRST_EXCEPTION)
+        finally:  # a failure (or Ctrl-C): queued requests never start, running ones stop retrying
+            if not all(f.done() for f in futures):
+                stop.set()
+                for f in futures:
+                    f.cancel()
+        wait(futures)
+        errors = [f.exception() for f in futures if not f.cancelled() and f.exception() is not None]
+        if errors:
+            raise next((e for e in errors if not isinstance(e, Aborted)), errors[0])
+        return [f.result() for f in futures]
 
     def _count(self, resp: Any) -> None:
         u = _get(resp, "usage")
+        u = u if isinstance(u, dict) else {}  # usage is informational: a malformed one is ignored
         details = _get(u, "prompt_tokens_details")
         with self._lock:
             self.usage.calls += 1
-            self.usage.prompt_tokens += int(_get(u, "prompt_tokens", 0) or 0)
-            self.usage.generated_tokens += int(_get(u, "completion_tokens", 0) or 0)
-            cached = int(_get(details, "cached_tokens", 0) or 0)
+            self.usage.prompt_tokens += _nonneg_int(_get(u, "prompt_tokens"))
+            self.usage.generated_tokens += _nonneg_int(_get(u, "completion_tokens"))
+            cached = _nonneg_int(_get(details, "cached_tokens") if isinstance(details, dict) else 0)
             if cached:
-                self.usage.extra["cached_prompt_tokens"] = self.usage.extra.get("cached_prompt_tokens", 0) + cached
+                extra = self.usage.extra
+                extra["cached_prompt_tokens"] = extra.get("cached_prompt_tokens", 0) + cached
 
-    def _http(self, path: str, payload: dict) -> dict:
-        """POST to a non-OpenAI endpoint at the server root (tokenize, apply-template)."""
-        resp = self._call(self._client.post, path=f"{self._root}{path}", cast_to=object, body=payload)
-        if not isinstance(resp, dict):
-            raise SelfteachError(f"server {self.base_url}: unexpected answer from {path}")
-        return resp
+    def _http(self, path: str, payload: dict, key: str, kind: type) -> Any:
+        """`answer[key]` of a POST to a non-OpenAI endpoint at the server root (tokenize,
+        apply-template); `kind` list means a list of token ids."""
+
+        def check(obj: Any) -> None:
+            val = obj.get(key) if isinstance(obj, dict) else None
+            if not isinstance(val, kind) or (kind is list and not all(_is_int(t) for t in val)):
+                what = "token ids" if kind is list else "text"
+                raise BadResponse(f"{path} answered without {key!r} as {what}")
+
+        return self._send("POST", f"{self._root}{path}", payload, check)[key]
 
     def _probe(self) -> tuple[str, str]:
-        """(server kind, first served model) from GET /models; fails fast if unreachable."""
-        # one retry at most: a refused connection here almost always means "not running"
-        client = self._client.with_options(max_retries=min(self._client.max_retries, 1))
-        models = self._call(client.models.list)
-        data = list(models.data)
+        """(server kind, first served model) from GET /models (retried like every request:
+        a server still starting may refuse connections for a moment)."""
+
+        def check(obj: Any) -> None:
+            data = obj.get("data") if isinstance(obj, dict) else None
+            if not isinstance(data, list) or not all(
+                    isinstance(m, dict) and isinstance(m.get("id"), str) for m in data):
+                raise BadResponse("/models answered without a 'data' list of models with ids")
+
+        data = self._send("GET", f"{self._path}/models", None, check)["data"]
         if not data:
             raise SelfteachError(f"server {self.base_url}: /models lists no model")
         owner = str(_get(data[0], "owned_by", "") or "").lower()
         kind = "llamacpp" if "llama" in owner else "vllm" if "vllm" in owner else "sglang" if "sglang" in owner \
             else "openai"
-        return kind, str(data[0].id)
+        return kind, str(data[0]["id"])
 
     def _load_tokenizer(self, tokenizer: Any) -> Any:
         if tokenizer is None or not isinstance(tokenizer, str):
@@ -303,10 +376,11 @@ class OpenAIBackend:
         if self.tokenizer is not None:
             return list(self.tokenizer.encode(text, add_special_tokens=special))
         if self.kind == "llamacpp":
-            return [int(t) for t in self._http("/tokenize", {"content": text, "add_special": special})["tokens"]]
+            payload = {"content": text, "add_special": special}
+            return [int(t) for t in self._http("/tokenize", payload, "tokens", list)]
         if self.kind == "vllm":
-            return [int(t) for t in self._http("/tokenize", {"model": self.model, "prompt": text,
-                                                             "add_special_tokens": special})["tokens"]]
+            payload = {"model": self.model, "prompt": text, "add_special_tokens": special}
+            return [int(t) for t in self._http("/tokenize", payload, "tokens", list)]
         raise SelfteachError(f"server {self.base_url}: has no tokenize endpoint; pass tokenizer=PATH_OR_ALIAS")
 
     def detokenize(self, ids: Sequence[int]) -> str:
@@ -316,9 +390,9 @@ class OpenAIBackend:
         if self.tokenizer is not None:
             return self.tokenizer.decode(ids, skip_special_tokens=True)
         if self.kind == "llamacpp":
-            return str(self._http("/detokenize", {"tokens": ids})["content"])
+            return self._http("/detokenize", {"tokens": ids}, "content", str)
         if self.kind == "vllm":
-            return str(self._http("/detokenize", {"model": self.model, "tokens": ids})["prompt"])
+            return self._http("/detokenize", {"model": self.model, "tokens": ids}, "prompt", str)
         raise SelfteachError(f"server {self.base_url}: has no detokenize endpoint; pass tokenizer=PATH_OR_ALIAS")
 
     def _bos_ids(self) -> list[int]:
@@ -344,7 +418,7 @@ class OpenAIBackend:
                 return user
             return self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
         if self.kind == "llamacpp":
-            return str(self._http("/apply-template", {"messages": msgs})["prompt"])
+            return self._http("/apply-template", {"messages": msgs}, "prompt", str)
         raise SelfteachError(f"server {self.base_url}: cannot apply the chat template here; "
                              "pass tokenizer=PATH_OR_ALIAS or use mode='chat'")
 
@@ -358,32 +432,33 @@ class OpenAIBackend:
     def _request(self, prompt: Prompt, *, max_tokens: int, top: int = 0, temperature: float = 0.0,
                  top_p: float = 1.0, n: int = 1, stop: list[str] | None = None, seed: int | None = None,
                  logit_bias: dict[str, float] | None = None) -> Any:
-        """One completions/chat request; returns the raw response (choices, usage)."""
-        common: dict[str, Any] = dict(model=self.model, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
-                                      n=n, extra_body=self._extra())
+        """One completions/chat request, its answer checked for the shape asked (n choices,
+        text, log-probs) and retried on faults; returns the answer (choices, usage)."""
+        body: dict[str, Any] = dict(model=self.model, max_tokens=max_tokens,
+                                    temperature=temperature, top_p=top_p, n=n, **self._extra())
         if stop:
-            common["stop"] = stop
+            body["stop"] = stop
         if seed is not None:
-            common["seed"] = seed
+            body["seed"] = seed
         if logit_bias:
-            common["logit_bias"] = logit_bias
-        if self.mode == "chat":
+            body["logit_bias"] = logit_bias
+        chat = self.mode == "chat"
+        if chat:
             if top:
-                common.update(logprobs=True, top_logprobs=top)
+                body.update(logprobs=True, top_logprobs=top)
             elif self.kind == "llamacpp":  # its chat logprobs carry the sampled token ids
-                common.update(logprobs=True)
-            resp = self._call(self._client.chat.completions.create, messages=self._messages(prompt), **common)
+                body.update(logprobs=True)
+            body["messages"] = self._messages(prompt)
         else:
-            if isinstance(prompt, list):
-                prompt = self._ids(prompt)
             if top or self.kind in ("llamacpp", "vllm"):  # sampled ids come back with the log-probs
-                common["logprobs"] = top or 1
+                body["logprobs"] = top or 1
             if self.kind == "vllm" and not top:
-                common["extra_body"]["return_tokens_as_token_ids"] = True
-            resp = self._call(self._client.completions.create, prompt=prompt, **common)
+                body["return_tokens_as_token_ids"] = True
+            body["prompt"] = self._ids(prompt) if isinstance(prompt, list) else prompt
+        path = f"{self._path}/chat/completions" if chat else f"{self._path}/completions"
+        resp = self._send("POST", path, body,
+                          lambda obj: check_completion(obj, chat=chat, n=n, top=top))
         self._count(resp)
-        if not resp.choices:
-            raise SelfteachError(f"server {self.base_url}: returned no choices")
         return resp
 
     # ---- next-token distribution ---------------------------------------------------------

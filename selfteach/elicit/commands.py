@@ -8,12 +8,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from selfteach.backends.options import server_options
+
 # the ICMConfig defaults (kept literal so `selfteach --help` does not import the search)
 _DEFAULT = {"schedule": "paper", "fix": "paper"}
 
 
 def register(app: typer.Typer) -> None:
     @app.command()
+    @server_options
     def elicit(
         model: str = typer.Option(..., "--model", help="model alias, directory, .gguf, hub id or server URL"),
         claims: str = typer.Option(..., "--claims", help="claims JSONL/parquet/dataset dir, or builtin:NAME: "

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from selfteach.backends.options import server_options
 from selfteach.errors import SelfteachError
 
 
@@ -17,6 +18,7 @@ def _unescape(text: str | None) -> str | None:
     return text.replace("\\n", "\n").replace("\\t", "\t")
 
 
+@server_options
 def anytime(
     model: str = typer.Option("smollm2-135m", help="model alias, directory, GGUF, hub id or server URL"),
     data: str = typer.Option("builtin:arithmetic", help="JSONL/parquet/dataset dir or builtin:NAME (gold answers)"),

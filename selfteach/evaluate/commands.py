@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from selfteach.backends.options import server_options
 from selfteach.data.loaders import parse_field_map
 from selfteach.report.console import render_summary
 
@@ -16,6 +17,7 @@ def register(app: typer.Typer) -> None:
     from selfteach.cli import eval_app
 
     @eval_app.command("accuracy")
+    @server_options
     def accuracy_cmd(
         model: str = typer.Option("smollm2-135m", help="alias, directory, .gguf, hub id, or server URL"),
         data: str = typer.Option("builtin:arithmetic", help="JSONL/parquet/dataset dir, or builtin:arithmetic"),

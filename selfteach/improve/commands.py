@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from selfteach.backends.options import server_options
 from selfteach.errors import SelfteachError
 
 
@@ -30,6 +31,7 @@ def _kv(items: list[str] | None, name: str) -> dict:
 
 def register(app: typer.Typer) -> None:
     @app.command("improve")
+    @server_options
     def improve(
         model: Annotated[str, typer.Option(help="model to improve (alias, directory, .gguf, hub id)")] = "smollm2-135m",
         problems: Annotated[str, typer.Option(help="problems: JSONL/parquet/dataset dir or builtin:arithmetic")] =

@@ -8,6 +8,7 @@ from typing import Literal
 import typer
 from rich.console import Console
 
+from selfteach.backends.options import server_options
 from selfteach.report.console import render_summary
 
 MODEL_HELP = "judge model: alias, directory, .gguf, hub id, or http URL of an OpenAI-compatible server"
@@ -39,6 +40,7 @@ def register(app: typer.Typer) -> None:
                               seed=seed, backend=backend, **extra)
 
     @judge_app.command("run")
+    @server_options
     def run_cmd(
         model: str = typer.Option("smollm2-135m", help=MODEL_HELP),
         data: str = typer.Option(..., help=DATA_HELP),
@@ -69,6 +71,7 @@ def register(app: typer.Typer) -> None:
         _finish(out, summarize(records, cfg, f"judge run: {model} on {data}, k={k}"), f"{model} on {data}")
 
     @judge_app.command("eval")
+    @server_options
     def eval_cmd(
         model: str = typer.Option("smollm2-135m", help=MODEL_HELP),
         data: str = typer.Option("builtin:pairs", help=DATA_HELP),
@@ -125,6 +128,7 @@ def register(app: typer.Typer) -> None:
         _finish(out, summarize(records, cfg, title), title)
 
     @judge_app.command("rft-data")
+    @server_options
     def rft_cmd(
         model: str = typer.Option("smollm2-135m", help=MODEL_HELP),
         data: str = typer.Option("builtin:pairs", help=DATA_HELP + " (items need a known best)"),

@@ -12,6 +12,8 @@ from typing import Annotated
 
 import typer
 
+from selfteach.backends.options import server_options
+
 
 def _echo_result(res) -> None:
     from selfteach.train.common import is_main_process
@@ -58,6 +60,7 @@ def register(app: typer.Typer) -> None:
         _echo_result(train_dpo(data, args, out=out, resume=resume))
 
     @train_app.command("grpo")
+    @server_options
     def grpo(
         problems: Annotated[str, typer.Option(help="problems: JSONL/parquet/dataset dir or builtin:arithmetic")],
         model: Annotated[str, typer.Option(help="model to train")] = "smollm2-135m",
