@@ -47,16 +47,16 @@ def server_binary(name: str = "llama-server") -> Path | None:
 
 
 def gguf_path(model: str | Path) -> Path:
-    """A GGUF file for an alias (smollm2-135m, gemma3-270m) or a path."""
+    """A GGUF file for an alias (smollm2-135m, gemma3-270m, qwen2.5-coder-*) or a path."""
     from selfteach.backends import models
 
-    if str(model) == "smollm2-135m":
-        return models._smollm2_gguf()
-    if str(model) == "gemma3-270m":
-        return models._gemma3_gguf()
+    found = models.alias_gguf(str(model))
+    if found is not None:
+        return found
     path = Path(model).expanduser()
     if path.suffix != ".gguf" or not path.is_file():
-        raise SelfteachError(f"{model}: not a .gguf file or a GGUF alias (smollm2-135m, gemma3-270m)")
+        raise SelfteachError(f"{model}: not a .gguf file or a GGUF alias (smollm2-135m, gemma3-270m, "
+                             "qwen2.5-coder-0.5b, qwen2.5-coder-1.5b)")
     return path
 
 
@@ -122,7 +122,9 @@ class LlamaServer:
         if binary is None:
             raise SelfteachError("llama-server not built: run `make server` (scripts/build_llama_server.sh)")
         self.gguf = f32_gguf(model) if f32 else gguf_path(model)
-        base = str(model) if str(model) in ("smollm2-135m", "gemma3-270m") else Path(model).stem
+        from selfteach.backends.models import ALIASES
+
+        base = str(model) if str(model) in ALIASES else Path(model).stem
         self.model_name = f"{base}-f32" if f32 else base  # what /v1/models reports
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
