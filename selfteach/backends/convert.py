@@ -46,3 +46,8 @@ def requantize_f32(src: Path, dst: Path) -> Path:
         writer.write_tensor_data(data)
     writer.close()
     return dst
+
+
+def to_gguf(model_dir: Path, quant: str = "Q8_0") -> Path:
+    """A GGUF of a transformers model directory (placeholder until the converter lands)."""
+    raise SelfteachError(f"{model_dir}: converting a model directory to GGUF is not available yet")
