@@ -88,6 +88,16 @@ class ServedBackend(OpenAIBackend):
         self.name = f"{server.model_name} (served by {server.engine}, {server.threads} threads)"
         self.gguf = server.gguf
 
+    def _call(self, fn, **kwargs):
+        try:
+            return super()._call(fn, **kwargs)
+        except SelfteachError:
+            proc = self.server.proc
+            if proc is not None and proc.poll() is not None:  # say why, not "unreachable"
+                raise SelfteachError(f"{self.server.engine} server for {self.server.model_name} died mid-run "
+                                     f"(exit code {proc.returncode}): {self.server.log_tail()}") from None
+            raise
+
     def close(self) -> None:
         try:
             super().close()
