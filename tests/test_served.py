@@ -132,5 +132,7 @@ def test_cli_eval_accuracy_serve(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     config = (out / "config.yaml").read_text()
     assert "serve: true" in config
+    env = json.loads((out / "env.json").read_text())
+    assert env["weights"] == {"model": "GGUF Q4_1 served by llama.cpp"}  # the quantization computed with
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["usage"]["calls"] >= 4

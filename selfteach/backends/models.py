@@ -230,3 +230,45 @@ def _tiny_random() -> Path:
     if not target.exists():
         tmp.rename(target)
     return target
+
+
+def gguf_file_type(path: Path) -> str:
+    """The quantization of a GGUF file as llama.cpp names it (Q4_K_M, Q8_0, F32, ...)."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    field = reader.fields.get(gguf.Keys.General.FILE_TYPE)
+    if field is not None:
+        return gguf.LlamaFileType(int(field.contents())).name.removeprefix("MOSTLY_").replace("ALL_", "")
+    kinds = [t.tensor_type.name for t in reader.tensors]
+    return max(set(kinds), key=kinds.count)  # no file-type field: the commonest tensor type
+
+
+def weights_format(spec: str, serve: bool = False) -> str:
+    """How a model spec's weights are computed with, for env.json: e.g. "GGUF Q4_K_M served by
+    llama.cpp" or "fp32 dequantised from GGUF Q4_K_M (transformers)"."""
+    if spec.startswith(("http://", "https://")):
+        return "as served by the remote server"
+    if spec == "tiny-random":
+        return "fp32 (random init)"
+    path = alias_gguf(spec) or (Path(spec).expanduser() if spec.endswith(".gguf") else None)
+    if path is not None:
+        ftype = gguf_file_type(path)
+        return f"GGUF {ftype} served by llama.cpp" if serve else f"fp32 dequantised from GGUF {ftype} (transformers)"
+    if serve:
+        return "converted to GGUF Q8_0, served by llama.cpp"
+    return "as saved in the checkpoint (transformers)"
+
+
+def run_weights(config: dict) -> dict[str, str]:
+    """{config key: weights format} for every model named in a run's config; never raises
+    (a model that does not resolve is reported as such, the run's own checks come first)."""
+    serve = bool(config.get("serve"))
+    out = {}
+    for key, spec in config.items():
+        if (key == "model" or key.endswith("_model")) and isinstance(spec, str) and spec:
+            try:
+                out[key] = weights_format(spec, serve)
+            except Exception as e:  # noqa: BLE001 - env.json must not break a run
+                out[key] = f"unknown ({type(e).__name__})"
+    return out
