@@ -249,7 +249,7 @@ def weights_format(spec: str, serve: bool = False) -> str:
     llama.cpp" or "fp32 dequantised from GGUF Q4_K_M (transformers)"."""
     if spec.startswith(("http://", "https://")):
         return "as served by the remote server"
-    if spec == "tiny-random":
+    if spec == "tiny-random" and not serve:
         return "fp32 (random init)"
     path = alias_gguf(spec) or (Path(spec).expanduser() if spec.endswith(".gguf") else None)
     if path is not None:

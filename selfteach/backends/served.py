@@ -63,7 +63,9 @@ def gguf_for(spec: str, quant: str = "Q8_0") -> Path:
     found = alias_gguf(spec)
     if found is not None:
         return found
-    path = Path(spec).expanduser()
+    from selfteach.backends.models import ALIASES, resolve
+
+    path = resolve(spec) if spec in ALIASES else Path(spec).expanduser()  # tiny-random: a directory
     if path.suffix == ".gguf":
         if not path.is_file():
             raise SelfteachError(f"{path}: GGUF file not found")
@@ -104,16 +106,6 @@ class ServedBackend(OpenAIBackend):
         finally:
             self.server.stop()
             atexit.unregister(self.server.stop)
-
-    def restart(self, gguf: Path) -> None:
-        """Serve another GGUF (new weights after a training round) on a fresh server."""
-        self.server.stop()
-        atexit.unregister(self.server.stop)
-        self.server = start_server(gguf, self.server.model_name, self.server.engine)
-        self.gguf = gguf
-        self.base_url = self.server.url
-        self._root = self.base_url[: -len("/v1")]
-        self._client = self._client.with_options(base_url=self.base_url)
 
 
 def start_server(gguf: Path | str, name: str | None = None, engine: str = "auto") -> LlamaServer:
