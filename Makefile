@@ -40,10 +40,10 @@ server:
 demo: setup
 	$(BIN)/selfteach demo $(if $(wildcard ../shared/data/math/mawps_singleop.jsonl),--data ../shared/data/math/mawps_singleop.jsonl)
 
-test: setup
+test: setup converter
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-test-all: setup
+test-all: setup converter
 	SELFTEACH_SLOW=all $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: setup

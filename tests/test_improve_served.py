@@ -20,7 +20,9 @@ def test_improve_two_rounds_on_the_served_path(tmp_path, monkeypatch):
 
     from selfteach.improve.loop import run_improve
 
+    real = converter_dir()
     monkeypatch.setenv("SELFTEACH_CACHE", str(tmp_path / "cache"))  # fresh: see every conversion
+    monkeypatch.setattr("selfteach.backends.convert.converter_dir", lambda: real)
     out = tmp_path / "run"
     summary = run_improve(tiny_config(rounds=2, baselines=[], serve=True), out, labeler=parity_labeler,
                           progress=False)
