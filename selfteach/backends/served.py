@@ -90,6 +90,14 @@ class ServedBackend(OpenAIBackend):
         self.name = f"{server.model_name} (served by {server.engine}, {server.threads} threads)"
         self.gguf = server.gguf
 
+    def label_logprobs_shared_prefix(self, prefix: str, suffixes: list[str],
+                                     labels: dict[str, list[str]]) -> list[dict[str, float]]:
+        """ICM's fast scorer: many claims after one shared context. llama.cpp's slots do not
+        share KV, so concurrent requests would each read the context again (8 slots: 8 times);
+        one at a time, the slot that cached the context serves them all, reading only each
+        suffix (the prompt cache; vLLM's prefix cache makes concurrency free there)."""
+        return [self.label_logprobs([prefix + s], labels)[0] for s in suffixes]
+
     def _call(self, fn, **kwargs):
         try:
             return super()._call(fn, **kwargs)
