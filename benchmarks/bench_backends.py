@@ -108,21 +108,27 @@ def main() -> list[dict]:
     import torch
 
     from selfteach.backends.hf import HFBackend
-    from selfteach.backends.llama_server import LlamaServer, server_binary
+    from selfteach.backends.llama_server import LlamaServer, engine_command
     from selfteach.backends.openai import OpenAIBackend
+    from selfteach.errors import SelfteachError
+
+    try:
+        engine = engine_command()[0]  # xllamacpp, else a source-built llama-server
+    except SelfteachError:
+        engine = None
 
     torch.set_num_threads(1)
     hf = HFBackend("smollm2-135m", batch_size=16)
     with contextlib.ExitStack() as stack:
         remotes: dict = {}
-        if server_binary() is not None:
-            for name, f32 in (("llama-server F32", True), ("llama-server Q4_1", False)):
+        if engine is not None:
+            for name, f32 in ((f"{engine} F32", True), (f"{engine} Q4_1", False)):
                 server = stack.enter_context(LlamaServer("smollm2-135m", f32=f32, threads=1, parallel=8))
                 remotes[name] = (stack.enter_context(OpenAIBackend(server.url, max_concurrency=1)),
                                  stack.enter_context(OpenAIBackend(server.url, max_concurrency=8)))
         rows = scoring_rows(hf, remotes) + generation_rows(hf, remotes)
     if not remotes:
-        rows.append({"name": "server rows skipped", "note": "llama-server not built (make server)"})
+        rows.append({"name": "server rows skipped", "note": "no llama.cpp engine (pip install xllamacpp)"})
     return rows
 
 

@@ -366,8 +366,8 @@ def test_llama_server_launcher_without_a_build_is_one_line_error(tmp_path, monke
     monkeypatch.setenv("SELFTEACH_CACHE", str(tmp_path))
     assert llama_server.server_binary() is None
     with pytest.raises(SelfteachError, match="llama-server not built: run `make server`"):
-        llama_server.LlamaServer("smollm2-135m")
-    with pytest.raises(SelfteachError, match="llama-quantize not built"):
-        llama_server.f32_gguf("smollm2-135m")
+        llama_server.LlamaServer("smollm2-135m", engine="llama-server")
+    with pytest.raises(SelfteachError, match="engine 'vllm': choose auto, xllamacpp, llama-server"):
+        llama_server.engine_command("vllm")
     with pytest.raises(SelfteachError, match="not a .gguf file"):
         llama_server.gguf_path(tmp_path / "nope.txt")

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from selfteach.backends.options import server_options
+from selfteach.backends.served import SERVE_HELP
 
 # the ICMConfig defaults (kept literal so `selfteach --help` does not import the search)
 _DEFAULT = {"schedule": "paper", "fix": "paper"}
@@ -45,6 +46,7 @@ def register(app: typer.Typer) -> None:
         fix: str = typer.Option(_DEFAULT["fix"], "--fix", help="ConsistencyFix: paper (keep if U rises) | "
                                 "reference (always apply the best assignment, the authors' code)"),
         progress: bool = typer.Option(True, "--progress/--no-progress"),
+        serve: bool = typer.Option(False, "--serve", help=SERVE_HELP),
     ) -> None:
         """Label claims True/False with ICM (no labels needed); writes labels.jsonl."""
         from selfteach.backends import load_backend
@@ -68,9 +70,9 @@ def register(app: typer.Typer) -> None:
                         baselines=baselines, schedule=schedule, fix=fix)  # bad value: one line (selfteach.cli)
         data = load_claims(claims, fields=parse_field_map(field), limit=limit, seed=seed)
         make_rule(task, data)  # check the claims fit the task before loading a model
-        be = load_backend(model, backend=backend)  # before the run dir: a model that fails leaves nothing
+        be = load_backend(model, backend=backend, serve=serve)  # before the run dir: a model that fails leaves nothing
         run = RunDir.create(out, {"model": model, "claims": claims, "task": task, "limit": limit,
-                                  "fields": field or [], "backend": backend, **cfg.model_dump(mode="json")},
+                                  "fields": field or [], "backend": backend, "serve": serve, **cfg.model_dump(mode="json")},
                             resume=resume, seed=seed)
         res = icm(data, be, task=task, config=cfg, run=run, progress=progress)
         print_summary(res, model, claims)

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from selfteach.backends.options import server_options
+from selfteach.backends.served import SERVE_HELP
 from selfteach.errors import SelfteachError
 
 
@@ -42,6 +43,7 @@ def anytime(
     pdp_budget: int | None = typer.Option(None, min=1, help="PDP: attempt budget (default: median budget)"),
     pdp_pairs: int = typer.Option(1, min=1, help="PDP: pairs (pdp) or winners (pdp+) shown"),
     pdp_judge: str = typer.Option("pointwise", help="PDP self-ranking: pointwise | pairwise | vote"),
+    serve: bool = typer.Option(False, "--serve", help=SERVE_HELP),
 ) -> None:
     """Anytime evaluation: one trace per item up to the largest budget, a forced answer at
     every budget, quality per budget, best-so-far curve and the Anytime Index."""
@@ -65,7 +67,7 @@ def anytime(
         prompt_template=_unescape(prompt_template) or DEFAULT_TEMPLATE, suffix=_unescape(suffix),
         answer_tokens=answer_tokens, temperature=temperature, seed=seed, batch_size=batch_size,
         shared_prefix=not no_shared_prefix, pdp_k=pdp_k, pdp_budget=pdp_budget, pdp_pairs=pdp_pairs,
-        pdp_judge=pdp_judge)  # a bad value: one "--option value" line (selfteach.cli.run)
+        pdp_judge=pdp_judge, serve=serve)  # a bad value: one "--option value" line (selfteach.cli.run)
     result = evaluate_anytime(cfg, out, resume=resume)
     _print(result, out)
 

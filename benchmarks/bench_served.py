@@ -1,0 +1,138 @@
+"""Served vs transformers on Qwen2.5-Coder-0.5B-Instruct (issue 11): the `--serve` path
+(llama.cpp server on the Q4_K_M GGUF, through the OpenAI backend) against the `hf` backend
+(transformers, the same GGUF dequantised to fp32), same machine, same CPU threads, one run.
+
+- generation: greedy, 64 new tokens, 8 chat prompts (math word problems); batch 1 = one
+  prompt at a time; batch 8 = hf one left-padded batch / served 8 concurrent requests on 8
+  slots. tok/s = generated tokens / wall seconds. Goal: served >= 5x at batch 1, >= 2x at 8.
+- ICM label scoring: `FastScorer.score_all` (the ICM fast scorer: leave-one-block-out shared
+  contexts, 2 blocks, 256-token budget, gold labels as the snapshot) over 128 built-in capital
+  claims (task "exclusive"); claims/s. hf reads each block's context once (prefix KV cache);
+  the server gets one request per claim and reuses the shared prefix from its prompt cache.
+  Goal: served >= 3x.
+- agreement: share of the 128 claims whose argmax label (True/False) is the same on both
+  backends, in context (the scoring row) and zero-shot on the first 64 (issue 11, item 4).
+- engine: if the source-built llama-server exists (`make server`), the same generation rows
+  on it, same GGUF and threads, to compare the two engines.
+
+    flock /tmp/selfteach-model.lock python -m benchmarks.run_all bench_served   # ~15-25 min on 2 busy cores
+
+Threads: SERVED_BENCH_THREADS (default 1: the machine is shared).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+MODEL = os.environ.get("SERVED_BENCH_MODEL", "qwen2.5-coder-0.5b")
+QUESTIONS = ["Tom has 7 apples and buys 5 more. How many apples does he have?",
+             "A book costs 12 dollars. How much do 3 books cost?",
+             "Sara had 40 stickers and gave away 15. How many are left?",
+             "There are 6 rows of 8 chairs. How many chairs are there?",
+             "A train travels 60 miles in 2 hours. What is its speed?",
+             "Write a Python function that reverses a string.",
+             "What is the capital of France? Explain briefly.",
+             "If 24 cookies are shared among 4 children, how many does each get?"]
+
+
+def _timed(fn):
+    t = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t, out
+
+
+def generation_rows(backends: dict, new_tokens: int = 64) -> list[dict]:
+    from selfteach.backends.base import SamplingParams
+
+    params = SamplingParams(max_new_tokens=new_tokens, temperature=0.0)
+    rows, base = [], {}
+    for name, b in backends.items():
+        prompts = [b.chat_prompt(q) for q in QUESTIONS]
+        b.generate(prompts[:1], SamplingParams(max_new_tokens=4))  # warm-up
+        for batch in (1, 8):
+            if batch == 1:
+                s, res = _timed(lambda b=b, p=prompts: [b.generate([x], params)[0] for x in p])
+            else:
+                s, res = _timed(lambda b=b, p=prompts: b.generate(p, params))
+            tokens = sum(g.num_tokens for r in res for g in r)
+            base.setdefault(batch, tokens / s)  # the first backend (hf) is the baseline
+            rows.append({"name": "greedy generation", "backend": name, "mode": f"batch {batch}",
+                         "seconds": round(s, 2), "tokens": tokens, "tok_per_s": tokens / s,
+                         "speedup": (tokens / s) / base[batch]})
+    return rows
+
+
+def scoring_rows(backends: dict, n: int = 128) -> tuple[list[dict], dict]:
+    from selfteach.data.loaders import load_claims
+    from selfteach.elicit.rules import make_rule
+    from selfteach.elicit.scoring import FastScorer
+    from selfteach.elicit.templates import Template
+
+    claims = load_claims("builtin:capitals", limit=n)
+    make_rule("exclusive", claims)
+    gold = {i: bool(c.gold) for i, c in enumerate(claims)}
+    rows, labels, base = [], {}, None
+    for name, b in backends.items():
+        scorer = FastScorer(claims, b, Template(), 256, blocks=2)
+        s, lp = _timed(lambda sc=scorer: sc.score_all(gold))
+        labels[name] = {i: v[0] > v[1] for i, v in lp.items()}
+        base = base or n / s
+        rows.append({"name": f"ICM fast scorer, {n} claims", "backend": name, "mode": "score_all, 2 blocks",
+                     "seconds": round(s, 2), "claims_per_s": n / s, "speedup": (n / s) / base})
+    return rows, labels
+
+
+def agreement_rows(backends: dict, labels: dict) -> list[dict]:
+    from selfteach.backends.base import DEFAULT_LABEL_VARIANTS
+    from selfteach.data.loaders import load_claims
+
+    (a, la), (b, lb) = list(labels.items())[:2]
+    ctx = sum(la[i] == lb[i] for i in la) / len(la)
+    prompts = [f"Claim: {c.claim}\nI think this claim is" for c in load_claims("builtin:capitals", limit=64)]
+    rows = [backends[k].label_logprobs(prompts, DEFAULT_LABEL_VARIANTS) for k in (a, b)]
+    zs = sum(max(x, key=x.get) == max(y, key=y.get) for x, y in zip(*rows, strict=True)) / len(prompts)
+    return [{"name": "argmax label agreement", "backend": f"{a} vs {b}", "mode": "128 claims in context",
+             "agreement": ctx}, {"name": "argmax label agreement", "backend": f"{a} vs {b}",
+                                 "mode": "64 claims zero-shot", "agreement": zs}]
+
+
+def main() -> list[dict]:
+    import torch
+
+    from selfteach.backends.hf import HFBackend
+    from selfteach.backends.llama_server import server_binary
+    from selfteach.backends.models import gguf_file_type
+    from selfteach.backends.served import serve_backend
+
+    threads = int(os.environ.get("SERVED_BENCH_THREADS", "1"))
+    os.environ["SELFTEACH_SERVE_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
+    load = os.getloadavg()
+    hf = HFBackend(MODEL, batch_size=16)
+    served = serve_backend(MODEL, engine="xllamacpp")
+    ftype = gguf_file_type(served.gguf)
+    try:
+        backends = {"hf (fp32)": hf, f"served xllamacpp ({ftype})": served}
+        rows = generation_rows(backends)
+        score, labels = scoring_rows(backends)
+        rows += score + agreement_rows(backends, labels)
+    finally:
+        served.close()
+    if server_binary() is not None:  # the other engine, same GGUF and threads
+        other = serve_backend(MODEL, engine="llama-server")
+        try:
+            rows += [r for r in generation_rows({"hf (fp32)": hf, f"served llama-server ({ftype})": other})
+                     if r["backend"] != "hf (fp32)"]
+        finally:
+            other.close()
+    note = (f"{MODEL}, {threads} CPU thread(s) for both backends; load average before "
+            f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}, after {os.getloadavg()[0]:.1f} (1/5/15 min)")
+    rows.append({"name": "conditions", "note": note})
+    return rows
+
+
+if __name__ == "__main__":
+    from benchmarks.run_all import markdown
+
+    print(markdown(main()))
