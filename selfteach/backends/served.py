@@ -98,9 +98,9 @@ class ServedBackend(OpenAIBackend):
         suffix (the prompt cache; vLLM's prefix cache makes concurrency free there)."""
         return [self.label_logprobs([prefix + s], labels)[0] for s in suffixes]
 
-    def _call(self, fn, **kwargs):
+    def _send(self, method: str, path: str, payload: dict | None = None, check=None):
         try:
-            return super()._call(fn, **kwargs)
+            return super()._send(method, path, payload, check)
         except SelfteachError:
             proc = self.server.proc
             if proc is not None and proc.poll() is not None:  # say why, not "unreachable"
