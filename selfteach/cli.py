@@ -46,10 +46,10 @@ def models() -> None:
 
     table = Table(title="model aliases (also: a local directory, a .gguf file, a hub id, or an http URL of an "
                         "OpenAI-compatible server)")
-    for col in ("alias", "model", "weights from"):
+    for col in ("alias", "model", "size", "license", "weights from"):
         table.add_column(col)
     for a in ALIASES.values():
-        table.add_row(a.name, a.description, a.source)
+        table.add_row(a.name, a.description, a.size, a.license, a.source)
     Console().print(table)
 
 

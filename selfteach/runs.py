@@ -24,7 +24,7 @@ from selfteach.data.jsonl import append_jsonl, atomic_write_text, read_jsonl
 from selfteach.errors import SelfteachError
 
 _PACKAGES = ["selfteach", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "openai",
-             "math-verify", "pydantic", "gguf"]
+             "math-verify", "pydantic", "gguf", "xllamacpp"]
 
 
 def environment(seed: int | None = None, device: str | None = None) -> dict[str, Any]:
@@ -71,7 +71,10 @@ class RunDir:
                                      "or choose another --out")
         run.path.mkdir(parents=True, exist_ok=True)
         atomic_write_text(cfg_file, yaml.safe_dump(cfg, sort_keys=False))
-        atomic_write_text(run.path / "env.json", json.dumps(environment(seed, device), indent=2))
+        from selfteach.backends.models import run_weights
+
+        env = environment(seed, device) | {"weights": run_weights(cfg)}  # quantization of each model
+        atomic_write_text(run.path / "env.json", json.dumps(env, indent=2))
         return run
 
     def file(self, name: str) -> Path:

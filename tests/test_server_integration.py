@@ -1,10 +1,10 @@
 """Integration test against a real OpenAI-compatible server (issue 2, item 3).
 
-llama.cpp's `llama-server` (built once by `make setup` / scripts/build_llama_server.sh) serves
-an F32 re-encoding of the SmolLM2-135M GGUF on 127.0.0.1; the same 50 True/False claims go
+llama.cpp's server (the default engine: the `xllamacpp` wheel installed by `make setup`; or
+`llama-server` built by `make server`) serves an F32 re-encoding of the SmolLM2-135M GGUF on 127.0.0.1; the same 50 True/False claims go
 through the hf backend and the openai backend, which must agree on the argmax label for
 >= 95% of them, on every log-prob to a small tolerance, and on short greedy generations.
-Skipped only when the server binary has not been built (the reason says how to build it).
+Skipped only when no engine is installed (the reason says how to install one).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import math
 import pytest
 
 from selfteach.backends.base import DEFAULT_LABEL_VARIANTS, SamplingParams
-from selfteach.backends.llama_server import LlamaServer, server_binary
+from selfteach.backends.llama_server import LlamaServer, engine_command
 from selfteach.errors import SelfteachError
 
 pytestmark = [pytest.mark.slow, pytest.mark.ci, pytest.mark.server]
@@ -24,8 +24,10 @@ TEMPLATE = "Claim: {claim}\nI think this claim is"
 
 @pytest.fixture(scope="module")
 def server():
-    if server_binary() is None or server_binary("llama-quantize") is None:
-        pytest.skip("llama-server not built: run `make server` (scripts/build_llama_server.sh, ~11 min once)")
+    try:
+        engine_command()
+    except SelfteachError as e:
+        pytest.skip(str(e))
     with LlamaServer("smollm2-135m", f32=True) as s:
         yield s
 
@@ -117,7 +119,7 @@ def test_chat_mode_against_the_real_server(server, smol_backend):
 def test_bad_gguf_is_one_line_error(tmp_path):
     bad = tmp_path / "broken.gguf"
     bad.write_bytes(b"not a gguf")
-    with pytest.raises(SelfteachError, match="llama-server exited"):
+    with pytest.raises(SelfteachError, match="exited with code"):
         LlamaServer(bad, startup_timeout=30).start()
     with pytest.raises(SelfteachError, match="not a .gguf file"):
         LlamaServer(tmp_path / "missing.gguf")

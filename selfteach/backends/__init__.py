@@ -14,11 +14,19 @@ from selfteach.backends.base import (
 )
 
 
-def load_backend(model: str, backend: str = "auto", **kwargs) -> Backend:
+def load_backend(model: str, backend: str = "auto", serve: bool = False, **kwargs) -> Backend:
     """Open a model. `backend` is "hf", "openai", or "auto" (openai when `model` is an
-    http(s) URL, e.g. `http://127.0.0.1:8000/v1`, else hf)."""
+    http(s) URL, e.g. `http://127.0.0.1:8000/v1`, else hf). `serve=True` (`--serve`) starts a
+    llama.cpp server on the model's GGUF and returns the openai backend on it; the server
+    stops with `close()` or at exit (`selfteach.backends.served`)."""
     from selfteach.errors import SelfteachError
 
+    if serve:
+        if backend not in ("auto", "openai"):
+            raise SelfteachError(f"--serve runs the openai backend on a local server: drop --backend {backend}")
+        from selfteach.backends.served import serve_backend
+
+        return serve_backend(model, **kwargs)
     if backend == "auto":
         backend = "openai" if model.startswith(("http://", "https://")) else "hf"
     if backend == "hf":

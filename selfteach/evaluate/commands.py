@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from selfteach.backends.served import SERVE_HELP
 from selfteach.data.loaders import parse_field_map
 from selfteach.report.console import render_summary
 
@@ -29,13 +30,14 @@ def register(app: typer.Typer) -> None:
         field: list[str] = typer.Option([], help="field mapping, e.g. question=Body+Question (repeatable)"),
         out: Path = typer.Option(Path("runs/accuracy"), help="run directory"),
         resume: bool = typer.Option(False, help="continue an interrupted run in --out"),
+        serve: bool = typer.Option(False, "--serve", help=SERVE_HELP),
     ) -> None:
         """Accuracy, pass@k and maj@k with bootstrap 95% intervals; per-item outputs in OUT."""
         from selfteach.evaluate.accuracy import AccuracyConfig, run_accuracy, summary_tables
 
         config = AccuracyConfig(model=model, data=data, limit=limit, samples=samples, temperature=temperature,
                                 top_p=top_p, max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed,
-                                fields=parse_field_map(field))
+                                fields=parse_field_map(field), serve=serve)
         result = run_accuracy(config, out, resume=resume)
         render_summary(summary_tables(config, result))
         Console().print(f"run directory: {out}")

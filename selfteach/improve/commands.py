@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from selfteach.backends.served import SERVE_HELP
 from selfteach.errors import SelfteachError
 
 
@@ -64,6 +65,7 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[int, typer.Option(help="seed")] = 0,
         resume: Annotated[bool, typer.Option("--resume", help="continue an interrupted run in --out")] = False,
         progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+        serve: Annotated[bool, typer.Option("--serve", help=SERVE_HELP)] = False,
     ) -> None:
         """Improve a model on its own: candidates -> ICM labels -> pairs -> DPO, plus baselines and a report."""
         from pydantic import ValidationError
@@ -96,7 +98,7 @@ def _config(ImproveConfig, DPOArgs, GRPOArgs, a: dict):
                     lora=a["lora"]),
         baselines=names, grpo=GRPOArgs(loss_type=a["grpo_loss_type"], learning_rate=a["grpo_lr"]),
         grpo_prompts_per_step=a["grpo_prompts_per_step"], sft_learning_rate=a["sft_lr"],
-        eval_samples=a["eval_samples"], seed=a["seed"])
+        eval_samples=a["eval_samples"], seed=a["seed"], serve=a["serve"])
 
 
 def _print(summary: dict, out: str) -> None:

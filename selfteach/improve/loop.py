@@ -88,6 +88,8 @@ class ImproveConfig(BaseModel):
     eval_samples: int = Field(4, ge=1, description="k for maj@k (sampled at eval_temperature); 1 = greedy only")
     eval_temperature: float = Field(0.7, ge=0, description="temperature of the maj@k samples")
     seed: int = Field(0, description="seed for the split, sampling, pairs and training")
+    serve: bool = Field(False, description="generate, label and evaluate on a llama.cpp server (trained "
+                                           "checkpoints are converted to GGUF and served in turn)")
 
 
 # ---- labels ------------------------------------------------------------------------------
@@ -151,13 +153,16 @@ class Improver:
         if spec not in self._backends:
             from selfteach.backends import load_backend
 
-            self._backends[spec] = load_backend(spec, batch_size=max(8, self.cfg.gen_batch_size))
+            self._backends[spec] = load_backend(spec, serve=self.cfg.serve,
+                                                batch_size=max(8, self.cfg.gen_batch_size))
         return self._backends[spec]
 
     def release(self, keep: set[str] = frozenset()) -> None:
         for spec in list(self._backends):
             if spec not in keep:
-                del self._backends[spec]
+                backend = self._backends.pop(spec)
+                if hasattr(backend, "server"):  # a served model: stop its server, free its cores
+                    backend.close()
         gc.collect()
 
     def stage(self, name: str, done_file: Path, fn: Callable[[], Any]) -> Any:

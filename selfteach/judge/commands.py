@@ -8,6 +8,7 @@ from typing import Literal
 import typer
 from rich.console import Console
 
+from selfteach.backends.served import SERVE_HELP
 from selfteach.report.console import render_summary
 
 MODEL_HELP = "judge model: alias, directory, .gguf, hub id, or http URL of an OpenAI-compatible server"
@@ -57,6 +58,7 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(16, min=1),
         seed: int = typer.Option(0),
         backend: str = typer.Option("auto", help="hf, openai or auto"),
+        serve: bool = typer.Option(False, "--serve", help=SERVE_HELP),
         out: Path = typer.Option(Path("runs/judge"), help="run directory"),
         resume: bool = typer.Option(False, help="continue an interrupted run in --out"),
     ) -> None:
@@ -64,7 +66,8 @@ def register(app: typer.Typer) -> None:
         Writes judgments.jsonl (every sample, its scores in the original order, the vote)."""
         cfg = common(model, data, limit, _choice(mode, ("multi", "pointwise"), "--mode"),
                      _choice(orders, ("balanced", "random"), "--orders"), temperature, top_p, max_new_tokens, prompts,
-                     batch_size, seed, backend, force_scores=force_scores, ks=[k], meta_rm=meta_rm, k_meta=k_meta)
+                     batch_size, seed, backend, force_scores=force_scores, ks=[k], meta_rm=meta_rm, k_meta=k_meta,
+                     serve=serve)
         records = run_judge(cfg, out, resume=resume)
         _finish(out, summarize(records, cfg, f"judge run: {model} on {data}, k={k}"), f"{model} on {data}")
 
@@ -87,6 +90,7 @@ def register(app: typer.Typer) -> None:
         batch_size: int = typer.Option(16, min=1),
         seed: int = typer.Option(0),
         backend: str = typer.Option("auto", help="hf, openai or auto"),
+        serve: bool = typer.Option(False, "--serve", help=SERVE_HELP),
         out: Path = typer.Option(Path("runs/judge-eval"), help="run directory"),
         resume: bool = typer.Option(False, help="continue an interrupted run in --out"),
         from_run: Path | None = typer.Option(None, help="reuse the judgments of an earlier judge run/eval directory "
@@ -97,7 +101,7 @@ def register(app: typer.Typer) -> None:
         cfg = common(model, data, limit, _choice(mode, ("multi", "pointwise"), "--mode"),
                      _choice(orders, ("balanced", "random"), "--orders"), temperature, top_p, max_new_tokens, prompts,
                      batch_size, seed, backend, force_scores=force_scores, ks=parse_ks(k), meta_rm=meta_rm,
-                     k_meta=k_meta)
+                     k_meta=k_meta, serve=serve)
         if from_run is not None:
             from selfteach.data.jsonl import write_jsonl
             from selfteach.judge.runner import OUTPUTS, rate_records
@@ -110,7 +114,7 @@ def register(app: typer.Typer) -> None:
                 from selfteach.judge.prompts import JudgePrompt
                 from selfteach.judge.voting import _force, vote
 
-                judge = load_backend(model, backend=backend)
+                judge = load_backend(model, backend=backend, serve=serve)
                 for rec in records:
                     _force(judge, rec, rec["samples"], JudgePrompt.from_file(prompts))
                     rec["vote"] = vote(rec["samples"], len(rec["responses"]))

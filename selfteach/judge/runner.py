@@ -27,6 +27,7 @@ class JudgeRunConfig(JudgeConfig):
 
     model: str = Field("smollm2-135m", description="judge model: alias, directory, .gguf, hub id or server URL")
     backend: str = Field("auto", description="hf, openai, or auto (openai for http URLs)")
+    serve: bool = Field(False, description="run on a llama.cpp server started on the model's GGUF")
     data: str = Field("builtin:pairs", description="JSONL/parquet/save_to_disk dir, or builtin:pairs")
     limit: int | None = Field(None, description="judge the first N items only")
     ks: list[int] = Field(default_factory=lambda: [1, 8], description="vote sizes to report; K = max(ks) samples")
@@ -67,7 +68,7 @@ def run_judge(cfg: JudgeRunConfig, out: str | Path, resume: bool = False, progre
             from selfteach.backends import load_backend
 
             kw = {"batch_size": cfg.batch_size} if cfg.backend != "openai" and not cfg.model.startswith("http") else {}
-            backend = load_backend(cfg.model, backend=cfg.backend, **kw)
+            backend = load_backend(cfg.model, backend=cfg.backend, serve=cfg.serve, **kw)
         meta = None
         if cfg.meta_rm:
             from selfteach.judge.meta import MetaRM
