@@ -416,6 +416,43 @@ def test_zero_shot_rule_baseline_in_icm_known_answer():
     assert "zero_shot_rule" not in plain.baselines  # binary: no rule, nothing to add
 
 
+def test_init_from_zero_shot_rule_starts_at_the_baseline_and_only_raises_U():
+    """init="zero_shot_rule": with 0 steps the labels are exactly the zero-shot + rule labels
+    of every claim; with steps, the search moves from there (first row labels every claim)."""
+    cl, truth, strength = synthetic_task(24, seed=1, groups=True)
+    cfg = {"init": "zero_shot_rule", "baselines": True}
+    res0 = icm(cl, SyntheticBackend(truth, strength), task="exclusive", config=ICMConfig(iters=0, **cfg),
+               progress=False)
+    m = [(1 if truth[c.claim] else -1) * strength[c.claim] for c in cl]
+    want = {c.id: m[i] == max(m[i - i % 2], m[i - i % 2 + 1]) for i, c in enumerate(cl)}
+    assert res0.labels == want
+    assert res0.metrics["accuracy"] == res0.baselines["zero_shot_rule"]["accuracy"]
+    assert res0.metrics["labeled_by_final_argmax"] == 0
+    res = icm(cl, SyntheticBackend(truth, strength, w_ctx=1.0), task="exclusive",
+              config=ICMConfig(iters=48, **cfg), progress=False)
+    assert res.trajectory[0]["labeled"] == 24
+    assert res.metrics["accuracy"] >= res0.metrics["accuracy"]
+    random_init = icm(cl, SyntheticBackend(truth, strength), task="exclusive", config=ICMConfig(iters=0),
+                      progress=False)
+    assert random_init.metrics["labeled_by_search"] <= 8  # the paper's K=8 start is still the default
+
+
+def test_label_words_reach_the_prompts():
+    cl, truth, strength = synthetic_task(6, seed=2)
+    tpl = Template(true_word="correct", false_word="incorrect")
+    be = SyntheticBackend(truth, strength)
+    seen: list[dict] = []
+    orig = be.label_logprobs
+
+    def spy(prompts, labels):
+        seen.append(labels)
+        return orig(prompts, labels)
+
+    be.label_logprobs = spy
+    icm(cl, be, config=ICMConfig(iters=4, template=tpl), progress=False)
+    assert seen and all(" correct" in x["True"] and " incorrect" in x["False"] for x in seen)
+
+
 def test_baselines_bracket_icm():
     cl, truth, strength = synthetic_task(24, seed=1)
     res = icm(cl, SyntheticBackend(truth, strength), config=ICMConfig(iters=60, baselines=True), progress=False)
@@ -540,7 +577,25 @@ def test_cli_fix_and_schedule_options_reach_the_search(tmp_path):
 def test_cli_defaults_are_the_config_defaults():
     from selfteach.elicit.commands import _DEFAULT
 
-    assert _DEFAULT == {k: ICMConfig.model_fields[k].default for k in ("schedule", "fix")}
+    assert _DEFAULT == {k: ICMConfig.model_fields[k].default for k in ("schedule", "fix", "init")}
+
+
+def test_cli_init_and_label_words_reach_the_search(tmp_path):
+    import yaml
+
+    from selfteach.cli import app
+
+    out = tmp_path / "run"
+    r = CliRunner().invoke(app, ["elicit", "--model", "tiny-random", "--claims", "builtin:capitals", "--task",
+                                 "exclusive", "--limit", "8", "--iters", "4", "--out", str(out), "--no-progress",
+                                 "--init", "zero_shot_rule", "--label-words", "correct,incorrect"])
+    assert r.exit_code == 0, r.output
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["init"] == "zero_shot_rule"
+    assert (cfg["template"]["true_word"], cfg["template"]["false_word"]) == ("correct", "incorrect")
+    first = next(json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()
+                 if json.loads(x).get("stage") == "icm")
+    assert first["labeled"] == 8  # every claim labeled from the start
 
 
 def _kill_when(args: list[str], out, rows: int) -> None:
@@ -600,6 +655,9 @@ def test_cli_killed_twice_then_resumed_equals_an_uninterrupted_run(tmp_path):
     (["--scoring", "slow"], "--scoring"),
     (["--fix", "always"], "--fix"),
     (["--schedule", "linear"], "--schedule"),
+    (["--init", "gold"], "--init"),
+    (["--label-words", "True"], "--label-words"),
+    (["--label-words", "yes,yes"], "--label-words"),
     (["--claims", "/nonexistent/claims.jsonl"], "not found"),
 ])
 def test_cli_bad_input_exits_2(tmp_path, extra, msg):

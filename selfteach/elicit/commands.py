@@ -11,7 +11,7 @@ from rich.table import Table
 from selfteach.backends.served import SERVE_HELP
 
 # the ICMConfig defaults (kept literal so `selfteach --help` does not import the search)
-_DEFAULT = {"schedule": "paper", "fix": "paper"}
+_DEFAULT = {"schedule": "paper", "fix": "paper", "init": "random"}
 
 
 def register(app: typer.Typer) -> None:
@@ -43,6 +43,11 @@ def register(app: typer.Typer) -> None:
                                           "the authors' code)"),
         fix: str = typer.Option(_DEFAULT["fix"], "--fix", help="ConsistencyFix: paper (keep if U rises) | "
                                 "reference (always apply the best assignment, the authors' code)"),
+        init: str = typer.Option(_DEFAULT["init"], "--init", help="starting labels: random (K=8 random "
+                                 "claims, the paper) | zero_shot_rule (every claim from the zero-shot + rule "
+                                 "baseline; a departure)"),
+        label_words: str = typer.Option("True,False", "--label-words", help="the template's label words "
+                                        "TRUE,FALSE, e.g. correct,incorrect"),
         progress: bool = typer.Option(True, "--progress/--no-progress"),
         serve: bool = typer.Option(False, "--serve", help=SERVE_HELP),
     ) -> None:
@@ -52,6 +57,7 @@ def register(app: typer.Typer) -> None:
         from selfteach.data.loaders import load_claims, parse_field_map
         from selfteach.elicit.rules import TASKS, make_rule
         from selfteach.elicit.search import ICMConfig, icm
+        from selfteach.elicit.templates import Template
         from selfteach.errors import SelfteachError
         from selfteach.runs import RunDir
 
@@ -62,12 +68,18 @@ def register(app: typer.Typer) -> None:
         for opt, val in (("--schedule", schedule), ("--fix", fix)):
             if val not in ("paper", "reference"):
                 raise SelfteachError(f"{opt} {val!r}: choose paper or reference")
+        if init not in ("random", "zero_shot_rule"):
+            raise SelfteachError(f"--init {init!r}: choose random or zero_shot_rule")
+        words = [w.strip() for w in label_words.split(",")]
+        if len(words) != 2 or not all(words) or words[0] == words[1]:
+            raise SelfteachError(f"--label-words {label_words!r}: give two different words, e.g. True,False")
         if limit is not None and limit < 1:
             raise SelfteachError(f"--limit {limit}: must be >= 1")
         try:
             cfg = ICMConfig(alpha=alpha, iters=iters, seed=seed, scoring=scoring, blocks=blocks,
                             refresh_every=refresh_every, refresh_frac=refresh_frac, max_context_tokens=max_context_tokens,
-                            baselines=baselines, schedule=schedule, fix=fix)
+                            baselines=baselines, schedule=schedule, fix=fix, init=init,
+                            template=Template(true_word=words[0], false_word=words[1]))
         except ValidationError as e:
             err = e.errors()[0]
             raise SelfteachError(f"--{str(err['loc'][0]).replace('_', '-')} {err.get('input')!r}: "

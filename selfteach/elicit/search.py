@@ -15,7 +15,9 @@ adding a claim to D always lowers U and annealing stops accepting new claims onc
 cools: D stays near its K=8 seed (shown in tests/test_icm.py). `objective="sum"` gives the
 printed formula, `"mean"` the mean log-probability.
 
-1. K random claims get random balanced labels (K=8), then ConsistencyFix.
+1. K random claims get random balanced labels (K=8), then ConsistencyFix (`init="random"`;
+   `init="zero_shot_rule"`, a departure, starts instead from the zero-shot + rule labels of
+   every claim).
 2. For n = 1..N_iter: T = max(T_min, T0 / (1 + beta * log n)) (`schedule="paper"`; the
    authors' code cools over accepted flips k instead, T0 / (1 + 2 ln(1 + k)),
    `schedule="reference"`); sample a claim (unlabeled
@@ -66,6 +68,11 @@ class ICMConfig(BaseModel):
                                                  "the authors lower it to 20-30 when the search moves slowly")
     iters: int | None = Field(None, ge=0, description="annealing steps N_iter; None: 2 x number of claims")
     init_k: int = Field(8, ge=0, description="claims labeled at random (balanced) before the search")
+    init: Literal["random", "zero_shot_rule"] = Field(
+        "random", description="starting labels: random = init_k random claims with random balanced labels (the "
+                              "paper); zero_shot_rule = every claim labeled by the zero-shot + rule baseline (a "
+                              "departure: the search starts from the one-pass labeling and keeps only changes "
+                              "that raise U)")
     t0: float = Field(10.0, gt=0, description="initial temperature T0")
     t_min: float = Field(0.01, gt=0, description="final temperature T_min")
     beta: float = Field(0.99, ge=0, description="cooling rate of the paper schedule: "
@@ -147,7 +154,12 @@ class _Search:
             raise SelfteachError(f"ICM: mutual predictability is {p} (a label read-out was not finite)")
         return self.cfg.alpha * p - self.rule.count(labels)
 
-    def init_labels(self) -> dict[int, bool]:
+    def init_labels(self, zs: dict[int, LP]) -> dict[int, bool]:
+        """The search's starting labels (`ICMConfig.init`). zero_shot_rule: the task's rule on
+        the zero-shot margins for every claim (label-free; no model call beyond the zero-shot
+        pass already made)."""
+        if self.cfg.init == "zero_shot_rule":
+            return self.rule.zero_shot_rule({i: v[0] - v[1] for i, v in zs.items()})[0]
         k = min(self.cfg.init_k, len(self.claims))
         idx = self.rng.sample(range(len(self.claims)), k)
         ys = [True] * (k // 2) + [False] * (k - k // 2)
@@ -254,7 +266,7 @@ def icm(claims: list[Claim], backend, task: str = "binary", config: ICMConfig | 
         zs = s.scorer.zero_shot()
         spent("zero_shot", c0, k0, t0)
         c0, k0, t0 = usage.calls, usage.prompt_tokens, time.time()
-        labels = s.init_labels()
+        labels = s.init_labels(zs)
         s.scorer.refresh(labels)
         labels, u = s.consistency_fix(labels, s.U(labels))
         step, accepted, proposals, trajectory = 0, 0, 0, []
