@@ -414,6 +414,13 @@ def test_zero_shot_rule_baseline_in_icm_known_answer():
     assert "baseline_zero_shot_rule" not in res.metrics["cost"]  # one pass: the zero-shot one
     plain = icm(cl, SyntheticBackend(truth, strength), config=ICMConfig(iters=10, baselines=True), progress=False)
     assert "zero_shot_rule" not in plain.baselines  # binary: no rule, nothing to add
+    assert "golden_rule" not in plain.baselines
+    # the rule on the golden-context margins (whose signs are all right here): one True per pair,
+    # so exactly the pairs whose gold is not one-True-one-False cost one claim each
+    gr = res.baselines["golden_rule"]
+    assert res.baselines["golden"]["accuracy"] == 1.0
+    mixed = sum(cl[k].gold != cl[k + 1].gold for k in range(0, 24, 2))
+    assert gr["I"] == 0 and gr["balance"] == 0.5 and gr["accuracy"] == pytest.approx((24 - (12 - mixed)) / 24)
 
 
 def test_init_from_zero_shot_rule_starts_at_the_baseline_and_only_raises_U():

@@ -116,6 +116,8 @@ def print_summary(res, model: str, claims: str) -> None:
     rows.append(("ICM (no labels)", {"accuracy": m["accuracy"], "auroc": m["auroc"], "balance": m["balance"]}))
     if "golden" in b:
         rows.append(("golden-label context (ceiling)", b["golden"]))
+    if "golden_rule" in b:
+        rows.append(("golden-label context + rule", b["golden_rule"]))
     for name, r in rows:
         table.add_row(name, fmt(r.get("accuracy")), fmt(r.get("auroc")), fmt(r.get("balance")))
     con = Console()

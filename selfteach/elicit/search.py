@@ -447,6 +447,12 @@ def _baselines(claims, s: _Search, zs: dict[int, LP], cost) -> dict[str, Any]:
         out[name] = {"accuracy": accuracy(labels, claims),
                      "auroc": auroc({i: v[0] - v[1] for i, v in scores.items()}, claims),
                      "balance": sum(labels.values()) / len(claims)}
+        if name == "golden" and s.rule.relates():
+            # the ceiling to compare ICM's rule-consistent labels with: the rule on the
+            # golden-context margins (threshold 0 alone suffers from the read-out's bias)
+            rl, sc = s.rule.zero_shot_rule({i: v[0] - v[1] for i, v in scores.items()})
+            out["golden_rule"] = {"accuracy": accuracy(rl, claims), "auroc": auroc(sc, claims),
+                                  "balance": sum(rl.values()) / len(claims), "I": s.rule.count(rl)}
     return out
 
 
