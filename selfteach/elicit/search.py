@@ -417,18 +417,27 @@ def _report(claims, rule, cfg, s, out_labels, searched, final: dict[int, LP], zs
                      trajectory=trajectory)
 
 
+def _baseline_row(labels: dict[int, bool], scores: dict[int, float], claims: list[Claim],
+                  rule: Rule | None = None) -> dict[str, Any]:
+    """Accuracy, AUROC and share True of one baseline, plus its per-claim labels and scores
+    (claim order) so that intervals can be computed after the run (benchmarks/icm_families.py)."""
+    row: dict[str, Any] = {"accuracy": accuracy(labels, claims), "auroc": auroc(scores, claims),
+                           "balance": sum(labels.values()) / len(claims)}
+    if rule is not None:
+        row["I"] = rule.count(labels)
+    row["labels"] = [bool(labels[i]) for i in range(len(claims))]
+    row["scores"] = [round(float(scores[i]), 5) for i in range(len(claims))]
+    return row
+
+
 def _baselines(claims, s: _Search, zs: dict[int, LP], cost) -> dict[str, Any]:
     """Floor and ceiling in the same scorer: zero-shot, zero-shot + rule (where the task has
-    a rule), random-label many-shot, gold many-shot."""
+    a rule), random-label many-shot, gold many-shot (and gold + rule)."""
     out: dict[str, Any] = {}
-    zs_labels = {i: v[0] >= v[1] for i, v in zs.items()}
-    out["zero_shot"] = {"accuracy": accuracy(zs_labels, claims), "auroc": auroc({i: v[0] - v[1] for i, v in zs.items()},
-                                                                               claims),
-                        "balance": sum(zs_labels.values()) / len(claims)}
+    zm = {i: v[0] - v[1] for i, v in zs.items()}
+    out["zero_shot"] = _baseline_row({i: m >= 0 for i, m in zm.items()}, zm, claims)
     if s.rule.relates():  # the same rule on the zero-shot margins: label-free, no extra model call
-        rl, sc = s.rule.zero_shot_rule({i: v[0] - v[1] for i, v in zs.items()})
-        out["zero_shot_rule"] = {"accuracy": accuracy(rl, claims), "auroc": auroc(sc, claims),
-                                 "balance": sum(rl.values()) / len(claims), "I": s.rule.count(rl)}
+        out["zero_shot_rule"] = _baseline_row(*s.rule.zero_shot_rule(zm), claims, s.rule)
     usage = s.backend.usage
     rng = random.Random(f"icm-random-baseline-{s.cfg.seed}")
     ys = [True] * (len(claims) // 2) + [False] * (len(claims) - len(claims) // 2)
@@ -443,16 +452,12 @@ def _baselines(claims, s: _Search, zs: dict[int, LP], cost) -> dict[str, Any]:
         c["calls"] += usage.calls - c0
         c["prompt_tokens"] += usage.prompt_tokens - k0
         c["seconds"] = round(time.time() - t0, 3)
-        labels = {i: v[0] >= v[1] for i, v in scores.items()}
-        out[name] = {"accuracy": accuracy(labels, claims),
-                     "auroc": auroc({i: v[0] - v[1] for i, v in scores.items()}, claims),
-                     "balance": sum(labels.values()) / len(claims)}
+        m = {i: v[0] - v[1] for i, v in scores.items()}
+        out[name] = _baseline_row({i: x >= 0 for i, x in m.items()}, m, claims)
         if name == "golden" and s.rule.relates():
             # the ceiling to compare ICM's rule-consistent labels with: the rule on the
             # golden-context margins (threshold 0 alone suffers from the read-out's bias)
-            rl, sc = s.rule.zero_shot_rule({i: v[0] - v[1] for i, v in scores.items()})
-            out["golden_rule"] = {"accuracy": accuracy(rl, claims), "auroc": auroc(sc, claims),
-                                  "balance": sum(rl.values()) / len(claims), "I": s.rule.count(rl)}
+            out["golden_rule"] = _baseline_row(*s.rule.zero_shot_rule(m), claims, s.rule)
     return out
 
 
