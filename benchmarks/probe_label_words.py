@@ -21,7 +21,7 @@ from selfteach.elicit.rules import make_rule
 from selfteach.elicit.search import accuracy, auroc
 from selfteach.elicit.templates import Template
 
-FAMILIES = os.environ.get("PROBE_FAMILIES", "capitals,currencies,state-capitals,authors,inventors,elements,planets")
+FAMILIES = os.environ.get("PROBE_FAMILIES", "capitals,authors,elements")
 WORDS = [("True", "False"), ("correct", "incorrect")]
 
 

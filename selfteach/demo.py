@@ -16,6 +16,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+# the demo's ICM step (docs/results.md, "ICM on Qwen2.5-Coder-0.5B fact families")
+DEMO_ICM: dict = {"model": "gemma3-270m", "family": "capitals", "n_countries": 16, "task": "comparison",
+                  "max_context_tokens": 512, "init": "random"}
+
 
 def register(app: typer.Typer) -> None:
     @app.command()
@@ -23,15 +27,17 @@ def register(app: typer.Typer) -> None:
         model: str = typer.Option("smollm2-135m", help="model for the accuracy step"),
         data: str = typer.Option("builtin:arithmetic", help="problems for the accuracy step"),
         limit: int = typer.Option(50, min=1, help="problems to evaluate"),
-        icm_model: str = typer.Option("gemma3-270m", help="model for the ICM step"),
+        icm_model: str = typer.Option(DEMO_ICM["model"], help="model for the ICM step"),
+        icm_family: str = typer.Option(DEMO_ICM["family"], help="built-in fact family for the ICM step"),
         skip_icm: bool = typer.Option(False, help="only run the accuracy step"),
         out: Path = typer.Option(Path("runs/demo"), help="run directory root"),
     ) -> None:
         """Run the end-to-end demo on the embedded models and print a results table."""
-        run_demo(model, data, limit, icm_model, skip_icm, out)
+        run_demo(model, data, limit, icm_model, skip_icm, out, icm_family)
 
 
-def run_demo(model: str, data: str, limit: int, icm_model: str, skip_icm: bool, out: Path) -> None:
+def run_demo(model: str, data: str, limit: int, icm_model: str, skip_icm: bool, out: Path,
+             icm_family: str = DEMO_ICM["family"]) -> None:
     from selfteach.evaluate.accuracy import AccuracyConfig, run_accuracy
 
     console = Console()
@@ -54,12 +60,17 @@ def run_demo(model: str, data: str, limit: int, icm_model: str, skip_icm: bool, 
             console.print("[dim]ICM step not available in this build[/dim]")
         else:
             t1 = time.time()
-            console.print(f"[bold]2/2 ICM[/bold]: {icm_model} labels built-in capital claims without labels")
+            console.print(f"[bold]2/2 ICM[/bold]: {icm_model} labels built-in {icm_family} claims without labels")
             icm_dir = out / f"{stamp}-icm"
-            s = demo_summary(model=icm_model, out=icm_dir)
-            for name in ("zero-shot", "zero-shot + rule", "random few-shot", "ICM", "golden context"):
+            kw = {k: v for k, v in DEMO_ICM.items() if k not in ("model", "family")}
+            s = demo_summary(model=icm_model, out=icm_dir, family=icm_family, **kw)
+            for name in ("zero-shot", "zero-shot + rule", "random few-shot", "ICM", "golden context",
+                         "golden context + rule"):
                 if name in s:
-                    rows.append([f"{icm_model} label accuracy: {name}", f"{s[name]:.3f} (n={s.get('claims', '?')})",
+                    au = s.get(f"{name} AUROC")
+                    rows.append([f"{icm_model} label accuracy: {name}",
+                                 f"{s[name]:.3f} (n={s.get('claims', '?')}"
+                                 + (f", AUROC {au:.2f})" if au is not None else ")"),
                                  f"{time.time() - t1:.0f} s" if name == "ICM" else ""])
             dirs.append(icm_dir)
     table = Table(title="selfteach demo")
@@ -68,6 +79,7 @@ def run_demo(model: str, data: str, limit: int, icm_model: str, skip_icm: bool, 
     for r in rows:
         table.add_row(*r)
     console.print(table)
-    console.print(f"data: {data}; ICM claims: builtin:capitals")
+    console.print(f"data: {data}; ICM claims: builtin:{icm_family}")
     for d in dirs:
         console.print(f"run directory: {d}  (selfteach report {d})")
+    console.print("full results (every fact family, intervals, the logs' explanation): docs/results.md")
