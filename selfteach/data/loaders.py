@@ -213,12 +213,31 @@ def load_claims(spec: str | Path, fields: dict[str, str] | None = None, limit: i
 
             claims.append(validated(make, where))
     if limit is not None:
-        claims = claims[:limit]
+        claims = limit_whole_groups(claims, limit)
     ids = [c.id for c in claims]
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise SelfteachError(f"{spec_s}: duplicate claim id {dup!r}")
     return claims
+
+
+def limit_whole_groups(claims: list[Claim], limit: int) -> list[Claim]:
+    """At most `limit` claims, keeping consistency groups whole: groups (an ungrouped claim
+    is its own) are taken in order of first appearance while they fit. Cutting the first N
+    claims split e.g. 28 of the 46 countries `builtin:capitals --limit 64` touched into lone
+    claims, on which no consistency rule can act. Claims keep their order."""
+    if all(c.group is None for c in claims):
+        return claims[:limit]
+    sizes: dict[str, int] = {}
+    for n, c in enumerate(claims):
+        key = c.group if c.group is not None else f"\0{n}"
+        sizes[key] = sizes.get(key, 0) + 1
+    keep, total = set(), 0
+    for key, size in sizes.items():
+        if total + size <= limit:
+            keep.add(key)
+            total += size
+    return [c for n, c in enumerate(claims) if (c.group if c.group is not None else f"\0{n}") in keep]
 
 
 def _as_bool(v: Any, where: str) -> bool | None:
