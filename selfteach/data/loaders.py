@@ -237,6 +237,8 @@ def limit_whole_groups(claims: list[Claim], limit: int) -> list[Claim]:
         if total + size <= limit:
             keep.add(key)
             total += size
+    if not keep:  # not even the first group fits: the first N claims, as asked
+        return claims[:limit]
     return [c for n, c in enumerate(claims) if (c.group if c.group is not None else f"\0{n}") in keep]
 
 
