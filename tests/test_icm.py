@@ -492,6 +492,29 @@ def test_fast_blocks_exclude_own_block():
         assert ctx.count("Claim:") == sum(sc.block[j] != sc.block[i] for j in range(12))
 
 
+@pytest.mark.parametrize("leave_out", ["claim", "group"])
+def test_leave_out_group_keeps_a_claims_group_out_of_its_context(leave_out):
+    """leave_out="group": neither scorer shows a claim any claim of its own group (the
+    same-question example whose label a small model copies); "claim": only itself is left out."""
+    cl, truth, strength = synthetic_task(12, seed=1, groups=True)
+    labels = {i: True for i in range(12)}
+    be = SyntheticBackend(truth, strength)
+    fast = FastScorer(cl, be, Template(), 10_000, blocks=2, leave_out=leave_out)
+    fast.refresh(labels)
+    exact = ExactScorer(cl, be, Template(), 10_000, leave_out)
+    for i in range(12):
+        partner = cl[i ^ 1].claim  # synthetic groups are pairs (2k, 2k+1)
+        ctx = exact.context(labels, exact.left_out[i])
+        assert f"Claim: {cl[i].claim}\n" not in ctx
+        assert (f"Claim: {partner}\n" in ctx) == (leave_out == "claim")
+        if leave_out == "group":
+            assert fast.block[i] == fast.block[i ^ 1]
+            assert f"Claim: {partner}\n" not in fast._prefix(fast.block[i])
+    res = icm(cl, be, task="comparison", config=ICMConfig(iters=12, leave_out=leave_out, baselines=True),
+              progress=False)
+    assert res.baselines["golden"]["accuracy"] == 1.0  # the ceiling is scored the same way
+
+
 # ---- bad input -------------------------------------------------------------------------
 def test_bad_inputs_raise_clear_errors():
     cl, truth, strength = synthetic_task(4)
@@ -584,7 +607,7 @@ def test_cli_fix_and_schedule_options_reach_the_search(tmp_path):
 def test_cli_defaults_are_the_config_defaults():
     from selfteach.elicit.commands import _DEFAULT
 
-    assert _DEFAULT == {k: ICMConfig.model_fields[k].default for k in ("schedule", "fix", "init")}
+    assert _DEFAULT == {k: ICMConfig.model_fields[k].default for k in ("schedule", "fix", "init", "leave_out")}
 
 
 def test_cli_init_and_label_words_reach_the_search(tmp_path):
@@ -595,10 +618,11 @@ def test_cli_init_and_label_words_reach_the_search(tmp_path):
     out = tmp_path / "run"
     r = CliRunner().invoke(app, ["elicit", "--model", "tiny-random", "--claims", "builtin:capitals", "--task",
                                  "exclusive", "--limit", "8", "--iters", "4", "--out", str(out), "--no-progress",
-                                 "--init", "zero_shot_rule", "--label-words", "correct,incorrect"])
+                                 "--init", "zero_shot_rule", "--label-words", "correct,incorrect",
+                                 "--leave-out", "group"])
     assert r.exit_code == 0, r.output
     cfg = yaml.safe_load((out / "config.yaml").read_text())
-    assert cfg["init"] == "zero_shot_rule"
+    assert cfg["init"] == "zero_shot_rule" and cfg["leave_out"] == "group"
     assert (cfg["template"]["true_word"], cfg["template"]["false_word"]) == ("correct", "incorrect")
     first = next(json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()
                  if json.loads(x).get("stage") == "icm")
@@ -663,6 +687,7 @@ def test_cli_killed_twice_then_resumed_equals_an_uninterrupted_run(tmp_path):
     (["--fix", "always"], "--fix"),
     (["--schedule", "linear"], "--schedule"),
     (["--init", "gold"], "--init"),
+    (["--leave-out", "none"], "--leave-out"),
     (["--label-words", "True"], "--label-words"),
     (["--label-words", "yes,yes"], "--label-words"),
     (["--claims", "/nonexistent/claims.jsonl"], "not found"),

@@ -11,7 +11,7 @@ from rich.table import Table
 from selfteach.backends.served import SERVE_HELP
 
 # the ICMConfig defaults (kept literal so `selfteach --help` does not import the search)
-_DEFAULT = {"schedule": "paper", "fix": "paper", "init": "random"}
+_DEFAULT = {"schedule": "paper", "fix": "paper", "init": "random", "leave_out": "claim"}
 
 
 def register(app: typer.Typer) -> None:
@@ -46,6 +46,9 @@ def register(app: typer.Typer) -> None:
         init: str = typer.Option(_DEFAULT["init"], "--init", help="starting labels: random (K=8 random "
                                  "claims, the paper) | zero_shot_rule (every claim from the zero-shot + rule "
                                  "baseline; a departure)"),
+        leave_out: str = typer.Option(_DEFAULT["leave_out"], "--leave-out", help="a scored claim's context "
+                                      "leaves out: claim (itself, the paper) | group (its whole group; a "
+                                      "departure against same-question label copying)"),
         label_words: str = typer.Option("True,False", "--label-words", help="the template's label words "
                                         "TRUE,FALSE, e.g. correct,incorrect"),
         progress: bool = typer.Option(True, "--progress/--no-progress"),
@@ -70,6 +73,8 @@ def register(app: typer.Typer) -> None:
                 raise SelfteachError(f"{opt} {val!r}: choose paper or reference")
         if init not in ("random", "zero_shot_rule"):
             raise SelfteachError(f"--init {init!r}: choose random or zero_shot_rule")
+        if leave_out not in ("claim", "group"):
+            raise SelfteachError(f"--leave-out {leave_out!r}: choose claim or group")
         words = [w.strip() for w in label_words.split(",")]
         if len(words) != 2 or not all(words) or words[0] == words[1]:
             raise SelfteachError(f"--label-words {label_words!r}: give two different words, e.g. True,False")
@@ -78,7 +83,7 @@ def register(app: typer.Typer) -> None:
         try:
             cfg = ICMConfig(alpha=alpha, iters=iters, seed=seed, scoring=scoring, blocks=blocks,
                             refresh_every=refresh_every, refresh_frac=refresh_frac, max_context_tokens=max_context_tokens,
-                            baselines=baselines, schedule=schedule, fix=fix, init=init,
+                            baselines=baselines, schedule=schedule, fix=fix, init=init, leave_out=leave_out,
                             template=Template(true_word=words[0], false_word=words[1]))
         except ValidationError as e:
             err = e.errors()[0]

@@ -73,6 +73,11 @@ class ICMConfig(BaseModel):
                               "paper); zero_shot_rule = every claim labeled by the zero-shot + rule baseline (a "
                               "departure: the search starts from the one-pass labeling and keeps only changes "
                               "that raise U)")
+    leave_out: Literal["claim", "group"] = Field(
+        "claim", description="what a scored claim's context leaves out: claim = only itself (the paper, "
+                             "P(y_i | x_i, D without i)); group = every claim of its group (a departure: a small "
+                             "model copies the label of the same-question example in context, which rewards "
+                             "labeling a group's candidates alike, i.e. breaking the rule)")
     t0: float = Field(10.0, gt=0, description="initial temperature T0")
     t_min: float = Field(0.01, gt=0, description="final temperature T_min")
     beta: float = Field(0.99, ge=0, description="cooling rate of the paper schedule: "
@@ -142,7 +147,7 @@ class _Search:
         self.claims, self.backend, self.rule, self.cfg = claims, backend, rule, cfg
         self.rng = random.Random(cfg.seed)
         self.scorer = make_scorer(cfg.scoring, claims, backend, cfg.template, cfg.max_context_tokens,
-                                  cfg.blocks, cfg.refresh_every, cfg.refresh_frac, cfg.seed)
+                                  cfg.blocks, cfg.refresh_every, cfg.refresh_frac, cfg.seed, cfg.leave_out)
 
     def U(self, labels: dict[int, bool]) -> float:
         if not labels:
