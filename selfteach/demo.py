@@ -16,10 +16,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-# the demo's ICM step (docs/results.md, "ICM on Qwen2.5-Coder-0.5B fact families")
-DEMO_ICM: dict = {"model": "gemma3-270m", "family": "capitals", "n_countries": 16, "task": "comparison",
-                  "max_context_tokens": 512, "init": "random"}
-
 
 def register(app: typer.Typer) -> None:
     @app.command()
@@ -27,17 +23,15 @@ def register(app: typer.Typer) -> None:
         model: str = typer.Option("smollm2-135m", help="model for the accuracy step"),
         data: str = typer.Option("builtin:arithmetic", help="problems for the accuracy step"),
         limit: int = typer.Option(50, min=1, help="problems to evaluate"),
-        icm_model: str = typer.Option(DEMO_ICM["model"], help="model for the ICM step"),
-        icm_family: str = typer.Option(DEMO_ICM["family"], help="built-in fact family for the ICM step"),
+        icm_model: str = typer.Option("gemma3-270m", help="model for the ICM step"),
         skip_icm: bool = typer.Option(False, help="only run the accuracy step"),
         out: Path = typer.Option(Path("runs/demo"), help="run directory root"),
     ) -> None:
         """Run the end-to-end demo on the embedded models and print a results table."""
-        run_demo(model, data, limit, icm_model, skip_icm, out, icm_family)
+        run_demo(model, data, limit, icm_model, skip_icm, out)
 
 
-def run_demo(model: str, data: str, limit: int, icm_model: str, skip_icm: bool, out: Path,
-             icm_family: str = DEMO_ICM["family"]) -> None:
+def run_demo(model: str, data: str, limit: int, icm_model: str, skip_icm: bool, out: Path) -> None:
     from selfteach.evaluate.accuracy import AccuracyConfig, run_accuracy
 
     console = Console()
@@ -60,17 +54,12 @@ def run_demo(model: str, data: str, limit: int, icm_model: str, skip_icm: bool, 
             console.print("[dim]ICM step not available in this build[/dim]")
         else:
             t1 = time.time()
-            console.print(f"[bold]2/2 ICM[/bold]: {icm_model} labels built-in {icm_family} claims without labels")
+            console.print(f"[bold]2/2 ICM[/bold]: {icm_model} labels built-in capital claims without labels")
             icm_dir = out / f"{stamp}-icm"
-            kw = {k: v for k, v in DEMO_ICM.items() if k not in ("model", "family")}
-            s = demo_summary(model=icm_model, out=icm_dir, family=icm_family, **kw)
-            for name in ("zero-shot", "zero-shot + rule", "random few-shot", "ICM", "golden context",
-                         "golden context + rule"):
+            s = demo_summary(model=icm_model, out=icm_dir)
+            for name in ("zero-shot", "zero-shot + rule", "random few-shot", "ICM", "golden context"):
                 if name in s:
-                    au = s.get(f"{name} AUROC")
-                    rows.append([f"{icm_model} label accuracy: {name}",
-                                 f"{s[name]:.3f} (n={s.get('claims', '?')}"
-                                 + (f", AUROC {au:.2f})" if au is not None else ")"),
+                    rows.append([f"{icm_model} label accuracy: {name}", f"{s[name]:.3f} (n={s.get('claims', '?')})",
                                  f"{time.time() - t1:.0f} s" if name == "ICM" else ""])
             dirs.append(icm_dir)
     table = Table(title="selfteach demo")
@@ -79,7 +68,6 @@ def run_demo(model: str, data: str, limit: int, icm_model: str, skip_icm: bool, 
     for r in rows:
         table.add_row(*r)
     console.print(table)
-    console.print(f"data: {data}; ICM claims: builtin:{icm_family}")
+    console.print(f"data: {data}; ICM claims: builtin:capitals")
     for d in dirs:
         console.print(f"run directory: {d}  (selfteach report {d})")
-    console.print("full results (every fact family, intervals, the logs' explanation): docs/results.md")

@@ -20,13 +20,14 @@ from selfteach.elicit.search import ICMConfig, ICMResult, acceptance_probability
 from selfteach.elicit.templates import Template, comparison_claims, exclusive_claims
 
 
-def demo_claims(n_countries: int = 16, seed: int = 0, family: str = "capitals"):
-    """Built-in fact claims (1 true + wrong candidates per subject) for the first
-    `n_countries` subjects of `family` (default capitals): the small fact task of the demo.
-    Subjects are groups; exactly one candidate of each is right."""
+def demo_claims(n_countries: int = 16, seed: int = 0):
+    """Built-in capital claims (1 true + 1 wrong capital per country) for `n_countries`
+    countries: the small fact task of the demo (group = country; exactly one of the two
+    candidates is right, so the demo uses the "comparison" rule: not both True, not both
+    False)."""
     from selfteach.data.builtin import builtin_claims
 
-    claims = builtin_claims(family, seed=seed)
+    claims = builtin_claims("capitals", seed=seed)
     keep: list[str] = []
     for c in claims:
         if c.group not in keep and len(keep) < n_countries:
@@ -35,13 +36,11 @@ def demo_claims(n_countries: int = 16, seed: int = 0, family: str = "capitals"):
 
 
 def demo_summary(model: str = "gemma3-270m", out: str | Path | None = None, n_countries: int = 16,
-                 iters: int | None = None, seed: int = 0, progress: bool = True, family: str = "capitals",
-                 task: str = "comparison", max_context_tokens: int = 512, init: str = "random") -> dict[str, Any]:
+                 iters: int | None = None, seed: int = 0, progress: bool = True) -> dict[str, Any]:
     """ICM on a small built-in fact task, with its floor and ceiling, for `selfteach demo`.
 
-    Returns {"zero-shot", "zero-shot + rule", "random few-shot", "ICM", "golden context",
-    "golden context + rule"} label accuracies (fractions), the same keys with " AUROC", plus
-    "claims", "seconds", "model_calls", "prompt_tokens" and "warnings".
+    Returns {"zero-shot", "zero-shot + rule", "random few-shot", "ICM", "golden context"} label accuracies
+    (fractions) plus "claims", "seconds", "model_calls", "prompt_tokens" and "warnings".
     With `out`, the run directory gets labels.jsonl, metrics.jsonl and icm_result.json.
     """
     import time
@@ -50,25 +49,20 @@ def demo_summary(model: str = "gemma3-270m", out: str | Path | None = None, n_co
     from selfteach.runs import RunDir
 
     t0 = time.time()
-    claims = demo_claims(n_countries, seed, family)
-    cfg = ICMConfig(iters=iters if iters is not None else 2 * len(claims), max_context_tokens=max_context_tokens,
-                    seed=seed, baselines=True, init=init)
-    run = RunDir.create(out, {"model": model, "claims": f"builtin:{family}[{n_countries} subjects]",
-                              "task": task, **cfg.model_dump(mode="json")}, resume=True, seed=seed) \
+    claims = demo_claims(n_countries, seed)
+    cfg = ICMConfig(iters=iters if iters is not None else 2 * len(claims), max_context_tokens=512,
+                    seed=seed, baselines=True)
+    run = RunDir.create(out, {"model": model, "claims": f"builtin:capitals[{n_countries} countries]",
+                              "task": "comparison", **cfg.model_dump(mode="json")}, resume=True, seed=seed) \
         if out is not None else None
     backend = load_backend(model)
-    res = icm(claims, backend, task=task, config=cfg, run=run, progress=progress)
+    res = icm(claims, backend, task="comparison", config=cfg, run=run, progress=progress)
     b = res.baselines
-    rows = {"zero-shot": b["zero_shot"], "zero-shot + rule": b["zero_shot_rule"],
-            "random few-shot": b["random_fewshot"],
-            "ICM": {"accuracy": res.metrics["accuracy"], "auroc": res.metrics["auroc"]},
-            "golden context": b["golden"], "golden context + rule": b["golden_rule"]}
-    summary: dict[str, Any] = {k: v["accuracy"] for k, v in rows.items()}
-    summary.update({f"{k} AUROC": v["auroc"] for k, v in rows.items()})
-    summary.update({"claims": len(claims), "seconds": round(time.time() - t0, 1),
-                    "model_calls": res.metrics["model_calls"], "prompt_tokens": res.metrics["prompt_tokens"],
-                    "warnings": res.metrics["warnings"]})
-    return summary
+    return {"zero-shot": b["zero_shot"]["accuracy"], "zero-shot + rule": b["zero_shot_rule"]["accuracy"],
+            "random few-shot": b["random_fewshot"]["accuracy"],
+            "ICM": res.metrics["accuracy"], "golden context": b["golden"]["accuracy"], "claims": len(claims),
+            "seconds": round(time.time() - t0, 1), "model_calls": res.metrics["model_calls"],
+            "prompt_tokens": res.metrics["prompt_tokens"], "warnings": res.metrics["warnings"]}
 
 
 __all__ = ["icm", "ICMConfig", "ICMResult", "Template", "TASKS", "make_rule", "temperature",
