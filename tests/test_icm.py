@@ -444,6 +444,30 @@ def test_init_from_zero_shot_rule_starts_at_the_baseline_and_only_raises_U():
     assert random_init.metrics["labeled_by_search"] <= 8  # the paper's K=8 start is still the default
 
 
+def test_keep_best_returns_the_best_freshly_scored_labeling():
+    """keep_best: the returned labeling's fresh U is the largest fresh U of the run (start,
+    refreshes, end); without it the last labeling is returned, whatever its fresh U."""
+    from selfteach.elicit.search import _Search
+    from selfteach.elicit.rules import make_rule
+
+    cl, truth, strength = synthetic_task(24, seed=0, groups=True)  # a run whose last labeling is not its best
+    cfg = dict(iters=60, init="zero_shot_rule", refresh_every=8)
+    last = icm(cl, SyntheticBackend(truth, strength, w_ctx=0.3), task="comparison", config=ICMConfig(**cfg),
+               progress=False)
+    best = icm(cl, SyntheticBackend(truth, strength, w_ctx=0.3), task="comparison",
+               config=ICMConfig(keep_best=True, **cfg), progress=False)
+
+    def fresh_u(res, keep_best):
+        s = _Search(cl, SyntheticBackend(truth, strength, w_ctx=0.3), make_rule("comparison", cl),
+                    ICMConfig(keep_best=keep_best, **cfg))
+        labels = {i: res.labels[c.id] for i, c in enumerate(cl)}
+        s.scorer.refresh(labels)
+        return s.U(labels)
+
+    assert fresh_u(best, True) > fresh_u(last, False) + 0.1
+    assert best.labels != last.labels
+
+
 def test_label_words_reach_the_prompts():
     cl, truth, strength = synthetic_task(6, seed=2)
     tpl = Template(true_word="correct", false_word="incorrect")

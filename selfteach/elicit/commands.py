@@ -49,6 +49,8 @@ def register(app: typer.Typer) -> None:
         leave_out: str = typer.Option(_DEFAULT["leave_out"], "--leave-out", help="a scored claim's context "
                                       "leaves out: claim (itself, the paper) | group (its whole group; a "
                                       "departure against same-question label copying)"),
+        keep_best: bool = typer.Option(False, "--keep-best/--no-keep-best", help="return the labeling with "
+                                       "the highest freshly scored U, not the last (a departure)"),
         label_words: str = typer.Option("True,False", "--label-words", help="the template's label words "
                                         "TRUE,FALSE, e.g. correct,incorrect"),
         progress: bool = typer.Option(True, "--progress/--no-progress"),
@@ -83,7 +85,7 @@ def register(app: typer.Typer) -> None:
         try:
             cfg = ICMConfig(alpha=alpha, iters=iters, seed=seed, scoring=scoring, blocks=blocks,
                             refresh_every=refresh_every, refresh_frac=refresh_frac, max_context_tokens=max_context_tokens,
-                            baselines=baselines, schedule=schedule, fix=fix, init=init, leave_out=leave_out,
+                            baselines=baselines, schedule=schedule, fix=fix, init=init, leave_out=leave_out, keep_best=keep_best,
                             template=Template(true_word=words[0], false_word=words[1]))
         except ValidationError as e:
             err = e.errors()[0]

@@ -73,6 +73,10 @@ class ICMConfig(BaseModel):
                               "paper); zero_shot_rule = every claim labeled by the zero-shot + rule baseline (a "
                               "departure: the search starts from the one-pass labeling and keeps only changes "
                               "that raise U)")
+    keep_best: bool = Field(False, description="return the labeling with the highest U measured with fresh "
+                                               "scores (the start, each full rescoring, the end) instead of the "
+                                               "last one: the fast scorer's cached scores can accept moves that a "
+                                               "rescoring shows lowered U (a departure from the paper)")
     leave_out: Literal["claim", "group"] = Field(
         "claim", description="what a scored claim's context leaves out: claim = only itself (the paper, "
                              "P(y_i | x_i, D without i)); group = every claim of its group (a departure: a small "
@@ -263,6 +267,8 @@ def icm(claims: list[Claim], backend, task: str = "binary", config: ICMConfig | 
         _set_rng(s.rng, ck["rng"])
         s.scorer.load_state(ck["scorer"])
         trajectory = ck.get("trajectory", [])
+        best = ({int(i): bool(y) for i, y in ck["best"][0].items()}, float(ck["best"][1])) if ck.get("best") \
+            else (dict(labels), u)
         if trajectory:  # the trajectory's call/token counts continue where the checkpoint left them
             start_calls = usage.calls - int(trajectory[-1]["calls"])
             start_tokens = usage.prompt_tokens - int(trajectory[-1]["prompt_tokens"])
@@ -275,6 +281,7 @@ def icm(claims: list[Claim], backend, task: str = "binary", config: ICMConfig | 
         s.scorer.refresh(labels)
         labels, u = s.consistency_fix(labels, s.U(labels))
         step, accepted, proposals, trajectory = 0, 0, 0, []
+        best = (dict(labels), u)  # U here is fresh: the scorer was just refreshed
         spent("search", c0, k0, t0)
 
     metrics_offset = _restore_metrics(run, ck, trajectory)
@@ -286,7 +293,8 @@ def icm(claims: list[Claim], backend, task: str = "binary", config: ICMConfig | 
                                     "proposals": proposals, "done": done, "metrics_offset": metrics_offset,
                                     "labels": {str(i): y for i, y in labels.items()}, "rng": _rng_state(s.rng),
                                     "scorer": s.scorer.state(), "cost": cost, "trajectory": trajectory,
-                                    "zero_shot": {str(i): list(v) for i, v in zs.items()}})
+                                    "zero_shot": {str(i): list(v) for i, v in zs.items()},
+                                    "best": [{str(i): y for i, y in best[0].items()}, best[1]]})
 
     zs_label = {i: v[0] >= v[1] for i, v in zs.items()}
     bar = _progress(progress, n_iter, step)
@@ -309,8 +317,11 @@ def icm(claims: list[Claim], backend, task: str = "binary", config: ICMConfig | 
                 if ok:
                     labels, u = prop, u_new
                     accepted += 1
-            if s.scorer.after_step(n, labels):
+            refreshed = s.scorer.after_step(n, labels)
+            if refreshed:
                 u = s.U(labels)
+            if (refreshed or s.scorer.name == "exact") and u > best[1]:  # a U from fresh scores
+                best = (dict(labels), u)
             step = n
             spent("search", c0, k0, t0)
             row = _trajectory_row(step, t, u, labels, rule, cfg, ok, accepted, proposals, zs_label, usage,
@@ -325,6 +336,11 @@ def icm(claims: list[Claim], backend, task: str = "binary", config: ICMConfig | 
         if bar is not None:
             bar[0].stop()
 
+    if cfg.keep_best:
+        s.scorer.refresh(labels)
+        u = s.U(labels)
+        if best[1] > u:
+            labels, u = dict(best[0]), best[1]
     # final context: margins for every claim; claims never reached get the argmax label
     c0, k0, t0 = usage.calls, usage.prompt_tokens, time.time()
     final = s.scorer.score_all(labels)
