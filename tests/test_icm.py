@@ -447,9 +447,6 @@ def test_init_from_zero_shot_rule_starts_at_the_baseline_and_only_raises_U():
 def test_keep_best_returns_the_best_freshly_scored_labeling():
     """keep_best: the returned labeling's fresh U is the largest fresh U of the run (start,
     refreshes, end); without it the last labeling is returned, whatever its fresh U."""
-    from selfteach.elicit.search import _Search
-    from selfteach.elicit.rules import make_rule
-
     cl, truth, strength = synthetic_task(24, seed=0, groups=True)  # a run whose last labeling is not its best
     cfg = dict(iters=60, init="zero_shot_rule", refresh_every=8)
     last = icm(cl, SyntheticBackend(truth, strength, w_ctx=0.3), task="comparison", config=ICMConfig(**cfg),
