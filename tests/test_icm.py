@@ -415,6 +415,71 @@ def test_zero_shot_rule_baseline_in_icm_known_answer():
     assert "baseline_zero_shot_rule" not in res.metrics["cost"]  # one pass: the zero-shot one
     plain = icm(cl, SyntheticBackend(truth, strength), config=ICMConfig(iters=10, baselines=True), progress=False)
     assert "zero_shot_rule" not in plain.baselines  # binary: no rule, nothing to add
+    assert "golden_rule" not in plain.baselines
+    # the rule on the golden-context margins (whose signs are all right here): one True per pair,
+    # so exactly the pairs whose gold is not one-True-one-False cost one claim each
+    gr = res.baselines["golden_rule"]
+    assert res.baselines["golden"]["accuracy"] == 1.0
+    mixed = sum(cl[k].gold != cl[k + 1].gold for k in range(0, 24, 2))
+    assert gr["I"] == 0 and gr["balance"] == 0.5 and gr["accuracy"] == pytest.approx((24 - (12 - mixed)) / 24)
+
+
+def test_init_from_zero_shot_rule_starts_at_the_baseline_and_only_raises_U():
+    """init="zero_shot_rule": with 0 steps the labels are exactly the zero-shot + rule labels
+    of every claim; with steps, the search moves from there (first row labels every claim)."""
+    cl, truth, strength = synthetic_task(24, seed=1, groups=True)
+    cfg = {"init": "zero_shot_rule", "baselines": True}
+    res0 = icm(cl, SyntheticBackend(truth, strength), task="exclusive", config=ICMConfig(iters=0, **cfg),
+               progress=False)
+    m = [(1 if truth[c.claim] else -1) * strength[c.claim] for c in cl]
+    want = {c.id: m[i] == max(m[i - i % 2], m[i - i % 2 + 1]) for i, c in enumerate(cl)}
+    assert res0.labels == want
+    assert res0.metrics["accuracy"] == res0.baselines["zero_shot_rule"]["accuracy"]
+    assert res0.metrics["labeled_by_final_argmax"] == 0
+    res = icm(cl, SyntheticBackend(truth, strength, w_ctx=1.0), task="exclusive",
+              config=ICMConfig(iters=48, **cfg), progress=False)
+    assert res.trajectory[0]["labeled"] == 24
+    assert res.metrics["accuracy"] >= res0.metrics["accuracy"]
+    random_init = icm(cl, SyntheticBackend(truth, strength), task="exclusive", config=ICMConfig(iters=0),
+                      progress=False)
+    assert random_init.metrics["labeled_by_search"] <= 8  # the paper's K=8 start is still the default
+
+
+def test_keep_best_returns_the_best_freshly_scored_labeling():
+    """keep_best: the returned labeling's fresh U is the largest fresh U of the run (start,
+    refreshes, end); without it the last labeling is returned, whatever its fresh U."""
+    cl, truth, strength = synthetic_task(24, seed=0, groups=True)  # a run whose last labeling is not its best
+    cfg = dict(iters=60, init="zero_shot_rule", refresh_every=8)
+    last = icm(cl, SyntheticBackend(truth, strength, w_ctx=0.3), task="comparison", config=ICMConfig(**cfg),
+               progress=False)
+    best = icm(cl, SyntheticBackend(truth, strength, w_ctx=0.3), task="comparison",
+               config=ICMConfig(keep_best=True, **cfg), progress=False)
+
+    def fresh_u(res, keep_best):
+        s = _Search(cl, SyntheticBackend(truth, strength, w_ctx=0.3), make_rule("comparison", cl),
+                    ICMConfig(keep_best=keep_best, **cfg))
+        labels = {i: res.labels[c.id] for i, c in enumerate(cl)}
+        s.scorer.refresh(labels)
+        return s.U(labels)
+
+    assert fresh_u(best, True) > fresh_u(last, False) + 0.1
+    assert best.labels != last.labels
+
+
+def test_label_words_reach_the_prompts():
+    cl, truth, strength = synthetic_task(6, seed=2)
+    tpl = Template(true_word="correct", false_word="incorrect")
+    be = SyntheticBackend(truth, strength)
+    seen: list[dict] = []
+    orig = be.label_logprobs
+
+    def spy(prompts, labels):
+        seen.append(labels)
+        return orig(prompts, labels)
+
+    be.label_logprobs = spy
+    icm(cl, be, config=ICMConfig(iters=4, template=tpl), progress=False)
+    assert seen and all(" correct" in x["True"] and " incorrect" in x["False"] for x in seen)
 
 
 def test_baselines_bracket_icm():
@@ -447,6 +512,29 @@ def test_fast_blocks_exclude_own_block():
         ctx = sc._prefix(sc.block[i])
         assert f"Claim: {cl[i].claim}\n" not in ctx
         assert ctx.count("Claim:") == sum(sc.block[j] != sc.block[i] for j in range(12))
+
+
+@pytest.mark.parametrize("leave_out", ["claim", "group"])
+def test_leave_out_group_keeps_a_claims_group_out_of_its_context(leave_out):
+    """leave_out="group": neither scorer shows a claim any claim of its own group (the
+    same-question example whose label a small model copies); "claim": only itself is left out."""
+    cl, truth, strength = synthetic_task(12, seed=1, groups=True)
+    labels = {i: True for i in range(12)}
+    be = SyntheticBackend(truth, strength)
+    fast = FastScorer(cl, be, Template(), 10_000, blocks=2, leave_out=leave_out)
+    fast.refresh(labels)
+    exact = ExactScorer(cl, be, Template(), 10_000, leave_out)
+    for i in range(12):
+        partner = cl[i ^ 1].claim  # synthetic groups are pairs (2k, 2k+1)
+        ctx = exact.context(labels, exact.left_out[i])
+        assert f"Claim: {cl[i].claim}\n" not in ctx
+        assert (f"Claim: {partner}\n" in ctx) == (leave_out == "claim")
+        if leave_out == "group":
+            assert fast.block[i] == fast.block[i ^ 1]
+            assert f"Claim: {partner}\n" not in fast._prefix(fast.block[i])
+    res = icm(cl, be, task="comparison", config=ICMConfig(iters=12, leave_out=leave_out, baselines=True),
+              progress=False)
+    assert res.baselines["golden"]["accuracy"] == 1.0  # the ceiling is scored the same way
 
 
 # ---- bad input -------------------------------------------------------------------------
@@ -541,7 +629,26 @@ def test_cli_fix_and_schedule_options_reach_the_search(tmp_path):
 def test_cli_defaults_are_the_config_defaults():
     from selfteach.elicit.commands import _DEFAULT
 
-    assert _DEFAULT == {k: ICMConfig.model_fields[k].default for k in ("schedule", "fix")}
+    assert _DEFAULT == {k: ICMConfig.model_fields[k].default for k in ("schedule", "fix", "init", "leave_out")}
+
+
+def test_cli_init_and_label_words_reach_the_search(tmp_path):
+    import yaml
+
+    from selfteach.cli import app
+
+    out = tmp_path / "run"
+    r = CliRunner().invoke(app, ["elicit", "--model", "tiny-random", "--claims", "builtin:capitals", "--task",
+                                 "exclusive", "--limit", "8", "--iters", "4", "--out", str(out), "--no-progress",
+                                 "--init", "zero_shot_rule", "--label-words", "correct,incorrect",
+                                 "--leave-out", "group"])
+    assert r.exit_code == 0, r.output
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["init"] == "zero_shot_rule" and cfg["leave_out"] == "group"
+    assert (cfg["template"]["true_word"], cfg["template"]["false_word"]) == ("correct", "incorrect")
+    first = next(json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()
+                 if json.loads(x).get("stage") == "icm")
+    assert first["labeled"] == 8  # every claim labeled from the start
 
 
 def _kill_when(args: list[str], out, rows: int) -> None:
@@ -601,6 +708,10 @@ def test_cli_killed_twice_then_resumed_equals_an_uninterrupted_run(tmp_path):
     (["--scoring", "slow"], "--scoring"),
     (["--fix", "always"], "--fix"),
     (["--schedule", "linear"], "--schedule"),
+    (["--init", "gold"], "--init"),
+    (["--leave-out", "none"], "--leave-out"),
+    (["--label-words", "True"], "--label-words"),
+    (["--label-words", "yes,yes"], "--label-words"),
     (["--claims", "/nonexistent/claims.jsonl"], "not found"),
 ])
 def test_cli_bad_input_exits_2(tmp_path, extra, msg):

@@ -105,3 +105,27 @@ def test_write_jsonl_atomic_roundtrip(tmp_path):
     write_jsonl(p, [{"a": 1}, {"a": 2}])
     assert read_jsonl(p) == [{"a": 1}, {"a": 2}]
     assert not list(p.parent.glob(".*tmp"))
+
+
+@pytest.mark.parametrize("family", ["capitals", "authors", "planets"])
+@pytest.mark.parametrize("limit", [1, 5, 64, 10_000])
+def test_claims_limit_keeps_groups_whole(family, limit):
+    """--limit N on grouped claims: no subject is cut (a lone candidate escapes every rule),
+    at most N claims, the first subjects in order, claims in their original order."""
+    full = load_claims(f"builtin:{family}", seed=0)
+    got = load_claims(f"builtin:{family}", limit=limit, seed=0)
+    size = {g: sum(c.group == g for c in full) for g in {c.group for c in full}}
+    assert len(got) <= limit
+    if limit < min(size.values()):  # not even one subject fits: the first N claims
+        assert [c.id for c in got] == [c.id for c in full[:limit]]
+        return
+    assert all(sum(c.group == g for c in got) == size[g] for g in {c.group for c in got})
+    order = list(dict.fromkeys(c.group for c in full))
+    kept = list(dict.fromkeys(c.group for c in got))
+    assert kept == order[:len(kept)] and (len(got) == len(full) or len(got) > limit - max(size.values()))
+    assert [c.id for c in got] == [c.id for c in full if c.group in set(kept)]
+
+
+def test_claims_limit_without_groups_is_the_first_n(tmp_path):
+    p = write(tmp_path, "c.jsonl", "".join(json.dumps({"id": str(i), "claim": f"c{i}"}) + "\n" for i in range(5)))
+    assert [c.id for c in load_claims(p, limit=3)] == ["0", "1", "2"]

@@ -12,7 +12,7 @@ from selfteach.backends.options import server_options
 from selfteach.backends.served import SERVE_HELP
 
 # the ICMConfig defaults (kept literal so `selfteach --help` does not import the search)
-_DEFAULT = {"schedule": "paper", "fix": "paper"}
+_DEFAULT = {"schedule": "paper", "fix": "paper", "init": "random", "leave_out": "claim"}
 
 
 def register(app: typer.Typer) -> None:
@@ -45,6 +45,16 @@ def register(app: typer.Typer) -> None:
                                           "the authors' code)"),
         fix: str = typer.Option(_DEFAULT["fix"], "--fix", help="ConsistencyFix: paper (keep if U rises) | "
                                 "reference (always apply the best assignment, the authors' code)"),
+        init: str = typer.Option(_DEFAULT["init"], "--init", help="starting labels: random (K=8 random "
+                                 "claims, the paper) | zero_shot_rule (every claim from the zero-shot + rule "
+                                 "baseline; a departure)"),
+        leave_out: str = typer.Option(_DEFAULT["leave_out"], "--leave-out", help="a scored claim's context "
+                                      "leaves out: claim (itself, the paper) | group (its whole group; a "
+                                      "departure against same-question label copying)"),
+        keep_best: bool = typer.Option(False, "--keep-best/--no-keep-best", help="return the labeling with "
+                                       "the highest freshly scored U, not the last (a departure)"),
+        label_words: str = typer.Option("True,False", "--label-words", help="the template's label words "
+                                        "TRUE,FALSE, e.g. correct,incorrect"),
         progress: bool = typer.Option(True, "--progress/--no-progress"),
         serve: bool = typer.Option(False, "--serve", help=SERVE_HELP),
     ) -> None:
@@ -53,6 +63,7 @@ def register(app: typer.Typer) -> None:
         from selfteach.data.loaders import load_claims, parse_field_map
         from selfteach.elicit.rules import TASKS, make_rule
         from selfteach.elicit.search import ICMConfig, icm
+        from selfteach.elicit.templates import Template
         from selfteach.errors import SelfteachError
         from selfteach.runs import RunDir
 
@@ -63,11 +74,20 @@ def register(app: typer.Typer) -> None:
         for opt, val in (("--schedule", schedule), ("--fix", fix)):
             if val not in ("paper", "reference"):
                 raise SelfteachError(f"{opt} {val!r}: choose paper or reference")
+        if init not in ("random", "zero_shot_rule"):
+            raise SelfteachError(f"--init {init!r}: choose random or zero_shot_rule")
+        if leave_out not in ("claim", "group"):
+            raise SelfteachError(f"--leave-out {leave_out!r}: choose claim or group")
+        words = [w.strip() for w in label_words.split(",")]
+        if len(words) != 2 or not all(words) or words[0] == words[1]:
+            raise SelfteachError(f"--label-words {label_words!r}: give two different words, e.g. True,False")
         if limit is not None and limit < 1:
             raise SelfteachError(f"--limit {limit}: must be >= 1")
         cfg = ICMConfig(alpha=alpha, iters=iters, seed=seed, scoring=scoring, blocks=blocks,
                         refresh_every=refresh_every, refresh_frac=refresh_frac, max_context_tokens=max_context_tokens,
-                        baselines=baselines, schedule=schedule, fix=fix)  # bad value: one line (selfteach.cli)
+                        baselines=baselines, schedule=schedule, fix=fix, init=init, leave_out=leave_out,
+                        keep_best=keep_best, template=Template(true_word=words[0], false_word=words[1]),
+                        )  # bad value: one line (selfteach.cli)
         data = load_claims(claims, fields=parse_field_map(field), limit=limit, seed=seed)
         make_rule(task, data)  # check the claims fit the task before loading a model
         be = load_backend(model, backend=backend, serve=serve)  # before the run dir: a model that fails leaves nothing
@@ -98,6 +118,8 @@ def print_summary(res, model: str, claims: str) -> None:
     rows.append(("ICM (no labels)", {"accuracy": m["accuracy"], "auroc": m["auroc"], "balance": m["balance"]}))
     if "golden" in b:
         rows.append(("golden-label context (ceiling)", b["golden"]))
+    if "golden_rule" in b:
+        rows.append(("golden-label context + rule", b["golden_rule"]))
     for name, r in rows:
         table.add_row(name, fmt(r.get("accuracy")), fmt(r.get("auroc")), fmt(r.get("balance")))
     con = Console()

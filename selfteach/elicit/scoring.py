@@ -78,8 +78,16 @@ def term(lp: LP, label: bool, margin: bool = False) -> float:
 
 
 class _Base:
-    def __init__(self, claims: list[Claim], backend, template: Template, max_context_tokens: int):
+    def __init__(self, claims: list[Claim], backend, template: Template, max_context_tokens: int,
+                 leave_out: str = "claim"):
         self.claims, self.backend, self.template = claims, backend, template
+        # leave_out="group": a claim is scored without its own group's claims in context
+        members: dict[str, list[int]] = {}
+        for i, c in enumerate(claims):
+            if c.group is not None:
+                members.setdefault(c.group, []).append(i)
+        self.left_out = {i: (members[c.group] if leave_out == "group" and c.group is not None else [i])
+                         for i, c in enumerate(claims)}
         self.labels_spec = template.labels()
         order: dict[str, int] = {}
         for c in claims:
@@ -155,10 +163,10 @@ class ExactScorer(_Base):
     name = "exact"
 
     def predict(self, i: int, labels: dict[int, bool]) -> LP:
-        return self._score_each([(i, self.context(labels, [i]))])[i]
+        return self._score_each([(i, self.context(labels, self.left_out[i]))])[i]
 
     def total_logp(self, labels: dict[int, bool], margin: bool = False) -> float:
-        scores = self._score_each([(i, self.context(labels, [i])) for i in labels])
+        scores = self._score_each([(i, self.context(labels, self.left_out[i])) for i in labels])
         return sum(term(scores[i], y, margin) for i, y in labels.items())
 
     def after_step(self, step: int, labels: dict[int, bool]) -> bool:
@@ -169,7 +177,7 @@ class ExactScorer(_Base):
 
     def score_all(self, labels: dict[int, bool]) -> dict[int, LP]:
         """Every claim scored with all other labeled claims in context."""
-        return self._score_each([(i, self.context(labels, [i])) for i in range(len(self.claims))])
+        return self._score_each([(i, self.context(labels, self.left_out[i])) for i in range(len(self.claims))])
 
 
 class FastScorer(_Base):
@@ -178,12 +186,16 @@ class FastScorer(_Base):
     name = "fast"
 
     def __init__(self, claims: list[Claim], backend, template: Template, max_context_tokens: int,
-                 blocks: int = 2, refresh_every: int = 64, refresh_frac: float = 0.25, seed: int = 0):
-        super().__init__(claims, backend, template, max_context_tokens)
+                 blocks: int = 2, refresh_every: int = 64, refresh_frac: float = 0.25, seed: int = 0,
+                 leave_out: str = "claim"):
+        super().__init__(claims, backend, template, max_context_tokens, leave_out)
         perm = list(range(len(claims)))
         random.Random(f"icm-blocks-{seed}").shuffle(perm)
         self.n_blocks = max(1, min(blocks, len(claims)))
         self.block = {i: r % self.n_blocks for r, i in enumerate(perm)}
+        if leave_out == "group":  # a group shares its first member's block: never in its own context
+            for i in range(len(claims)):
+                self.block[i] = self.block[min(self.left_out[i])]
         self.refresh_every, self.refresh_frac = refresh_every, refresh_frac
         self.last_refresh = 0
         self.snapshot: dict[int, bool] = {}
@@ -244,8 +256,9 @@ class FastScorer(_Base):
 
 
 def make_scorer(kind: str, claims: list[Claim], backend, template: Template, max_context_tokens: int,
-                blocks: int, refresh_every: int, refresh_frac: float, seed: int) -> ExactScorer | FastScorer:
+                blocks: int, refresh_every: int, refresh_frac: float, seed: int,
+                leave_out: str = "claim") -> ExactScorer | FastScorer:
     if kind == "exact":
-        return ExactScorer(claims, backend, template, max_context_tokens)
+        return ExactScorer(claims, backend, template, max_context_tokens, leave_out)
     return FastScorer(claims, backend, template, max_context_tokens, blocks=blocks,
-                      refresh_every=refresh_every, refresh_frac=refresh_frac, seed=seed)
+                      refresh_every=refresh_every, refresh_frac=refresh_frac, seed=seed, leave_out=leave_out)

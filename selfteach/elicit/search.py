@@ -15,7 +15,9 @@ adding a claim to D always lowers U and annealing stops accepting new claims onc
 cools: D stays near its K=8 seed (shown in tests/test_icm.py). `objective="sum"` gives the
 printed formula, `"mean"` the mean log-probability.
 
-1. K random claims get random balanced labels (K=8), then ConsistencyFix.
+1. K random claims get random balanced labels (K=8), then ConsistencyFix (`init="random"`;
+   `init="zero_shot_rule"`, a departure, starts instead from the zero-shot + rule labels of
+   every claim).
 2. For n = 1..N_iter: T = max(T_min, T0 / (1 + beta * log n)) (`schedule="paper"`; the
    authors' code cools over accepted flips k instead, T0 / (1 + 2 ln(1 + k)),
    `schedule="reference"`); sample a claim (unlabeled
@@ -67,6 +69,20 @@ class ICMConfig(BaseModel):
                                                  "the authors lower it to 20-30 when the search moves slowly")
     iters: int | None = Field(None, ge=0, le=MAX_STEPS, description="annealing steps N_iter; None: 2 x number of claims")
     init_k: int = Field(8, ge=0, description="claims labeled at random (balanced) before the search")
+    init: Literal["random", "zero_shot_rule"] = Field(
+        "random", description="starting labels: random = init_k random claims with random balanced labels (the "
+                              "paper); zero_shot_rule = every claim labeled by the zero-shot + rule baseline (a "
+                              "departure: the search starts from the one-pass labeling and keeps only changes "
+                              "that raise U)")
+    keep_best: bool = Field(False, description="return the labeling with the highest U measured with fresh "
+                                               "scores (the start, each full rescoring, the end) instead of the "
+                                               "last one: the fast scorer's cached scores can accept moves that a "
+                                               "rescoring shows lowered U (a departure from the paper)")
+    leave_out: Literal["claim", "group"] = Field(
+        "claim", description="what a scored claim's context leaves out: claim = only itself (the paper, "
+                             "P(y_i | x_i, D without i)); group = every claim of its group (a departure: a small "
+                             "model copies the label of the same-question example in context, which rewards "
+                             "labeling a group's candidates alike, i.e. breaking the rule)")
     t0: float = Field(10.0, gt=0, description="initial temperature T0")
     t_min: float = Field(0.01, gt=0, description="final temperature T_min")
     beta: float = Field(0.99, ge=0, description="cooling rate of the paper schedule: "
@@ -136,7 +152,7 @@ class _Search:
         self.claims, self.backend, self.rule, self.cfg = claims, backend, rule, cfg
         self.rng = random.Random(cfg.seed)
         self.scorer = make_scorer(cfg.scoring, claims, backend, cfg.template, cfg.max_context_tokens,
-                                  cfg.blocks, cfg.refresh_every, cfg.refresh_frac, cfg.seed)
+                                  cfg.blocks, cfg.refresh_every, cfg.refresh_frac, cfg.seed, cfg.leave_out)
 
     def U(self, labels: dict[int, bool]) -> float:
         if not labels:
@@ -148,7 +164,12 @@ class _Search:
             raise SelfteachError(f"ICM: mutual predictability is {p} (a label read-out was not finite)")
         return self.cfg.alpha * p - self.rule.count(labels)
 
-    def init_labels(self) -> dict[int, bool]:
+    def init_labels(self, zs: dict[int, LP]) -> dict[int, bool]:
+        """The search's starting labels (`ICMConfig.init`). zero_shot_rule: the task's rule on
+        the zero-shot margins for every claim (label-free; no model call beyond the zero-shot
+        pass already made)."""
+        if self.cfg.init == "zero_shot_rule":
+            return self.rule.zero_shot_rule({i: v[0] - v[1] for i, v in zs.items()})[0]
         k = min(self.cfg.init_k, len(self.claims))
         idx = self.rng.sample(range(len(self.claims)), k)
         ys = [True] * (k // 2) + [False] * (k - k // 2)
@@ -247,6 +268,8 @@ def icm(claims: list[Claim], backend, task: str = "binary", config: ICMConfig | 
         _set_rng(s.rng, ck["rng"])
         s.scorer.load_state(ck["scorer"])
         trajectory = ck.get("trajectory", [])
+        best = ({int(i): bool(y) for i, y in ck["best"][0].items()}, float(ck["best"][1])) if ck.get("best") \
+            else (dict(labels), u)
         if trajectory:  # the trajectory's call/token counts continue where the checkpoint left them
             start_calls = usage.calls - int(trajectory[-1]["calls"])
             start_tokens = usage.prompt_tokens - int(trajectory[-1]["prompt_tokens"])
@@ -255,10 +278,11 @@ def icm(claims: list[Claim], backend, task: str = "binary", config: ICMConfig | 
         zs = s.scorer.zero_shot()
         spent("zero_shot", c0, k0, t0)
         c0, k0, t0 = usage.calls, usage.prompt_tokens, time.time()
-        labels = s.init_labels()
+        labels = s.init_labels(zs)
         s.scorer.refresh(labels)
         labels, u = s.consistency_fix(labels, s.U(labels))
         step, accepted, proposals, trajectory = 0, 0, 0, []
+        best = (dict(labels), u)  # U here is fresh: the scorer was just refreshed
         spent("search", c0, k0, t0)
 
     metrics_offset = _restore_metrics(run, ck, trajectory)
@@ -270,7 +294,8 @@ def icm(claims: list[Claim], backend, task: str = "binary", config: ICMConfig | 
                                     "proposals": proposals, "done": done, "metrics_offset": metrics_offset,
                                     "labels": {str(i): y for i, y in labels.items()}, "rng": _rng_state(s.rng),
                                     "scorer": s.scorer.state(), "cost": cost, "trajectory": trajectory,
-                                    "zero_shot": {str(i): list(v) for i, v in zs.items()}})
+                                    "zero_shot": {str(i): list(v) for i, v in zs.items()},
+                                    "best": [{str(i): y for i, y in best[0].items()}, best[1]]})
 
     zs_label = {i: v[0] >= v[1] for i, v in zs.items()}
     bar = _progress(progress, n_iter, step)
@@ -293,8 +318,11 @@ def icm(claims: list[Claim], backend, task: str = "binary", config: ICMConfig | 
                 if ok:
                     labels, u = prop, u_new
                     accepted += 1
-            if s.scorer.after_step(n, labels):
+            refreshed = s.scorer.after_step(n, labels)
+            if refreshed:
                 u = s.U(labels)
+            if (refreshed or s.scorer.name == "exact") and u > best[1]:  # a U from fresh scores
+                best = (dict(labels), u)
             step = n
             spent("search", c0, k0, t0)
             row = _trajectory_row(step, t, u, labels, rule, cfg, ok, accepted, proposals, zs_label, usage,
@@ -309,6 +337,11 @@ def icm(claims: list[Claim], backend, task: str = "binary", config: ICMConfig | 
         if bar is not None:
             bar[0].stop()
 
+    if cfg.keep_best:
+        s.scorer.refresh(labels)
+        u = s.U(labels)
+        if best[1] > u:
+            labels, u = dict(best[0]), best[1]
     # final context: margins for every claim; claims never reached get the argmax label
     c0, k0, t0 = usage.calls, usage.prompt_tokens, time.time()
     final = s.scorer.score_all(labels)
@@ -406,18 +439,27 @@ def _report(claims, rule, cfg, s, out_labels, searched, final: dict[int, LP], zs
                      trajectory=trajectory)
 
 
+def _baseline_row(labels: dict[int, bool], scores: dict[int, float], claims: list[Claim],
+                  rule: Rule | None = None) -> dict[str, Any]:
+    """Accuracy, AUROC and share True of one baseline, plus its per-claim labels and scores
+    (claim order) so that intervals can be computed after the run (benchmarks/icm_families.py)."""
+    row: dict[str, Any] = {"accuracy": accuracy(labels, claims), "auroc": auroc(scores, claims),
+                           "balance": sum(labels.values()) / len(claims)}
+    if rule is not None:
+        row["I"] = rule.count(labels)
+    row["labels"] = [bool(labels[i]) for i in range(len(claims))]
+    row["scores"] = [round(float(scores[i]), 5) for i in range(len(claims))]
+    return row
+
+
 def _baselines(claims, s: _Search, zs: dict[int, LP], cost) -> dict[str, Any]:
     """Floor and ceiling in the same scorer: zero-shot, zero-shot + rule (where the task has
-    a rule), random-label many-shot, gold many-shot."""
+    a rule), random-label many-shot, gold many-shot (and gold + rule)."""
     out: dict[str, Any] = {}
-    zs_labels = {i: v[0] >= v[1] for i, v in zs.items()}
-    out["zero_shot"] = {"accuracy": accuracy(zs_labels, claims), "auroc": auroc({i: v[0] - v[1] for i, v in zs.items()},
-                                                                               claims),
-                        "balance": sum(zs_labels.values()) / len(claims)}
+    zm = {i: v[0] - v[1] for i, v in zs.items()}
+    out["zero_shot"] = _baseline_row({i: m >= 0 for i, m in zm.items()}, zm, claims)
     if s.rule.relates():  # the same rule on the zero-shot margins: label-free, no extra model call
-        rl, sc = s.rule.zero_shot_rule({i: v[0] - v[1] for i, v in zs.items()})
-        out["zero_shot_rule"] = {"accuracy": accuracy(rl, claims), "auroc": auroc(sc, claims),
-                                 "balance": sum(rl.values()) / len(claims), "I": s.rule.count(rl)}
+        out["zero_shot_rule"] = _baseline_row(*s.rule.zero_shot_rule(zm), claims, s.rule)
     usage = s.backend.usage
     rng = random.Random(f"icm-random-baseline-{s.cfg.seed}")
     ys = [True] * (len(claims) // 2) + [False] * (len(claims) - len(claims) // 2)
@@ -432,10 +474,12 @@ def _baselines(claims, s: _Search, zs: dict[int, LP], cost) -> dict[str, Any]:
         c["calls"] += usage.calls - c0
         c["prompt_tokens"] += usage.prompt_tokens - k0
         c["seconds"] = round(time.time() - t0, 3)
-        labels = {i: v[0] >= v[1] for i, v in scores.items()}
-        out[name] = {"accuracy": accuracy(labels, claims),
-                     "auroc": auroc({i: v[0] - v[1] for i, v in scores.items()}, claims),
-                     "balance": sum(labels.values()) / len(claims)}
+        m = {i: v[0] - v[1] for i, v in scores.items()}
+        out[name] = _baseline_row({i: x >= 0 for i, x in m.items()}, m, claims)
+        if name == "golden" and s.rule.relates():
+            # the ceiling to compare ICM's rule-consistent labels with: the rule on the
+            # golden-context margins (threshold 0 alone suffers from the read-out's bias)
+            out["golden_rule"] = _baseline_row(*s.rule.zero_shot_rule(m), claims, s.rule)
     return out
 
 
