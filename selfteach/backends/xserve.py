@@ -12,6 +12,7 @@ survives in the caller, and a caller killed with SIGKILL takes it along (PR_SET_
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -45,9 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     p.ui = not args.no_webui
     if args.alias:
         p.model_alias = {args.alias}
-    stop = threading.Event()
+    # exit at once on a stop signal: a normal interpreter shutdown waits for the engine's
+    # threads (in-flight requests), which left an orphan server when the caller was killed
+    # while stopping it; the kernel frees the memory and the port.
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, lambda *_: os._exit(0))
     try:
         server = xllamacpp.Server(p)  # loads the model and starts listening
     except Exception as e:  # the engine's own message, on one line, for the parent's error
@@ -55,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr, flush=True)
         return 1
     print(f"xllamacpp: listening on {server.listening_address}", file=sys.stderr, flush=True)
-    stop.wait()
+    threading.Event().wait()  # until a stop signal
     return 0
 
 
