@@ -513,19 +513,26 @@ def test_run_judge_pointwise_without_best_and_resume(tmp_path):
 
 
 # ---- output format: prompt styles and the stop after the score box (docs/judge.md) -------------
-def test_example_style_renders_the_format_and_its_example_parses():
+def _fill(template: str, values: dict[str, str]) -> str:
+    return re.sub(r"<([^<>]+)>", lambda m: values.get(m.group(1), "text"), template)
+
+
+def test_example_style_renders_the_format_and_a_filled_in_example_parses():
     from selfteach.judge.prompts import JudgePrompt, build_prompt
 
     ex = build_prompt("Q?", ["x", "y"], JudgePrompt.style("example"))
     plain = build_prompt("Q?", ["x", "y"], JudgePrompt.style("paper"))
     assert "Critique of Response 2:" in ex and "Critique of Response" not in plain
-    # the instructions, then the example, then the query: the example is not a response
-    assert ex.index("\\boxed{s1, s2}") < ex.index("\\boxed{3, 9}") < ex.index("[Query]\nQ?")
-    # the example's score line parses as a judgment of two responses
-    example = ex[ex.index("Principle 1 (60%)"):ex.index("[Query]")]
-    assert parse_scores(example, 2).scores == [3, 9]
+    assert ex.startswith(plain[:plain.index("[Query]")].rstrip())  # the paper's instructions, unchanged
+    # the instructions, then the format, then the query: the format is not part of a response
+    assert ex.index("\\boxed{s1, s2}") < ex.index("\\boxed{<score of Response 1>") < ex.index("[Query]\nQ?")
+    # the format with its slots filled in is a judgment that parses
+    shape = ex[ex.index("Principle 1 (<weight>%)"):ex.index("[Query]")]
+    filled = _fill(shape, {"weight": "50", "score of Response 1": "4", "score of Response 2": "8"})
+    assert parse_scores(filled, 2).scores == [4, 8] and "<" not in filled
     one = build_prompt("Q?", ["x"], JudgePrompt.style("example"))
-    assert parse_scores(one[one.index("Principle 1 (60%)"):one.index("[Query]")], 1).scores == [3]
+    shape = one[one.index("Principle 1 (<weight>%)"):one.index("[Query]")]
+    assert parse_scores(_fill(shape, {"weight": "50", "score": "7"}), 1).scores == [7]
     assert JudgePrompt() == JudgePrompt.style("example")  # the default style
 
 

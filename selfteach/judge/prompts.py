@@ -9,8 +9,8 @@ every template is a field of `JudgePrompt`, so a user can replace it (`--prompts
 a YAML/JSON file with any of these fields).
 
 Prompt styles (`--prompt-style`, measured in docs/judge.md, "Output format"): `paper` is the
-plain instruction above; `example` (default) adds a worked example of the output format
-(two principles, two critiques, the score box) for a different query, because small
+plain instruction above; `example` (default) adds a template of the output format (two
+principles, two critiques, the score box, each slot a <...> to fill in), because small
 judges (Qwen2.5-Coder-0.5B) follow the instructions but often never write the box.
 The method is unchanged: the judge still writes its own principles, critiques and scores.
 """
@@ -52,23 +52,26 @@ Score: \\boxed{{s}}
 
 {responses}"""
 
+# The example shows the shape only: a concrete worked example (principles and critiques of
+# another query, `\\boxed{3, 9}`) was copied word for word by Qwen2.5-Coder-0.5B, scores
+# included (docs/judge.md, Output format), so every slot is a <...> the judge fills in.
 EXAMPLE_MULTI = """
 
-Write your judgment in exactly this format (an example for two responses to a different query):
-Principle 1 (60%): The final answer is correct.
-Principle 2 (40%): Every calculation step is right.
-Critique of Response 1: The steps are set up well, but 12 * 4 is computed as 46, so the final answer is wrong.
-Critique of Response 2: Every step is right and the final answer 48 is correct.
-Scores: \\boxed{{3, 9}}
+Write your judgment in this format, with your own principles, critiques and scores in place of each <...>:
+Principle 1 (<weight>%): <what a good answer to this query must do>
+Principle 2 (<weight>%): <what a good answer to this query must do>
+Critique of Response 1: <how well Response 1 meets the principles>
+Critique of Response 2: <how well Response 2 meets the principles>
+Scores: \\boxed{{<score of Response 1>, <score of Response 2>}}
 """
 
 EXAMPLE_POINTWISE = """
 
-Write your judgment in exactly this format (an example for a different query):
-Principle 1 (60%): The final answer is correct.
-Principle 2 (40%): Every calculation step is right.
-Critique: The steps are set up well, but 12 * 4 is computed as 46, so the final answer is wrong.
-Score: \\boxed{{3}}
+Write your judgment in this format, with your own principles, critique and score in place of each <...>:
+Principle 1 (<weight>%): <what a good answer to this query must do>
+Principle 2 (<weight>%): <what a good answer to this query must do>
+Critique: <how well the response meets the principles>
+Score: \\boxed{{<score>}}
 """
 
 _QUERY = "\n\n[Query]\n"
