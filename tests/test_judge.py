@@ -510,3 +510,89 @@ def test_run_judge_pointwise_without_best_and_resume(tmp_path):
     assert again == recs  # resumed: nothing re-judged
     with pytest.raises(SelfteachError, match="run directory exists"):
         run_judge(cfg, tmp_path / "run", backend=judge, progress=False)
+
+
+# ---- output format: prompt styles and the stop after the score box (docs/judge.md) -------------
+def _fill(template: str, values: dict[str, str]) -> str:
+    return re.sub(r"<([^<>]+)>", lambda m: values.get(m.group(1), "text"), template)
+
+
+def test_example_style_renders_the_format_and_a_filled_in_example_parses():
+    from selfteach.judge.prompts import JudgePrompt, build_prompt
+
+    ex = build_prompt("Q?", ["x", "y"], JudgePrompt.style("example"))
+    plain = build_prompt("Q?", ["x", "y"], JudgePrompt.style("paper"))
+    assert "Critique of Response 2:" in ex and "Critique of Response" not in plain
+    assert ex.startswith(plain[:plain.index("[Query]")].rstrip())  # the paper's instructions, unchanged
+    # the instructions, then the format, then the query: the format is not part of a response
+    assert ex.index("\\boxed{s1, s2}") < ex.index("\\boxed{<score of Response 1>") < ex.index("[Query]\nQ?")
+    # the format with its slots filled in is a judgment that parses
+    shape = ex[ex.index("Principle 1 (<weight>%)"):ex.index("[Query]")]
+    filled = _fill(shape, {"weight": "50", "score of Response 1": "4", "score of Response 2": "8"})
+    assert parse_scores(filled, 2).scores == [4, 8] and "<" not in filled
+    one = build_prompt("Q?", ["x"], JudgePrompt.style("example"))
+    shape = one[one.index("Principle 1 (<weight>%)"):one.index("[Query]")]
+    assert parse_scores(_fill(shape, {"weight": "50", "score": "7"}), 1).scores == [7]
+    assert JudgePrompt() == JudgePrompt.style("example")  # the default style
+
+
+def test_prompt_style_and_file_compose(tmp_path):
+    from selfteach.judge.prompts import JudgePrompt
+
+    f = tmp_path / "p.yaml"
+    f.write_text('system: null\nstop: ["}\\n"]\n')
+    p = JudgePrompt.from_file(f, "paper")
+    assert p.system is None and p.stop == ["}\n"] and p.multi == JudgePrompt.style("paper").multi
+    with pytest.raises(SelfteachError, match="--prompt-style 'terse'"):
+        JudgePrompt.style("terse")
+
+
+@pytest.mark.parametrize("text,finish,stop,after", [
+    ("Scores: \\boxed{7, 3", "stop", ["}\n"], "Scores: \\boxed{7, 3}"),   # cut by the stop: brace back
+    ("Scores: \\boxed{7, 3", "length", ["}\n"], "Scores: \\boxed{7, 3"),  # cut by the token cap: stays cut
+    ("Scores: \\boxed{7, 3", "stop", [], "Scores: \\boxed{7, 3"),         # no stop string: EOS, stays cut
+    ("Scores: \\boxed{7, 3}", "stop", ["}\n"], "Scores: \\boxed{7, 3}"),  # EOS after a closed box
+    ("Scores: 7, 3", "stop", ["}"], "Scores: 7, 3"),                       # no box: nothing to close
+])
+def test_close_stopped_box(text, finish, stop, after):
+    from selfteach.judge.parse import close_stopped_box
+
+    assert close_stopped_box(text, finish, stop) == after
+
+
+class StopJudge(FakeJudge):
+    """Writes a score line followed by chatter and a second, wrong box, and honours stop
+    strings as the backends do: the text ends before the stop string, which is dropped."""
+
+    def generate(self, prompts, params: SamplingParams):
+        self.calls.append((len(prompts), params.n))
+        text = "Principle 1 (100%): right.\nScores: \\boxed{9, 2}\nAlso: \\boxed{1, 1}\n"
+        cut = min((text.find(s) for s in params.stop if s in text), default=-1)
+        reason = "stop" if cut >= 0 else "length"
+        text = text[:cut] if cut >= 0 else text
+        return [[Generation(text=text, token_ids=[1], finish_reason=reason)] * params.n for _ in prompts]
+
+
+def test_stop_after_the_box_keeps_it_parseable():
+    from selfteach.judge.prompts import JudgePrompt
+
+    item = [JudgeItem(id="a", prompt="q", responses=["x", "y"], best=0)]
+    stopped = judge_items(StopJudge(), item, JudgeConfig(k=2, orders="random"), JudgePrompt(stop=["}\n"]))
+    for s in stopped[0]["samples"]:
+        assert s["text"].endswith("\\boxed{9, 2}") and s["finish"] == "stop" and s["error"] is None
+        assert sorted(s["scores"]) == [2, 9]
+    free = judge_items(StopJudge(), item, JudgeConfig(k=2, orders="random"), JudgePrompt(stop=[]))
+    assert all(s["scores"] == [1, 1] for s in free[0]["samples"])  # without the stop the later box wins
+
+
+def test_cli_prompt_style_checked_before_any_model_loads(tmp_path):
+    res = _cli(["judge", "eval", "--model", "no-such-model-anywhere", "--prompt-style", "fancy",
+                "--out", str(tmp_path / "e")])
+    assert isinstance(res.exception, SelfteachError) and "--prompt-style 'fancy'" in str(res.exception)
+    assert not (tmp_path / "e").exists()
+    from pydantic import ValidationError
+
+    from selfteach.judge.runner import JudgeRunConfig
+
+    with pytest.raises(ValidationError, match="prompt_style"):
+        JudgeRunConfig(prompt_style="fancy")

@@ -13,6 +13,7 @@ from selfteach.backends.served import SERVE_HELP
 from selfteach.report.console import render_summary
 
 MODEL_HELP = "judge model: alias, directory, .gguf, hub id, or http URL of an OpenAI-compatible server"
+STYLE_HELP = "paper (the plain instructions) or example (plus an example of the output format; default)"
 DATA_HELP = "RewardBench-format pairs {prompt, chosen, rejected, subset} or {prompt, responses, best} as " \
             "JSONL/parquet/save_to_disk dir, or builtin:pairs"
 
@@ -34,8 +35,11 @@ def register(app: typer.Typer) -> None:
     from selfteach.judge.runner import JudgeRunConfig, parse_ks, run_judge, summarize
 
     def common(model, data, limit, mode, orders, temperature, top_p, max_new_tokens, prompts, batch_size, seed,
-               backend, force_scores=False, **extra) -> JudgeRunConfig:
-        return JudgeRunConfig(model=model, data=data, limit=limit, mode=mode, orders=orders, temperature=temperature,
+               backend, force_scores=False, prompt_style="example", **extra) -> JudgeRunConfig:
+        from selfteach.judge.prompts import STYLES
+
+        style = _choice(prompt_style, tuple(STYLES), "--prompt-style")
+        return JudgeRunConfig(model=model, prompt_style=style, data=data, limit=limit, mode=mode, orders=orders, temperature=temperature,
                               force_scores=force_scores,
                               top_p=top_p, max_new_tokens=max_new_tokens, prompts=prompts, batch_size=batch_size,
                               seed=seed, backend=backend, **extra)
@@ -57,6 +61,7 @@ def register(app: typer.Typer) -> None:
         meta_rm: str | None = typer.Option(None, help="meta RM dir (judge train-meta) for guided voting"),
         k_meta: float = typer.Option(0.5, help="share of samples the meta RM lets vote"),
         prompts: str | None = typer.Option(None, help="YAML/JSON file overriding the prompt templates"),
+        prompt_style: str = typer.Option("example", help=STYLE_HELP),
         batch_size: int = typer.Option(16, min=1),
         seed: int = typer.Option(0),
         backend: str = typer.Option("auto", help="hf, openai or auto"),
@@ -69,7 +74,7 @@ def register(app: typer.Typer) -> None:
         cfg = common(model, data, limit, _choice(mode, ("multi", "pointwise"), "--mode"),
                      _choice(orders, ("balanced", "random"), "--orders"), temperature, top_p, max_new_tokens, prompts,
                      batch_size, seed, backend, force_scores=force_scores, ks=[k], meta_rm=meta_rm, k_meta=k_meta,
-                     serve=serve)
+                     serve=serve, prompt_style=prompt_style)
         records = run_judge(cfg, out, resume=resume)
         _finish(out, summarize(records, cfg, f"judge run: {model} on {data}, k={k}"), f"{model} on {data}")
 
@@ -90,6 +95,7 @@ def register(app: typer.Typer) -> None:
                                           "distribution over 1-10 (small judges; not in the paper; counted)"),
         limit: int | None = typer.Option(None, min=1, help="first N items"),
         prompts: str | None = typer.Option(None, help="YAML/JSON file overriding the prompt templates"),
+        prompt_style: str = typer.Option("example", help=STYLE_HELP),
         batch_size: int = typer.Option(16, min=1),
         seed: int = typer.Option(0),
         backend: str = typer.Option("auto", help="hf, openai or auto"),
@@ -104,7 +110,7 @@ def register(app: typer.Typer) -> None:
         cfg = common(model, data, limit, _choice(mode, ("multi", "pointwise"), "--mode"),
                      _choice(orders, ("balanced", "random"), "--orders"), temperature, top_p, max_new_tokens, prompts,
                      batch_size, seed, backend, force_scores=force_scores, ks=parse_ks(k), meta_rm=meta_rm,
-                     k_meta=k_meta, serve=serve)
+                     k_meta=k_meta, serve=serve, prompt_style=prompt_style)
         if from_run is not None:
             from selfteach.data.jsonl import write_jsonl
             from selfteach.judge.runner import OUTPUTS, rate_records
@@ -119,7 +125,7 @@ def register(app: typer.Typer) -> None:
 
                 judge = load_backend(model, backend=backend, serve=serve)
                 for rec in records:
-                    _force(judge, rec, rec["samples"], JudgePrompt.from_file(prompts))
+                    _force(judge, rec, rec["samples"], JudgePrompt.from_file(prompts, cfg.prompt_style))
                     rec["vote"] = vote(rec["samples"], len(rec["responses"]))
             if meta_rm:
                 from selfteach.judge.meta import MetaRM
@@ -142,6 +148,7 @@ def register(app: typer.Typer) -> None:
         max_new_tokens: int = typer.Option(384, min=8),
         limit: int | None = typer.Option(None, min=1),
         prompts: str | None = typer.Option(None, help="YAML/JSON file overriding the prompt templates"),
+        prompt_style: str = typer.Option("example", help=STYLE_HELP),
         batch_size: int = typer.Option(16, min=1),
         seed: int = typer.Option(0),
         backend: str = typer.Option("auto", help="hf, openai or auto"),
@@ -158,13 +165,13 @@ def register(app: typer.Typer) -> None:
         from selfteach.runs import RunDir
 
         cfg = common(model, data, limit, "multi", "balanced", temperature, 1.0, max_new_tokens, prompts, batch_size,
-                     seed, backend, ks=[k])
+                     seed, backend, ks=[k], prompt_style=prompt_style)
         if from_run is not None:
             records = _read_records(from_run)
             RunDir.create(out, {**cfg.model_dump(), "from_run": str(from_run)}, resume=True, seed=seed)
         else:
             records = run_judge(cfg, out, resume=resume, need_best=True)
-        prompt = JudgePrompt.from_file(prompts)
+        prompt = JudgePrompt.from_file(prompts, cfg.prompt_style)
         rows, counts = rft_rows(records, prompt)
         write_jsonl(out / "rft.jsonl", rows)
         items = load_judge_items(cfg.data, cfg.limit, pairwise=True, need_best=True)
@@ -210,7 +217,8 @@ def _short(v):
     return f"{v:.3f}" if isinstance(v, float) else v
 
 
-def _choice(value: str, options: tuple[str, ...], flag: str) -> Literal["multi", "pointwise", "balanced", "random"]:
+def _choice(value: str, options: tuple[str, ...], flag: str) -> Literal["multi", "pointwise", "balanced", "random",
+                                                                        "paper", "example"]:
     from selfteach.errors import SelfteachError
 
     if value not in options:

@@ -47,6 +47,17 @@ def parse_scores(text: str, n: int, lo: int = 1, hi: int = 10) -> Parsed:
     return Parsed(scores)
 
 
+def close_stopped_box(text: str, finish_reason: str | None, stop: list[str]) -> str:
+    """Put back the brace of a score box that a stop string cut off.
+
+    Backends drop the stop string from the text, so a judgment stopped at a stop string that
+    starts with "}" (e.g. "}\n", the end of the score line) ends inside its last box; the
+    brace is put back so the box parses. Any other text is returned unchanged."""
+    if finish_reason != "stop" or not any(s.startswith("}") for s in stop):
+        return text
+    return text + "}" if parse_scores(text, 1).error == "unterminated" else text
+
+
 def ranks_best_first(scores: list[int] | None, best: int) -> bool:
     """SPCT's rule: the known-best response scores strictly above every other one."""
     if scores is None or not 0 <= best < len(scores):

@@ -7,11 +7,18 @@ each with a weight; a critique of each response against them; and a last line
 pointwise mode it sees one response and ends with `Score: \\boxed{a}`. The wording is ours;
 every template is a field of `JudgePrompt`, so a user can replace it (`--prompts FILE`,
 a YAML/JSON file with any of these fields).
+
+Prompt styles (`--prompt-style`, measured in docs/judge.md, "Output format"): `paper` is the
+plain instruction above; `example` (default) adds a template of the output format (two
+principles, two critiques, the score box, each slot a <...> to fill in), because small
+judges (Qwen2.5-Coder-0.5B) follow the instructions but often never write the box.
+The method is unchanged: the judge still writes its own principles, critiques and scores.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -20,7 +27,7 @@ from selfteach.errors import SelfteachError
 
 SYSTEM = "You are a careful and impartial judge. You grade answers to a user's query."
 
-MULTI = """Grade the {n} responses to the query below.
+MULTI_PAPER = """Grade the {n} responses to the query below.
 
 1. First write two to four principles that a good answer to this query must satisfy, each with a weight in percent, e.g. "Principle 1 (50%): the final result is computed correctly."
 2. Then critique every response against these principles, one short paragraph per response.
@@ -33,7 +40,7 @@ that lists the {n} scores in the order of the responses, separated by commas.
 
 {responses}"""
 
-POINTWISE = """Grade the response to the query below.
+POINTWISE_PAPER = """Grade the response to the query below.
 
 1. First write two to four principles that a good answer to this query must satisfy, each with a weight in percent.
 2. Then critique the response against these principles in one short paragraph.
@@ -45,6 +52,46 @@ Score: \\boxed{{s}}
 
 {responses}"""
 
+# The example shows the shape only: a concrete worked example (principles and critiques of
+# another query, `\\boxed{3, 9}`) was copied word for word by Qwen2.5-Coder-0.5B, scores
+# included (docs/judge.md, Output format), so every slot is a <...> the judge fills in.
+EXAMPLE_MULTI = """
+
+Write your judgment in this format, with your own principles, critiques and scores in place of each <...>:
+Principle 1 (<weight>%): <what a good answer to this query must do>
+Principle 2 (<weight>%): <what a good answer to this query must do>
+Critique of Response 1: <how well Response 1 meets the principles>
+Critique of Response 2: <how well Response 2 meets the principles>
+Scores: \\boxed{{<score of Response 1>, <score of Response 2>}}
+"""
+
+EXAMPLE_POINTWISE = """
+
+Write your judgment in this format, with your own principles, critique and score in place of each <...>:
+Principle 1 (<weight>%): <what a good answer to this query must do>
+Principle 2 (<weight>%): <what a good answer to this query must do>
+Critique: <how well the response meets the principles>
+Score: \\boxed{{<score>}}
+"""
+
+_QUERY = "\n\n[Query]\n"
+
+
+def _with_example(template: str, example: str) -> str:
+    """`template` with the format example inserted after the instructions, before the query."""
+    head, tail = template.split(_QUERY, 1)
+    return head + example.rstrip("\n") + _QUERY + tail
+
+
+MULTI_EXAMPLE = _with_example(MULTI_PAPER, EXAMPLE_MULTI)
+POINTWISE_EXAMPLE = _with_example(POINTWISE_PAPER, EXAMPLE_POINTWISE)
+PromptStyle = Literal["paper", "example"]
+STYLES: dict[str, dict[str, str]] = {
+    "paper": {"multi": MULTI_PAPER, "pointwise": POINTWISE_PAPER},
+    "example": {"multi": MULTI_EXAMPLE, "pointwise": POINTWISE_EXAMPLE},
+}
+DEFAULT_STYLE: PromptStyle = "example"
+
 RESPONSE = "[Response {i}]\n{response}\n[End of response {i}]\n"
 
 
@@ -55,16 +102,26 @@ class JudgePrompt(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     system: str | None = Field(SYSTEM, description="system message (None: no system turn)")
-    multi: str = Field(MULTI, description="template for n >= 2 responses judged together")
-    pointwise: str = Field(POINTWISE, description="template for one response judged alone")
+    multi: str = Field(STYLES[DEFAULT_STYLE]["multi"], description="template for n >= 2 responses judged together")
+    pointwise: str = Field(STYLES[DEFAULT_STYLE]["pointwise"], description="template for one response judged alone")
     response: str = Field(RESPONSE, description="how one response is shown; {i} is 1-based")
     chat: bool = Field(True, description="wrap in the model's chat template (no effect on base models)")
+    stop: list[str] = Field(default_factory=list, description="stop strings ending a judgment; a stop string that "
+                            "starts with '}' and cuts a judgment inside its last box gets that brace back "
+                            "(parse.close_stopped_box)")
 
     @classmethod
-    def from_file(cls, path: str | Path | None) -> JudgePrompt:
-        """Templates from a YAML or JSON file (missing fields keep their defaults)."""
+    def style(cls, name: PromptStyle = DEFAULT_STYLE, **fields) -> JudgePrompt:
+        """The templates of a prompt style (`paper` or `example`), with `fields` overriding."""
+        if name not in STYLES:
+            raise SelfteachError(f"--prompt-style {name!r}: choose {' or '.join(STYLES)}")
+        return cls(**{**STYLES[name], **fields})
+
+    @classmethod
+    def from_file(cls, path: str | Path | None, style: PromptStyle = DEFAULT_STYLE) -> JudgePrompt:
+        """Templates from a YAML or JSON file (missing fields keep those of `style`)."""
         if path is None:
-            return cls()
+            return cls.style(style)
         p = Path(path)
         if not p.is_file():
             raise SelfteachError(f"{p}: prompts file not found")
@@ -75,7 +132,7 @@ class JudgePrompt(BaseModel):
         if not isinstance(data, dict):
             raise SelfteachError(f"{p}: expected a mapping of template fields")
         try:
-            prompt = cls(**data)
+            prompt = cls.style(style, **data)
         except ValidationError as e:
             err = e.errors()[0]
             raise SelfteachError(f"{p}: field {'.'.join(map(str, err['loc']))!r}: {err['msg']}") from None

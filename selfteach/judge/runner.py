@@ -16,6 +16,7 @@ from typing import Annotated
 from pydantic import Field
 
 from selfteach.errors import SelfteachError
+from selfteach.judge.prompts import DEFAULT_STYLE, PromptStyle
 from selfteach.judge.voting import JudgeConfig, accuracy_at_k, judge_items
 from selfteach.progress import ProgressBar
 from selfteach.stats import mean_ci
@@ -35,6 +36,8 @@ class JudgeRunConfig(JudgeConfig):
     ks: list[Annotated[int, Field(ge=1, le=MAX_SAMPLES)]] = Field(default_factory=lambda: [1, 8], min_length=1, description="vote sizes to report; K = max(ks) samples")
     meta_rm: str | None = Field(None, description="meta RM (from `judge train-meta`) for guided voting")
     k_meta: float = Field(0.5, gt=0, le=1, description="share of samples the meta RM lets vote (paper: k/2)")
+    prompt_style: PromptStyle = Field(DEFAULT_STYLE, description="paper: the plain instructions; example: plus an "
+                                      "example of the output format (see docs/judge.md, Output format)")
     prompts: str | None = Field(None, description="YAML/JSON file overriding the judge prompt templates")
     batch_size: int = Field(16, ge=1, le=MAX_BATCH, description="sequences per forward pass of the hf backend")
 
@@ -58,7 +61,7 @@ def run_judge(cfg: JudgeRunConfig, out: str | Path, resume: bool = False, progre
     from selfteach.runs import RunDir
 
     items = load_judge_items(cfg.data, cfg.limit, pairwise=cfg.mode == "multi", need_best=need_best)
-    prompt = JudgePrompt.from_file(cfg.prompts)
+    prompt = JudgePrompt.from_file(cfg.prompts, cfg.prompt_style)
     if cfg.meta_rm and cfg.mode != "multi":
         raise SelfteachError("--meta-rm needs --mode multi (the meta RM rates whole judgments)")
     judge_cfg = JudgeConfig(**{**cfg.model_dump(include=set(JudgeConfig.model_fields)), "k": max(cfg.ks)})

@@ -28,13 +28,14 @@ import itertools
 import math
 import random
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from selfteach.backends.base import Backend, SamplingParams
 from selfteach.data.records import JudgeItem
-from selfteach.judge.parse import parse_scores
+from selfteach.judge.parse import close_stopped_box, parse_scores
 from selfteach.judge.prompts import JudgePrompt, build_prompt, render
 from selfteach.runs import item_seed
 from selfteach.validate import MAX_BATCH, MAX_SAMPLES, MAX_TEMPERATURE, MAX_TOKENS, Seed
@@ -138,9 +139,11 @@ def _plan(backend: Backend, item: JudgeItem, cfg: JudgeConfig, prompt: JudgeProm
     return {"texts": texts, "orders": orders, "per": per, "too_long": too_long}
 
 
-def _assemble(item: JudgeItem, cfg: JudgeConfig, plan: dict, gens: list[list]) -> list[dict]:
+def _assemble(item: JudgeItem, cfg: JudgeConfig, plan: dict, gens: list[list], stop: list[str]) -> list[dict]:
     """Per-sample records with scores mapped back to the original response order."""
     n, orders, per = len(item.responses), plan["orders"], plan["per"]
+    gens = [[replace(g, text=close_stopped_box(g.text, g.finish_reason, stop)) for g in row]
+            for row in gens]
     pointwise = cfg.mode == "pointwise" or n == 1
     samples = []
     for j in range(cfg.k):
@@ -190,7 +193,8 @@ def judge_items(backend: Backend, items: list[JudgeItem], cfg: JudgeConfig, prom
                     by_per.setdefault(pl["per"], []).append((ii, oi))
         for per, slots in by_per.items():
             params = SamplingParams(n=per, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                                    top_p=cfg.top_p, seed=_item_seed(cfg.seed, chunk[slots[0][0]].id))
+                                    top_p=cfg.top_p, seed=_item_seed(cfg.seed, chunk[slots[0][0]].id),
+                                    stop=prompt.stop)
             out = backend.generate([plans[ii]["texts"][oi] for ii, oi in slots], params)
             for (ii, oi), g in zip(slots, out, strict=True):
                 gens.setdefault(ii, [None] * len(plans[ii]["texts"]))[oi] = g
@@ -202,7 +206,7 @@ def judge_items(backend: Backend, items: list[JudgeItem], cfg: JudgeConfig, prom
                 samples = [{"order": None, "text": "", "scores": None, "error": "too_long", "tokens": 0}
                            for _ in range(cfg.k)]
             else:
-                samples = _assemble(item, cfg, pl, gens[ii])
+                samples = _assemble(item, cfg, pl, gens[ii], prompt.stop)
             if cfg.force_scores and cfg.mode == "multi" and not pl["too_long"]:
                 _force(backend, item, samples, prompt)
             if meta is not None and cfg.mode == "multi" and not pl["too_long"]:
