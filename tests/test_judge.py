@@ -586,7 +586,9 @@ def test_stop_after_the_box_keeps_it_parseable():
 
 
 def test_cli_prompt_style_checked_before_any_model_loads(tmp_path):
-    res = _cli(["judge", "eval", "--model", "no-such-model-anywhere", "--prompt-style", "fancy",
+    junk = tmp_path / "m.gguf"  # passes the model-spec check, fails to load: the style must come first
+    junk.write_bytes(b"not a gguf")
+    res = _cli(["judge", "eval", "--model", str(junk), "--prompt-style", "fancy",
                 "--out", str(tmp_path / "e")])
     assert isinstance(res.exception, SelfteachError) and "--prompt-style 'fancy'" in str(res.exception)
     assert not (tmp_path / "e").exists()
