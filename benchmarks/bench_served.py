@@ -104,11 +104,13 @@ def main() -> list[dict]:
     from selfteach.backends.llama_server import server_binary
     from selfteach.backends.models import gguf_file_type
     from selfteach.backends.served import serve_backend
+    from selfteach.errors import SelfteachError
 
     threads = int(os.environ.get("SERVED_BENCH_THREADS", "1"))
     os.environ["SELFTEACH_SERVE_THREADS"] = str(threads)
     torch.set_num_threads(threads)
     load = os.getloadavg()
+    other = None
     hf = HFBackend(MODEL, batch_size=16)
     served = serve_backend(MODEL, engine="xllamacpp")
     ftype = gguf_file_type(served.gguf)
@@ -120,7 +122,12 @@ def main() -> list[dict]:
     finally:
         served.close()
     if server_binary() is not None:  # the other engine, same GGUF and threads
-        other = serve_backend(MODEL, engine="llama-server")
+        try:
+            other = serve_backend(MODEL, engine="llama-server")
+        except SelfteachError as e:  # a failed start is a result for the engine choice, not a crash
+            rows.append({"name": "engine llama-server (source build)", "note": f"failed to start: {str(e)[:160]}"})
+            other = None
+    if other is not None:
         try:
             rows += [r for r in generation_rows({"hf (fp32)": hf, f"served llama-server ({ftype})": other})
                      if r["backend"] != "hf (fp32)"]
