@@ -68,6 +68,7 @@ import os, sys, time
 from selfteach.backends import load_backend
 b = load_backend("smollm2-135m", serve=True)
 print(b.server.proc.pid, flush=True)
+sys.stdin.readline()  # the test has seen the server alive
 how = sys.argv[1]
 if how == "error":
     raise RuntimeError("boom")
@@ -80,9 +81,12 @@ if how == "hang":
 def test_no_orphan_server(how):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-c", CHILD, "hang" if how.startswith("sig") else how],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
     pid = int(proc.stdout.readline())
     assert _alive(pid)
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
     if how == "sigint":
         proc.send_signal(signal.SIGINT)  # what Ctrl-C sends the foreground process
     elif how == "sigkill":
