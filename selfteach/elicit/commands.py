@@ -69,15 +69,6 @@ def register(app: typer.Typer) -> None:
 
         if task not in TASKS:
             raise SelfteachError(f"--task {task!r}: choose {', '.join(TASKS)}")
-        if scoring not in ("fast", "exact"):
-            raise SelfteachError(f"--scoring {scoring!r}: choose fast or exact")
-        for opt, val in (("--schedule", schedule), ("--fix", fix)):
-            if val not in ("paper", "reference"):
-                raise SelfteachError(f"{opt} {val!r}: choose paper or reference")
-        if init not in ("random", "zero_shot_rule"):
-            raise SelfteachError(f"--init {init!r}: choose random or zero_shot_rule")
-        if leave_out not in ("claim", "group"):
-            raise SelfteachError(f"--leave-out {leave_out!r}: choose claim or group")
         words = [w.strip() for w in label_words.split(",")]
         if len(words) != 2 or not all(words) or words[0] == words[1]:
             raise SelfteachError(f"--label-words {label_words!r}: give two different words, e.g. True,False")
@@ -87,7 +78,7 @@ def register(app: typer.Typer) -> None:
                         refresh_every=refresh_every, refresh_frac=refresh_frac, max_context_tokens=max_context_tokens,
                         baselines=baselines, schedule=schedule, fix=fix, init=init, leave_out=leave_out,
                         keep_best=keep_best, template=Template(true_word=words[0], false_word=words[1]),
-                        )  # bad value: one line (selfteach.cli)
+                        )  # a bad choice or value (Literal/bounds on ICMConfig): one line (selfteach.cli)
         data = load_claims(claims, fields=parse_field_map(field), limit=limit, seed=seed)
         make_rule(task, data)  # check the claims fit the task before loading a model
         be = load_backend(model, backend=backend, serve=serve)  # before the run dir: a model that fails leaves nothing
