@@ -88,6 +88,7 @@ class _Base:
                 members.setdefault(c.group, []).append(i)
         self.left_out = {i: (members[c.group] if leave_out == "group" and c.group is not None else [i])
                          for i, c in enumerate(claims)}
+        self.group_members = members
         self.labels_spec = template.labels()
         order: dict[str, int] = {}
         for c in claims:
@@ -112,7 +113,10 @@ class _Base:
     def context(self, labels: dict[int, bool], exclude: Iterable[int]) -> str:
         """Labeled examples except `exclude`, grouped, cut from the far end to the budget."""
         skip = set(exclude)
-        members = sorted((i for i in labels if i not in skip), key=self.rank.__getitem__)
+        return self._render(labels, sorted((i for i in labels if i not in skip), key=self.rank.__getitem__))
+
+    def _render(self, labels: dict[int, bool], members: list[int]) -> str:
+        """The examples `members` in this order, cut from the far end (the front) to the budget."""
         kept: list[int] = []
         used = 0
         for i in reversed(members):  # keep the examples nearest the query
@@ -169,7 +173,7 @@ class ExactScorer(_Base):
         scores = self._score_each([(i, self.context(labels, self.left_out[i])) for i in labels])
         return sum(term(scores[i], y, margin) for i, y in labels.items())
 
-    def after_step(self, step: int, labels: dict[int, bool]) -> bool:
+    def after_step(self, step: int, labels: dict[int, bool], changed: int | None = None) -> bool:
         return False
 
     def refresh(self, labels: dict[int, bool]) -> None:
@@ -227,17 +231,22 @@ class FastScorer(_Base):
         self.cache = {}
         self._fill(labels)
 
-    def after_step(self, step: int, labels: dict[int, bool]) -> bool:
+    def after_step(self, step: int, labels: dict[int, bool], changed: int | None = None) -> bool:
         """Refresh when the labels moved enough since the snapshot (a share `refresh_frac`
         of it changed or was added: refreshes are cheap while D is small and rarer as it
-        grows), or after `refresh_every` steps with any change. Returns True if refreshed."""
-        changed = sum(self.snapshot.get(i) != y for i, y in labels.items())
-        due = step - self.last_refresh >= self.refresh_every
+        grows), or after `refresh_every` steps with any change. Returns True if refreshed.
+        `changed`: the number of labels that differ from the snapshot, if the caller keeps it."""
+        if changed is None:
+            changed = sum(self.snapshot.get(i) != y for i, y in labels.items())
+        due = self._due(step)
         if changed and (due or changed >= self.refresh_frac * max(len(self.snapshot), 8)):
             self.refresh(labels)
             self.last_refresh = step
             return True
         return False
+
+    def _due(self, step: int) -> bool:
+        return step - self.last_refresh >= self.refresh_every
 
     def score_all(self, labels: dict[int, bool]) -> dict[int, LP]:
         self.snapshot = dict(labels)
@@ -255,10 +264,94 @@ class FastScorer(_Base):
         self.cache = {int(i): (float(v[0]), float(v[1])) for i, v in state.get("cache", {}).items()}
 
 
+class SampledScorer(FastScorer):
+    """Bounded contexts (`ICMConfig.context_claims` = K): a scored claim sees at most K
+    labeled claims sampled from the snapshot, not all of D, so a prompt's length and a
+    step's cost do not grow with the number of claims.
+
+    Claims are split into fixed random chunks of `share` claims; a chunk's claims share one
+    context (read once through the prefix cache, like FastScorer's blocks), drawn afresh at
+    every refresh from a seed of (run seed, refresh count, chunk): deterministic, so a
+    resumed run draws the same contexts, and independent of which backend or endpoint
+    answers. The draw leaves out the chunk's own claims (and their groups with
+    leave_out="group"); select="related" first takes the labeled claims of the chunk's groups
+    (the nearest by subject), then fills up at random. The examples are cut to the token
+    budget from the far end as usual.
+
+    Refreshes are triggered by the share `refresh_frac` of changed labels only (not every
+    `refresh_every` steps): a full rescoring costs O(|D|) scorings, so a fixed period would
+    make a step's cost grow with |D|; a share keeps it O(1 / refresh_frac) per change.
+    """
+
+    def __init__(self, claims: list[Claim], backend, template: Template, max_context_tokens: int,
+                 k: int, share: int = 8, select: str = "random", refresh_frac: float = 0.25, seed: int = 0,
+                 leave_out: str = "claim"):
+        super().__init__(claims, backend, template, max_context_tokens, blocks=2, refresh_frac=refresh_frac,
+                         seed=seed, leave_out=leave_out)
+        self.k, self.select, self.seed = k, select, seed
+        perm = list(range(len(claims)))
+        random.Random(f"icm-chunks-{seed}").shuffle(perm)
+        self.n_blocks = max(1, math.ceil(len(claims) / share))
+        self.block = {i: r // share for r, i in enumerate(perm)}
+        chunks: dict[int, list[int]] = {}
+        for i in sorted(self.block):
+            chunks.setdefault(self.block[i], []).append(i)
+        self.excluded = {b: {j for i in m for j in self.left_out[i]} for b, m in chunks.items()}
+        self.chunk_groups = {b: sorted({self.claims[i].group for i in m if self.claims[i].group is not None})
+                             for b, m in chunks.items()}
+        self.version = 0  # refreshes so far: part of the context seed
+        self.pool: list[int] = []  # the snapshot's labeled claims, sorted: what contexts are drawn from
+
+    def _snap(self, labels: dict[int, bool]) -> None:
+        self.snapshot = dict(labels)
+        self.pool = sorted(self.snapshot)
+        self.version += 1
+        self.cache = {}
+
+    def _prefix(self, b: int) -> str:
+        excl = self.excluded[b]
+        chosen: list[int] = []
+        if self.select == "related":
+            near = [j for g in self.chunk_groups[b] for j in self.group_members[g]
+                    if j in self.snapshot and j not in excl]
+            chosen = near[-self.k:]
+        taken = set(chosen)
+        rng = random.Random(f"icm-context-{self.seed}-{self.version}-{b}")
+        draw = rng.sample(self.pool, min(len(self.pool), self.k + len(excl) + len(taken)))
+        fill = [j for j in draw if j not in excl and j not in taken][:self.k - len(chosen)]
+        # related examples last: nearest the query, and the last to be cut by the budget
+        return self._render(self.snapshot, fill + chosen)
+
+    def refresh(self, labels: dict[int, bool]) -> None:
+        self._snap(labels)
+        self._fill(labels)
+
+    def _due(self, step: int) -> bool:
+        return False
+
+    def score_all(self, labels: dict[int, bool]) -> dict[int, LP]:
+        self._snap(labels)
+        self._fill(range(len(self.claims)))
+        return dict(self.cache)
+
+    def state(self) -> dict:
+        return {**super().state(), "version": self.version}
+
+    def load_state(self, state: dict) -> None:
+        super().load_state(state)
+        self.version = int(state.get("version", 0))
+        self.pool = sorted(self.snapshot)
+
+
 def make_scorer(kind: str, claims: list[Claim], backend, template: Template, max_context_tokens: int,
                 blocks: int, refresh_every: int, refresh_frac: float, seed: int,
-                leave_out: str = "claim") -> ExactScorer | FastScorer:
+                leave_out: str = "claim", context_claims: int | None = None, context_share: int = 8,
+                context_select: str = "random") -> ExactScorer | FastScorer:
     if kind == "exact":
         return ExactScorer(claims, backend, template, max_context_tokens, leave_out)
+    if context_claims is not None:
+        return SampledScorer(claims, backend, template, max_context_tokens, k=context_claims,
+                             share=context_share, select=context_select, refresh_frac=refresh_frac, seed=seed,
+                             leave_out=leave_out)
     return FastScorer(claims, backend, template, max_context_tokens, blocks=blocks,
                       refresh_every=refresh_every, refresh_frac=refresh_frac, seed=seed, leave_out=leave_out)
