@@ -47,6 +47,7 @@ from selfteach.elicit.templates import Template
 LP = tuple[float, float]  # (log P(True), log P(False)), renormalised over the two labels
 
 
+REFRESH_SCALE = 256  # bounded contexts: the refresh period grows with |D| beyond this (SampledScorer)
 FLOOR = math.log(1e-5)  # a label the backend could not read (-inf, NaN) gets at most this (authors' eps)
 
 
@@ -278,9 +279,11 @@ class SampledScorer(FastScorer):
     (the nearest by subject), then fills up at random. The examples are cut to the token
     budget from the far end as usual.
 
-    Refreshes are triggered by the share `refresh_frac` of changed labels only (not every
-    `refresh_every` steps): a full rescoring costs O(|D|) scorings, so a fixed period would
-    make a step's cost grow with |D|; a share keeps it O(1 / refresh_frac) per change.
+    Refreshes: as FastScorer's (a share `refresh_frac` of the labels changed, or
+    `refresh_every` steps passed), except that the period grows with D beyond
+    `REFRESH_SCALE` labeled claims (every refresh_every x |D| / 256 steps): a full
+    rescoring costs O(|D|) scorings, so a fixed period would make a step's cost grow with
+    |D|; this keeps it O(1) per step, and equal to FastScorer's schedule up to 256 claims.
     """
 
     def __init__(self, claims: list[Claim], backend, template: Template, max_context_tokens: int,
@@ -327,7 +330,7 @@ class SampledScorer(FastScorer):
         self._fill(labels)
 
     def _due(self, step: int) -> bool:
-        return False
+        return step - self.last_refresh >= self.refresh_every * max(1.0, len(self.snapshot) / REFRESH_SCALE)
 
     def score_all(self, labels: dict[int, bool]) -> dict[int, LP]:
         self._snap(labels)

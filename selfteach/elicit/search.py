@@ -46,7 +46,7 @@ import random
 import time
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from selfteach.data.records import Claim
 from selfteach.elicit.rules import Rule, make_rule
@@ -130,6 +130,14 @@ class ICMConfig(BaseModel):
                                                "and golden-context labels (the last only when claims carry gold)")
 
 
+    @field_validator("context_claims")
+    @classmethod
+    def _bounded_needs_fast(cls, v: int | None, info: ValidationInfo) -> int | None:
+        if v is not None and info.data.get("scoring") == "exact":
+            raise ValueError("bounded contexts need scoring 'fast'")
+        return v
+
+
 class ICMResult(BaseModel):
     """Labels by claim id, their margins in the final context, and diagnostics."""
 
@@ -167,8 +175,6 @@ class _Search:
     def __init__(self, claims: list[Claim], backend, rule: Rule, cfg: ICMConfig):
         self.claims, self.backend, self.rule, self.cfg = claims, backend, rule, cfg
         self.rng = random.Random(cfg.seed)
-        if cfg.context_claims is not None and cfg.scoring == "exact":
-            raise SelfteachError("ICM: context_claims (bounded context) needs scoring 'fast'")
         self.scorer = make_scorer(cfg.scoring, claims, backend, cfg.template, cfg.max_context_tokens,
                                   cfg.blocks, cfg.refresh_every, cfg.refresh_frac, cfg.seed, cfg.leave_out,
                                   cfg.context_claims, cfg.context_share, cfg.context_select)
@@ -443,6 +449,8 @@ def icm(claims: list[Claim], backend, task: str = "binary", config: ICMConfig | 
                                     "zero_shot": {str(i): list(v) for i, v in zs.items()},
                                     "best": [{str(i): y for i, y in best[0].items()}, best[1]]})
 
+    if not ck and every > 1:
+        save()  # the start (zero-shot and init are the costly part of a large run's first interval)
     bar = _progress(progress, n_iter, step)
     try:
         while step < n_iter:
