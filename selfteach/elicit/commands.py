@@ -47,7 +47,7 @@ def register(app: typer.Typer) -> None:
         context_select: str = typer.Option("random", "--context-select", help="bounded context: random | related "
                                            "(same-group labeled claims first)"),
         checkpoint_every: int | None = typer.Option(None, "--checkpoint-every", help="checkpoint every N steps "
-                                                    "(default: every step; claims/100 with --context-claims)"),
+                                                    "(default: every step; claims/20 with --context-claims)"),
         schedule: str = typer.Option(_DEFAULT["schedule"], "--schedule",
                                      help="temperature: paper (over steps) | reference (over accepted flips, "
                                           "the authors' code)"),
