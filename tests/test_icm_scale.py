@@ -124,7 +124,7 @@ def test_bounded_resume_after_interrupts_gives_identical_results(tmp_path, selec
                run=RunDir.create(tmp_path / "full", cfg, seed=2), progress=False)
     run = RunDir.create(tmp_path / "r", cfg, seed=2)
     steps = [0]
-    for fail_after in (40, 35, 35):  # model calls into each try (the run makes ~170)
+    for fail_after in (14, 11, 11):  # model calls into each try (the run makes ~50)
         with pytest.raises(KeyboardInterrupt):
             icm(cl, SyntheticBackend(truth, strength, fail_after=fail_after), task="exclusive", config=cfg,
                 run=run, progress=False)

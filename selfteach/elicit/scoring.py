@@ -6,7 +6,7 @@ of the word (" True", "True", " true", ...) and renormalised over the two labels
 paper reads the two label words only; renormalising makes P independent of the mass the
 model puts on unrelated tokens, which varies with context length).
 
-Two scorers with one interface (`predict`, `total_logp`, `after_step`, `score_all`):
+Scorers with one interface (`predict`, `total_logp`, `after_step`, `score_all`):
 
 - `ExactScorer` (`--scoring exact`): the naive loop of the reference code. Every U(D) is
   computed from scratch: |D| prompts, each with the other |D|-1 labeled examples in
@@ -29,6 +29,12 @@ Two scorers with one interface (`predict`, `total_logp`, `after_step`, `score_al
      small and cheap, rare once it is large.
   The deferred cross-effects are the approximation; `benchmarks/bench_icm.py` measures
   its cost and its label accuracy against the exact loop.
+- `SampledScorer` (`context_claims` = K; a departure from the paper, for claim sets that do
+  not fit a context): FastScorer with many small chunks instead of 2 blocks, each chunk's
+  context K labeled claims sampled from the snapshot, so prompts and per-step cost do not
+  grow with N. Without a shared-prefix backend its requests are independent prompts,
+  all of a rescoring in one batched call, so any backend, or a pool of endpoints, can
+  answer them; `benchmarks/bench_icm_scale.py` measures it.
 
 Contexts are the labeled examples ordered by group (related claims sit together) and
 cut to `max_context_tokens` from the far end; the scored example is never cut (it is a
@@ -324,6 +330,17 @@ class SampledScorer(FastScorer):
         fill = [j for j in draw if j not in excl and j not in taken][:self.k - len(chosen)]
         # related examples last: nearest the query, and the last to be cut by the budget
         return self._render(self.snapshot, fill + chosen)
+
+    def _fill(self, idx: Iterable[int]) -> None:
+        """Score uncached claims. A backend that reads a shared prefix once gets one call per
+        chunk (FastScorer); any other gets every prompt in one batched call of independent
+        requests, which an endpoint pool can spread (the prompts are the same either way)."""
+        if getattr(self.backend, "label_logprobs_shared_prefix", None) is not None:
+            super()._fill(idx)
+            return
+        todo = sorted({i for i in idx if i not in self.cache}, key=lambda i: (self.block[i], i))
+        prefixes = {b: self._prefix(b) for b in sorted({self.block[i] for i in todo})}
+        self.cache.update(self._score_each([(i, prefixes[self.block[i]]) for i in todo]))
 
     def refresh(self, labels: dict[int, bool]) -> None:
         self._snap(labels)

@@ -30,6 +30,22 @@ printed formula, `"mean"` the mean log-probability.
    paper, an assignment that would create more violations elsewhere in the group than it
    removes is not tried, so a fix never increases I(D).
 
+Beyond one context (`context_claims` = K; a departure, off by default). The paper keeps every
+labeled claim in the prompt; for larger sets it runs ICM on batches of ~256 claims, or labels
+a batch, fine-tunes and labels the next. Here one search covers all N claims instead, and a
+scored claim sees K labeled claims sampled afresh at every rescoring from D without it
+(scoring.SampledScorer), cut to `max_context_tokens`: P(D) becomes the mean margin of
+y_i given a K-sample of D, so every label still informs the others and the consistency
+rule still spans the whole set (no batch boundary), while a prompt's length no longer
+depends on N. What also changes, so that a step's cost does not grow with N: U's parts
+(the P sum, I, the violating groups, the trajectory's counts) are kept per labeling and
+updated from the changed claims only (`_Tally`), the claim to propose is drawn from the
+same weights by rejection instead of a pass over all N claims, the full rescoring comes
+every `refresh_every` x |D| / 256 steps beyond 256 labeled claims (the share rule
+`refresh_frac` unchanged), and the checkpoint is written every N/20 steps
+(`checkpoint_every`). Left O(N) per step: one C-level dict copy per proposal (as before).
+The default (None) is the paper's full context, unchanged bit for bit.
+
 Claims the search never reached get the argmax label in the final context (counted in
 the metrics as `labeled_by_final_argmax`). Gold labels (`Claim.gold`) never reach the
 search: they are read only by `_report` after the labels are fixed. The label state is
