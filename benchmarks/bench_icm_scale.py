@@ -97,6 +97,7 @@ def one(n: int, k: int | None, backend_name: str) -> dict:
         torch.set_num_threads(1)
         backend = HFBackend(backend_name, batch_size=32)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    load0 = os.getloadavg()[0]
     cfg = ICMConfig(seed=0, context_claims=k)
     with tempfile.TemporaryDirectory() as tmp:
         run = RunDir.create(os.path.join(tmp, "run"), cfg, seed=0)
@@ -113,7 +114,9 @@ def one(n: int, k: int | None, backend_name: str) -> dict:
             "ms_per_step_2nd_half": round(1000 * (times[-1] - times[half - 1]) / (steps - half), 2),
             "tokens_per_claim": m["tokens_per_claim"], "calls_per_claim": m["calls_per_claim"],
             "accuracy": m["accuracy"], "zero_shot_accuracy": m["zero_shot_accuracy"],
-            "rss_before_icm_mb": rss0, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}
+            "rss_before_icm_mb": rss0, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+            "load_1min": [round(load0, 2), round(os.getloadavg()[0], 2)],
+            "utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
 
 
 def steps(ns: list[int], backend_name: str, full_up_to: int) -> list[dict]:
