@@ -177,3 +177,10 @@ def test_sums_n_extends_sums_and_rejects_bad_sizes():
     for bad in ("sums-0", "sums-x", "sums-99999999"):
         with pytest.raises(SelfteachError, match="sums-N"):
             builtin_claims(bad)
+
+
+def test_bounded_scorer_takes_the_refresh_options():
+    cl, truth, strength = synthetic_task(12, seed=0)
+    s = _Search(cl, SyntheticBackend(truth, strength), make_rule("binary", cl),
+                ICMConfig(context_claims=4, refresh_every=7, refresh_frac=0.5, context_share=3))
+    assert (s.scorer.refresh_every, s.scorer.refresh_frac, s.scorer.k, s.scorer.n_blocks) == (7, 0.5, 4, 4)

@@ -293,10 +293,10 @@ class SampledScorer(FastScorer):
     """
 
     def __init__(self, claims: list[Claim], backend, template: Template, max_context_tokens: int,
-                 k: int, share: int = 8, select: str = "random", refresh_frac: float = 0.25, seed: int = 0,
-                 leave_out: str = "claim"):
-        super().__init__(claims, backend, template, max_context_tokens, blocks=2, refresh_frac=refresh_frac,
-                         seed=seed, leave_out=leave_out)
+                 k: int, share: int = 8, select: str = "random", refresh_every: int = 64,
+                 refresh_frac: float = 0.25, seed: int = 0, leave_out: str = "claim"):
+        super().__init__(claims, backend, template, max_context_tokens, blocks=2, refresh_every=refresh_every,
+                         refresh_frac=refresh_frac, seed=seed, leave_out=leave_out)
         self.k, self.select, self.seed = k, select, seed
         perm = list(range(len(claims)))
         random.Random(f"icm-chunks-{seed}").shuffle(perm)
@@ -371,7 +371,7 @@ def make_scorer(kind: str, claims: list[Claim], backend, template: Template, max
         return ExactScorer(claims, backend, template, max_context_tokens, leave_out)
     if context_claims is not None:
         return SampledScorer(claims, backend, template, max_context_tokens, k=context_claims,
-                             share=context_share, select=context_select, refresh_frac=refresh_frac, seed=seed,
-                             leave_out=leave_out)
+                             share=context_share, select=context_select, refresh_every=refresh_every,
+                             refresh_frac=refresh_frac, seed=seed, leave_out=leave_out)
     return FastScorer(claims, backend, template, max_context_tokens, blocks=blocks,
                       refresh_every=refresh_every, refresh_frac=refresh_frac, seed=seed, leave_out=leave_out)
