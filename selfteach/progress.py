@@ -31,6 +31,11 @@ class ProgressBar:
         if self.enabled:
             self._bar.advance(self._task, n)
 
+    def describe(self, text: str) -> None:
+        """Replace the label (a trainer shows its latest loss there)."""
+        if self.enabled:
+            self._bar.update(self._task, description=text)
+
     def __exit__(self, *exc) -> bool:
         if self.enabled:
             self._bar.stop()

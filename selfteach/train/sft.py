@@ -22,16 +22,25 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field
 from transformers import TrainerCallback
 
 from selfteach.data.checks import as_text
 from selfteach.errors import SelfteachError
 from selfteach.runs import RunDir
-from selfteach.train.common import crash_points, last_complete_checkpoint, mean_train_loss
+from selfteach.train.common import (
+    crash_points,
+    last_complete_checkpoint,
+    load_trainable,
+    lora_config,
+    mean_train_loss,
+    pick_device,
+    progress_callback,
+    save_model,
+    trainer_kwargs,
+)
 from selfteach.train.diagnostics import Diagnostics
 from selfteach.train.objectives import OBJECTIVES, check_objective, entropic_loss, reduce_loss
 from selfteach.validate import MAX_BATCH, MAX_EPOCHS, MAX_LR, MAX_STEPS, MAX_TOKENS, MaxSteps, Seed
@@ -73,7 +82,7 @@ class SFTRunConfig(BaseModel):
     fields: dict[str, str] = Field(default_factory=dict, description="field mapping for problem data "
                                                                       "(question=..., answer=..., solution=...)")
     limit: int | None = Field(None, ge=1, description="use only the first N examples")
-    device: str = Field("auto", description="auto (cuda if available), cpu or cuda")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto (cuda if available), cpu or cuda")
 
 
 # ---- data --------------------------------------------------------------------------------
@@ -228,48 +237,22 @@ class EntropicSFTTrainer(SFTTrainer):
 
 
 class _RunCallback(TrainerCallback):
-    """Trainer logs -> metrics.jsonl, diagnostics every N steps, and a rich progress bar."""
+    """Trainer logs -> metrics.jsonl, and token diagnostics every `diag_every` steps."""
 
-    def __init__(self, run: RunDir | None, diagnostics: Diagnostics | None, progress: bool = True):
-        self.run, self.diag, self.show = run, diagnostics, progress
-        self.progress = self.task = None
-        self.last_loss: float | None = None
-
-    def on_train_begin(self, args, state, control, **kw):
-        if self.show:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-            )
-
-            self.progress = Progress(TextColumn("sft"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                                     TextColumn("{task.description}"), console=Console(stderr=True))
-            self.progress.start()
-            self.task = self.progress.add_task("", total=state.max_steps, completed=state.global_step)
+    def __init__(self, run: RunDir | None, diagnostics: Diagnostics):
+        self.run, self.diag = run, diagnostics
 
     def on_step_end(self, args, state, control, **kw):
-        if self.diag is not None and state.global_step % self.diag.every == 0:
+        if state.global_step % self.diag.every == 0:
             self.diag.flush(state.global_step)
-        if self.progress is not None:
-            desc = f"loss {self.last_loss:.4f}" if self.last_loss is not None else ""
-            self.progress.update(self.task, completed=state.global_step, description=desc)
 
     def on_log(self, args, state, control, logs=None, **kw):
-        logs = dict(logs or {})
-        if "loss" in logs:
-            self.last_loss = float(logs["loss"])
         if self.run is not None and logs:
             self.run.log_metrics({"kind": "train", "step": state.global_step, **logs})
 
     def on_train_end(self, args, state, control, **kw):
-        if self.diag is not None and self.diag._buf:
+        if self.diag._buf:
             self.diag.flush(state.global_step)
-        if self.progress is not None:
-            self.progress.stop()
 
 
 def _check_lengths(dataset, limit: int, context: int, max_length: int | None) -> None:
@@ -289,48 +272,28 @@ def build_trainer(cfg: SFTRunConfig, rows: list[dict] | None = None, run: RunDir
                   progress: bool = False, output_dir: str | Path | None = None) -> EntropicSFTTrainer:
     """A ready EntropicSFTTrainer for `cfg` (data checked, nothing trained yet)."""
     import datasets
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from selfteach.backends.hf import pick_device
-    from selfteach.backends.models import resolve
 
     alpha = check_objective(cfg.objective, cfg.alpha)
     rows = rows if rows is not None else load_sft_rows(cfg.data, cfg.fields, cfg.limit)
-    path = resolve(cfg.model)
-    try:
-        tok = AutoTokenizer.from_pretrained(str(path))
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
-    except OSError as e:
-        raise SelfteachError(f"model {cfg.model!r}: cannot load ({str(e).splitlines()[0]})") from None
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
+    device = pick_device(cfg.device)
+    model, tok = load_trainable(cfg.model, device, fp32=True)  # fp32 master weights, bf16 autocast on GPU
     rows = format_rows(rows, chat=bool(getattr(tok, "chat_template", None)))
     context = int(getattr(model.config.get_text_config(), "max_position_embeddings", 0) or 2048)
     limit = min(context, cfg.max_length or context)
-    device = pick_device(cfg.device)
-    cuda = device.startswith("cuda")
+    checkpoints = Path(output_dir or (run.file("checkpoints") if run else "sft-out"))
     args = SFTConfig(
-        output_dir=str(output_dir or (run.file("checkpoints") if run else "sft-out")),
-        max_steps=cfg.max_steps, num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
-        per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
-        lr_scheduler_type="cosine", warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
-        adam_beta1=0.9, adam_beta2=cfg.adam_beta2, seed=cfg.seed, data_seed=cfg.seed,
+        **trainer_kwargs(cfg, checkpoints, device),
+        lr_scheduler_type="cosine", adam_beta1=0.9, adam_beta2=cfg.adam_beta2, data_seed=cfg.seed,
         completion_only_loss=True, max_length=None,  # lengths are checked, never truncated
-        use_cpu=not cuda, bf16=cuda and torch.cuda.is_bf16_supported(), activation_checkpointing=False,
-        logging_steps=1, save_steps=cfg.save_steps, save_total_limit=2, save_only_model=False,
-        report_to="none", disable_tqdm=True, dataset_num_proc=None,
+        activation_checkpointing=False, logging_steps=1, save_only_model=False,
+        disable_tqdm=True, dataset_num_proc=None,  # progress_callback draws the bar
     )
-    peft_config = None
-    if cfg.lora:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                                 target_modules="all-linear", task_type="CAUSAL_LM")
     diag = Diagnostics(run, every=cfg.diag_every, objective=cfg.objective)
     trainer = EntropicSFTTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
-                                 processing_class=tok, peft_config=peft_config, objective=cfg.objective,
+                                 processing_class=tok, peft_config=lora_config(cfg), objective=cfg.objective,
                                  alpha=alpha, diagnostics=diag,
-                                 callbacks=[_RunCallback(run, diag, progress), crash_points()])
+                                 callbacks=[_RunCallback(run, diag), progress_callback("sft", progress),
+                                            crash_points()])
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # logs go to metrics.jsonl and the progress bar instead
@@ -368,11 +331,7 @@ def train_sft(model: str, data: str | Path | list[dict], out: str | Path, object
     t0 = time.time()
     trainer.train(resume_from_checkpoint=ckpt)
     seconds = time.time() - t0
-    model_out = trainer.model
-    if cfg.lora:  # merge the adapter: out/model is then a plain model any backend loads
-        model_out = model_out.merge_and_unload()
-    model_out.save_pretrained(str(run.file("model")))
-    trainer.processing_class.save_pretrained(str(run.file("model")))
+    save_model(trainer, run.file("model"))
     logs = [h for h in trainer.state.log_history if "loss" in h]
     summary = {
         "objective": objective, "alpha": alpha, "model": model, "examples": len(rows),
@@ -384,6 +343,7 @@ def train_sft(model: str, data: str | Path | list[dict], out: str | Path, object
         "train_seconds": round(seconds, 2), "out": str(run.path), "model_dir": str(run.file("model")),
         "resumed_from": ckpt,
     }
+    assert trainer.diagnostics is not None  # build_trainer always attaches them
     trainer.diagnostics.finish(f"SFT {objective} on {model}", extra_notes=[
         f"{summary['steps']} steps on {len(rows)} examples, train loss {summary['train_loss']}, "
         f"{summary['train_seconds']} s."])
