@@ -26,6 +26,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from transformers import TrainerCallback
+from trl import SFTConfig, SFTTrainer
+from trl.trainer.utils import add_fused_lm_head
 
 from selfteach.data.checks import as_text
 from selfteach.errors import SelfteachError
@@ -44,12 +46,6 @@ from selfteach.train.common import (
 from selfteach.train.diagnostics import Diagnostics
 from selfteach.train.objectives import OBJECTIVES, check_objective, entropic_loss, reduce_loss
 from selfteach.validate import MAX_BATCH, MAX_EPOCHS, MAX_LR, MAX_STEPS, MAX_TOKENS, MaxSteps, Seed
-
-try:  # TRL is a dependency; the import is here so the error names what is missing
-    from trl import SFTConfig, SFTTrainer
-    from trl.trainer.utils import add_fused_lm_head
-except ImportError as e:  # pragma: no cover
-    raise SelfteachError(f"train sft needs trl ({e})") from None
 
 
 class SFTRunConfig(BaseModel):
