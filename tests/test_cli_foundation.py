@@ -14,7 +14,8 @@ runner = CliRunner()
 
 
 def run_cli(*args):
-    """Invoke like `selfteach ...` in-process, mapping SelfteachError like main() does."""
+    """Invoke `selfteach ...` in-process; a SelfteachError stays in `result.exception` (the
+    `selfteach_main` fixture runs main() itself, with its one-line error and exit 2)."""
     result = runner.invoke(app, list(args), catch_exceptions=True)
     return result
 
@@ -63,7 +64,7 @@ def test_eval_accuracy_end_to_end_and_resume(tmp_path):
     assert len(rows) == 4 and all(len(r["outputs"]) == 2 for r in rows)
     # rerunning into the same directory without --resume is refused
     r2 = run_cli(*args)
-    assert r2.exit_code != 0 and "--resume" in str(r2.exception)
+    assert isinstance(r2.exception, SelfteachError) and "--resume" in str(r2.exception)
     # an interrupted run (2 of 4 done, torn last line) resumes and only does the rest
     lines = (out / "outputs.jsonl").read_text().splitlines()
     (out / "outputs.jsonl").write_text(lines[0] + "\n" + lines[1] + "\n" + lines[2][:20])
