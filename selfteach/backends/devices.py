@@ -18,6 +18,8 @@ def pick_device(device: str | None = "auto") -> str:
         if not torch.cuda.is_available():
             raise SelfteachError(f"--device {device}: no CUDA device is available")
         if ":" in device and int(device[5:]) >= torch.cuda.device_count():
-            raise SelfteachError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s)")
+            raise SelfteachError(
+                f"--device {device}: only {torch.cuda.device_count()} CUDA device(s)"
+            )
         return device
     raise SelfteachError(f"--device {device!r}: choose auto, cpu, cuda or cuda:N")

@@ -42,27 +42,57 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    model: str = Field("smollm2-135m", description="model spec to train: alias, directory, .gguf file or hub id")
+    model: str = Field(
+        "smollm2-135m", description="model spec to train: alias, directory, .gguf file or hub id"
+    )
     learning_rate: float = Field(5e-6, gt=0, le=MAX_LR, description="AdamW peak learning rate")
-    epochs: float = Field(1.0, gt=0, le=MAX_EPOCHS, description="passes over the training data (ignored when max_steps > 0)")
+    epochs: float = Field(
+        1.0,
+        gt=0,
+        le=MAX_EPOCHS,
+        description="passes over the training data (ignored when max_steps > 0)",
+    )
     max_steps: MaxSteps = Field(-1, description="optimizer steps; -1 = run `epochs` epochs")
-    batch_size: int = Field(4, ge=1, le=MAX_BATCH, description="examples per device per forward pass")
-    grad_accum: int = Field(1, ge=1, le=MAX_BATCH, description="gradient accumulation steps (global batch = batch_size x grad_accum x processes)")
-    max_length: int = Field(512, ge=16, le=MAX_TOKENS, description="truncate prompt+completion to this many tokens")
-    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="share of steps with linear learning-rate warm-up")
-    lr_scheduler: str = Field("linear", description="transformers scheduler name: linear, cosine, constant, ...")
+    batch_size: int = Field(
+        4, ge=1, le=MAX_BATCH, description="examples per device per forward pass"
+    )
+    grad_accum: int = Field(
+        1,
+        ge=1,
+        le=MAX_BATCH,
+        description="gradient accumulation steps "
+        "(global batch = batch_size x grad_accum x processes)",
+    )
+    max_length: int = Field(
+        512, ge=16, le=MAX_TOKENS, description="truncate prompt+completion to this many tokens"
+    )
+    warmup_ratio: float = Field(
+        0.0, ge=0, lt=1, description="share of steps with linear learning-rate warm-up"
+    )
+    lr_scheduler: str = Field(
+        "linear", description="transformers scheduler name: linear, cosine, constant, ..."
+    )
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
-    lora: bool = Field(False, description="train a LoRA adapter (peft) instead of all weights; merged when saved")
+    lora: bool = Field(
+        False, description="train a LoRA adapter (peft) instead of all weights; merged when saved"
+    )
     lora_r: int = Field(16, ge=1, le=4096, description="LoRA rank")
     lora_alpha: int = Field(32, ge=1, description="LoRA scaling alpha")
     lora_dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto (cuda if available, else cpu), cpu or cuda")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto (cuda if available, else cpu), cpu or cuda"
+    )
     seed: Seed = Field(0, description="seed for data order, LoRA init and sampling")
-    logging_steps: int = Field(1, ge=1, description="log loss/metrics every this many optimizer steps")
-    gradient_checkpointing: bool = Field(False, description="trade compute for memory (useful on GPU for long sequences)")
+    logging_steps: int = Field(
+        1, ge=1, description="log loss/metrics every this many optimizer steps"
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="trade compute for memory (useful on GPU for long sequences)"
+    )
     save_model: bool = Field(True, description="save the trained (merged) model to OUT/model")
-    save_steps: int = Field(50, ge=1, description="checkpoint every N optimizer steps (and at the end), "
-                                                   "for --resume")
+    save_steps: int = Field(
+        50, ge=1, description="checkpoint every N optimizer steps (and at the end), for --resume"
+    )
 
 
 @dataclass
@@ -100,8 +130,9 @@ def load_trainable(spec: str, device: str = "cpu", fp32: bool = False) -> tuple[
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
     except OSError as e:
         raise SelfteachError(f"model {spec!r}: cannot load ({str(e).splitlines()[0]})") from None
-    if getattr(model, "hf_quantizer", None) is not None:  # GGUF marker blocks fine-tuning
-        model.hf_quantizer.remove_quantization_config(model)
+    quantizer: Any = getattr(model, "hf_quantizer", None)
+    if quantizer is not None:  # GGUF marker blocks fine-tuning
+        quantizer.remove_quantization_config(model)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return model, tok
@@ -146,7 +177,8 @@ def trainer_kwargs(cfg: TrainerOptions, checkpoints: Path, device: str) -> dict[
     return dict(
         output_dir=str(checkpoints), learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum, warmup_steps=cfg.warmup_ratio,  # <1 means a ratio
+        # <1 means a ratio
+        gradient_accumulation_steps=cfg.grad_accum, warmup_steps=cfg.warmup_ratio,
         weight_decay=cfg.weight_decay, seed=cfg.seed, report_to="none",
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2,
         dataloader_num_workers=0, **precision_kwargs(device),
@@ -169,13 +201,19 @@ def finish(trainer, cfg: TrainConfig, out: Path, title: str) -> TrainResult:
     history = [dict(h) for h in trainer.state.log_history]
     metrics = next((h for h in reversed(history) if "train_runtime" in h), {})
     losses = [h["loss"] for h in history if "loss" in h]
-    metrics = {**metrics, "train_loss": mean_train_loss(history),  # over all steps, across resumes
-               "global_step": trainer.state.global_step,
-               "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None}
+    metrics = {
+        **metrics,
+        "train_loss": mean_train_loss(history),  # over all steps, across resumes
+        "global_step": trainer.state.global_step,
+        "first_loss": losses[0] if losses else None,
+        "final_loss": losses[-1] if losses else None,
+    }
     model_dir = save_model(trainer, out / "model") if cfg.save_model else None
     if is_main_process():
         out.mkdir(parents=True, exist_ok=True)
-        (out / "train_log.jsonl").write_text("".join(json.dumps(h, default=str) + "\n" for h in history))
+        (out / "train_log.jsonl").write_text(
+            "".join(json.dumps(h, default=str) + "\n" for h in history)
+        )
         plot_curves(history, out / "train_curves.png", title)
         # written last and atomically: its presence marks a finished run (see finished_result)
         atomic_write_text(out / "train_metrics.json", json.dumps(metrics, indent=2, default=str))
@@ -269,7 +307,11 @@ def checkpoint_problem(path: Path) -> str | None:
         return "trainer_state.json is torn"
     index = path / "model.safetensors.index.json"
     try:
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.exists() else []
+        shards = (
+            sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            if index.exists()
+            else []
+        )
     except (OSError, ValueError, KeyError, AttributeError):
         return f"{index.name} is torn"
     weights = [path / f for f in shards] or [path / w for w in _WEIGHTS if (path / w).exists()]
