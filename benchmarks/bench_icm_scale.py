@@ -56,8 +56,13 @@ def accuracy(seeds: int, w_ctx: float) -> list[dict]:
         for seed in range(seeds):
             claims = builtin_claims(spec, seed=seed, wrong_per_subject=wrong)
             for k in KS:
-                res = icm(claims, synthetic_backend_for(claims, seed=seed, w_ctx=w_ctx), task=task, progress=False,
-                          config=ICMConfig(seed=seed, context_claims=k))
+                res = icm(
+                    claims,
+                    synthetic_backend_for(claims, seed=seed, w_ctx=w_ctx),
+                    task=task,
+                    progress=False,
+                    config=ICMConfig(seed=seed, context_claims=k),
+                )
                 acc.setdefault((name, k), []).append(res.metrics["accuracy"])
                 tok.setdefault((name, k), []).append(res.metrics["tokens_per_claim"])
             zero.setdefault(name, []).append(res.metrics["zero_shot_accuracy"])
@@ -73,8 +78,13 @@ def accuracy(seeds: int, w_ctx: float) -> list[dict]:
         row["mean_diff_vs_full"] = round(sum(diffs) / len(diffs), 4)
         row["ci95"] = [round(lo, 4), round(hi, 4)]
         rows.append(row)
-    rows.append({"w_ctx": w_ctx, "context_claims": "zero-shot",
-                 **{n: round(sum(v) / len(v), 4) for n, v in zero.items()}})
+    rows.append(
+        {
+            "w_ctx": w_ctx,
+            "context_claims": "zero-shot",
+            **{n: round(sum(v) / len(v), 4) for n, v in zero.items()},
+        }
+    )
     return rows
 
 
@@ -104,19 +114,32 @@ def one(n: int, k: int | None, backend_name: str) -> dict:
         t0 = time.time()
         res = icm(claims, backend, task="binary", config=cfg, run=run, progress=False)
         wall = time.time() - t0
-        times = [r["time"] for r in map(json.loads, open(run.file("metrics.jsonl"))) if r.get("stage") == "icm"]
+        times = [
+            r["time"]
+            for r in map(json.loads, open(run.file("metrics.jsonl")))
+            if r.get("stage") == "icm"
+        ]
     m = res.metrics
     steps = m["steps"]
     half = steps // 2
-    return {"backend": backend_name, "claims": n, "context_claims": k or "full", "steps": steps,
-            "wall_s": round(wall, 1), "search_s": m["cost"]["search"]["seconds"],
-            "ms_per_step": round(1000 * m["cost"]["search"]["seconds"] / steps, 2),
-            "ms_per_step_2nd_half": round(1000 * (times[-1] - times[half - 1]) / (steps - half), 2),
-            "tokens_per_claim": m["tokens_per_claim"], "calls_per_claim": m["calls_per_claim"],
-            "accuracy": m["accuracy"], "zero_shot_accuracy": m["zero_shot_accuracy"],
-            "rss_before_icm_mb": rss0, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
-            "load_1min": [round(load0, 2), round(os.getloadavg()[0], 2)],
-            "utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
+    return {
+        "backend": backend_name,
+        "claims": n,
+        "context_claims": k or "full",
+        "steps": steps,
+        "wall_s": round(wall, 1),
+        "search_s": m["cost"]["search"]["seconds"],
+        "ms_per_step": round(1000 * m["cost"]["search"]["seconds"] / steps, 2),
+        "ms_per_step_2nd_half": round(1000 * (times[-1] - times[half - 1]) / (steps - half), 2),
+        "tokens_per_claim": m["tokens_per_claim"],
+        "calls_per_claim": m["calls_per_claim"],
+        "accuracy": m["accuracy"],
+        "zero_shot_accuracy": m["zero_shot_accuracy"],
+        "rss_before_icm_mb": rss0,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+        "load_1min": [round(load0, 2), round(os.getloadavg()[0], 2)],
+        "utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+    }
 
 
 def steps(ns: list[int], backend_name: str, full_up_to: int) -> list[dict]:
@@ -125,8 +148,20 @@ def steps(ns: list[int], backend_name: str, full_up_to: int) -> list[dict]:
         for k in (8, None):
             if k is None and n > full_up_to:
                 continue
-            out = subprocess.run([sys.executable, "-m", "benchmarks.bench_icm_scale", "one", str(n), str(k),
-                                  backend_name], capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "benchmarks.bench_icm_scale",
+                    "one",
+                    str(n),
+                    str(k),
+                    backend_name,
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(rows[-1], flush=True)
     return rows
@@ -142,12 +177,29 @@ def real(model: str, family: str) -> list[dict]:
     rows = []
     for k in (None, 8):
         t0 = time.time()
-        res = icm(claims, backend, task="comparison", progress=False, config=ICMConfig(seed=0, context_claims=k))
+        res = icm(
+            claims,
+            backend,
+            task="comparison",
+            progress=False,
+            config=ICMConfig(seed=0, context_claims=k),
+        )
         m = res.metrics
-        rows.append({"model": model, "family": family, "claims": len(claims), "context_claims": k or "full",
-                     "accuracy": m["accuracy"], "zero_shot": m["zero_shot_accuracy"], "auroc": m["auroc"],
-                     "balance": m["balance"], "I": m["I"], "tokens_per_claim": m["tokens_per_claim"],
-                     "seconds": round(time.time() - t0, 1)})
+        rows.append(
+            {
+                "model": model,
+                "family": family,
+                "claims": len(claims),
+                "context_claims": k or "full",
+                "accuracy": m["accuracy"],
+                "zero_shot": m["zero_shot_accuracy"],
+                "auroc": m["auroc"],
+                "balance": m["balance"],
+                "I": m["I"],
+                "tokens_per_claim": m["tokens_per_claim"],
+                "seconds": round(time.time() - t0, 1),
+            }
+        )
         print(rows[-1], flush=True)
     close = getattr(backend, "close", None)
     if close:
@@ -171,15 +223,27 @@ def main() -> list[dict]:
     if "steps" in parts:
         rows += steps(ns, "synthetic", full_up_to=3000)
     if "tiny" in parts:
-        rows += steps(ns, "tiny-random", full_up_to=int(os.environ.get("ICM_SCALE_TINY_FULL", "1000")))
+        rows += steps(
+            ns, "tiny-random", full_up_to=int(os.environ.get("ICM_SCALE_TINY_FULL", "1000"))
+        )
     if "real" in parts:
-        rows += real(os.environ.get("ICM_SCALE_MODEL", "qwen2.5-coder-0.5b"),
-                     os.environ.get("ICM_SCALE_FAMILY", "elements"))
+        rows += real(
+            os.environ.get("ICM_SCALE_MODEL", "qwen2.5-coder-0.5b"),
+            os.environ.get("ICM_SCALE_FAMILY", "elements"),
+        )
     return rows
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "one":
-        print(json.dumps(one(int(sys.argv[2]), None if sys.argv[3] == "None" else int(sys.argv[3]), sys.argv[4])))
+        print(
+            json.dumps(
+                one(
+                    int(sys.argv[2]),
+                    None if sys.argv[3] == "None" else int(sys.argv[3]),
+                    sys.argv[4],
+                )
+            )
+        )
     else:
         main()

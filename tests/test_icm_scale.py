@@ -44,9 +44,17 @@ def test_bounded_prompts_hold_at_most_k_examples_whatever_n():
 
 def test_bounded_cost_per_claim_does_not_grow_with_n():
     per_claim = {}
-    for n in (500, 2000):  # beyond 256 labeled claims a step costs at most ~4 scorings (refresh period ~ |D|)
+    for n in (
+        500,
+        2000,
+    ):  # beyond 256 labeled claims a step costs at most ~4 scorings (refresh period ~ |D|)
         cl, truth, strength = synthetic_task(n, seed=2)
-        res = icm(cl, SyntheticBackend(truth, strength), config=ICMConfig(context_claims=8, seed=0), progress=False)
+        res = icm(
+            cl,
+            SyntheticBackend(truth, strength),
+            config=ICMConfig(context_claims=8, seed=0),
+            progress=False,
+        )
         per_claim[n] = res.metrics["tokens_per_claim"]
     assert per_claim[2000] < 1.2 * per_claim[500]
     # the full-context search on the same sets reads ~n/2 examples per claim: it grows
@@ -74,7 +82,13 @@ def test_running_tally_equals_a_fresh_count():
         labels = s.change(labels, {i: rng.random() < 0.5, j: rng.random() < 0.5})
         fresh = s.retally(dict(labels))
         t, f = labels.tally, fresh.tally
-        assert (t.icount, t.ntrue, t.nagree, t.moved, t.bad) == (f.icount, f.ntrue, f.nagree, f.moved, f.bad)
+        assert (t.icount, t.ntrue, t.nagree, t.moved, t.bad) == (
+            f.icount,
+            f.ntrue,
+            f.nagree,
+            f.moved,
+            f.bad,
+        )
         assert t.icount == rule.count(labels)
         assert sorted(s.violations(labels)) == sorted(rule.violations(labels))
         assert t.psum == pytest.approx(f.psum, abs=1e-9)
@@ -82,7 +96,12 @@ def test_running_tally_equals_a_fresh_count():
 
 def test_rejection_sampling_draws_the_weighted_distribution():
     cl = builtin_claims("planets", seed=0)
-    s = _Search(cl, synthetic_backend_for(cl), make_rule("exclusive", cl), ICMConfig(context_claims=4, seed=3))
+    s = _Search(
+        cl,
+        synthetic_backend_for(cl),
+        make_rule("exclusive", cl),
+        ICMConfig(context_claims=4, seed=3),
+    )
     labels = {0: True, 5: False}
     w = s.weights(labels)
     draws = 20000
@@ -102,9 +121,17 @@ def test_bounded_labels_close_to_full_context_where_both_fit():
     full, bounded, zero = [], [], []
     for seed in range(6):
         cl = builtin_claims("capitals", seed=seed)
-        for cfg, out in ((ICMConfig(seed=seed), full), (ICMConfig(seed=seed, context_claims=8), bounded)):
-            res = icm(cl, synthetic_backend_for(cl, seed=seed, w_ctx=0.5), task="comparison", config=cfg,
-                      progress=False)
+        for cfg, out in (
+            (ICMConfig(seed=seed), full),
+            (ICMConfig(seed=seed, context_claims=8), bounded),
+        ):
+            res = icm(
+                cl,
+                synthetic_backend_for(cl, seed=seed, w_ctx=0.5),
+                task="comparison",
+                config=cfg,
+                progress=False,
+            )
             out.append(res.metrics["accuracy"])
         zero.append(res.metrics["zero_shot_accuracy"])
     assert statistics.mean(bounded) > statistics.mean(full) - 0.05
@@ -119,20 +146,41 @@ def _metrics(path) -> list[dict]:
 @pytest.mark.parametrize("select", ["random", "related"])
 def test_bounded_resume_after_interrupts_gives_identical_results(tmp_path, select):
     cl, truth, strength = synthetic_task(60, seed=7, groups=True)
-    cfg = ICMConfig(iters=80, seed=2, context_claims=5, context_share=3, context_select=select, checkpoint_every=4)
-    full = icm(cl, SyntheticBackend(truth, strength), task="exclusive", config=cfg,
-               run=RunDir.create(tmp_path / "full", cfg, seed=2), progress=False)
+    cfg = ICMConfig(
+        iters=80,
+        seed=2,
+        context_claims=5,
+        context_share=3,
+        context_select=select,
+        checkpoint_every=4,
+    )
+    full = icm(
+        cl,
+        SyntheticBackend(truth, strength),
+        task="exclusive",
+        config=cfg,
+        run=RunDir.create(tmp_path / "full", cfg, seed=2),
+        progress=False,
+    )
     run = RunDir.create(tmp_path / "r", cfg, seed=2)
     steps = [0]
     for fail_after in (14, 11, 11):  # model calls into each try (the run makes ~50)
         with pytest.raises(KeyboardInterrupt):
-            icm(cl, SyntheticBackend(truth, strength, fail_after=fail_after), task="exclusive", config=cfg,
-                run=run, progress=False)
+            icm(
+                cl,
+                SyntheticBackend(truth, strength, fail_after=fail_after),
+                task="exclusive",
+                config=cfg,
+                run=run,
+                progress=False,
+            )
         ck = json.loads((tmp_path / "r" / "icm_checkpoint.json").read_text())
         assert steps[-1] <= ck["step"] < 80 and ck["step"] % 4 == 0 and not ck["done"]
         steps.append(ck["step"])
     assert steps[-1] > 0
-    resumed = icm(cl, SyntheticBackend(truth, strength), task="exclusive", config=cfg, run=run, progress=False)
+    resumed = icm(
+        cl, SyntheticBackend(truth, strength), task="exclusive", config=cfg, run=run, progress=False
+    )
     assert resumed.labels == full.labels and resumed.margins == full.margins
     assert resumed.trajectory == full.trajectory
     assert _metrics(tmp_path / "r") == _metrics(tmp_path / "full")
@@ -140,15 +188,24 @@ def test_bounded_resume_after_interrupts_gives_identical_results(tmp_path, selec
 
 def test_default_checkpoint_interval_is_every_step_and_bounded_scales_with_n(tmp_path):
     cl, truth, strength = synthetic_task(300, seed=1)
-    for cfg, every, tries in ((ICMConfig(iters=60, seed=0), 1, range(20, 80, 7)),
-                              (ICMConfig(iters=300, seed=0, context_claims=4), 15, range(20, 200, 15))):
+    for cfg, every, tries in (
+        (ICMConfig(iters=60, seed=0), 1, range(20, 80, 7)),
+        (ICMConfig(iters=300, seed=0, context_claims=4), 15, range(20, 200, 15)),
+    ):
         seen = set()
         for fail_after in tries:
             run = RunDir.create(tmp_path / f"{every}-{fail_after}", cfg, seed=0)
             with pytest.raises(KeyboardInterrupt):
-                icm(cl, SyntheticBackend(truth, strength, fail_after=fail_after), config=cfg, run=run,
-                    progress=False)
-            ck = json.loads((tmp_path / f"{every}-{fail_after}" / "icm_checkpoint.json").read_text())
+                icm(
+                    cl,
+                    SyntheticBackend(truth, strength, fail_after=fail_after),
+                    config=cfg,
+                    run=run,
+                    progress=False,
+                )
+            ck = json.loads(
+                (tmp_path / f"{every}-{fail_after}" / "icm_checkpoint.json").read_text()
+            )
             seen.add(ck["step"])
         assert all(step % every == 0 for step in seen) and len(seen) > 1, seen
         if every == 1:
@@ -161,10 +218,23 @@ def test_bounded_context_needs_fast_scoring_one_line_cli_error(tmp_path):
     from selfteach.cli import app
 
     out = tmp_path / "run"
-    for args, shown in ((["--scoring", "exact", "--context-claims", "4"], "--context-claims 4"),
-                        (["--context-claims", "0"], "--context-claims 0")):
-        r = CliRunner().invoke(app, ["elicit", "--model", "tiny-random", "--claims", "builtin:planets",
-                                     "--out", str(out), *args])
+    for args, shown in (
+        (["--scoring", "exact", "--context-claims", "4"], "--context-claims 4"),
+        (["--context-claims", "0"], "--context-claims 0"),
+    ):
+        r = CliRunner().invoke(
+            app,
+            [
+                "elicit",
+                "--model",
+                "tiny-random",
+                "--claims",
+                "builtin:planets",
+                "--out",
+                str(out),
+                *args,
+            ],
+        )
         assert isinstance(r.exception, SelfteachError), repr(r.exception)
         assert shown in str(r.exception) and "\n" not in str(r.exception)
         assert not out.exists()
@@ -181,6 +251,15 @@ def test_sums_n_extends_sums_and_rejects_bad_sizes():
 
 def test_bounded_scorer_takes_the_refresh_options():
     cl, truth, strength = synthetic_task(12, seed=0)
-    s = _Search(cl, SyntheticBackend(truth, strength), make_rule("binary", cl),
-                ICMConfig(context_claims=4, refresh_every=7, refresh_frac=0.5, context_share=3))
-    assert (s.scorer.refresh_every, s.scorer.refresh_frac, s.scorer.k, s.scorer.n_blocks) == (7, 0.5, 4, 4)
+    s = _Search(
+        cl,
+        SyntheticBackend(truth, strength),
+        make_rule("binary", cl),
+        ICMConfig(context_claims=4, refresh_every=7, refresh_frac=0.5, context_share=3),
+    )
+    assert (s.scorer.refresh_every, s.scorer.refresh_frac, s.scorer.k, s.scorer.n_blocks) == (
+        7,
+        0.5,
+        4,
+        4,
+    )
