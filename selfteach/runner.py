@@ -94,7 +94,7 @@ class Outputs(Generic[R]):
                                  "(fix or remove the line, or start a new --out)") from None
 
 
-Work = Callable[[Batch[T]], Sequence[R | Sequence[R]]]
+Work = Callable[[Batch[T]], Sequence[R | Sequence[R] | None]]
 
 
 def run_items(items: Sequence[T], work: Work, outputs: Outputs[R], *, seed: int, batch_size: int,
@@ -105,7 +105,7 @@ def run_items(items: Sequence[T], work: Work, outputs: Outputs[R], *, seed: int,
     item order (rows written before an interruption included).
 
     `work(batch)` returns, for each item of `batch.items`, its row (or its `per_item`
-    rows). With `run`, rows are appended to `outputs.file` as items finish and the items
+    rows; anything, e.g. None, for an item in `batch.done`, which is not written again). With `run`, rows are appended to `outputs.file` as items finish and the items
     already complete there are skipped; `crash` names the `crash_point` hook
     ("<crash>:<item id>", after an item's rows are written)."""
     done = outputs.load(run)
@@ -122,7 +122,7 @@ def run_items(items: Sequence[T], work: Work, outputs: Outputs[R], *, seed: int,
             for i, result in zip(batch_ids, results, strict=True):
                 if i in batch.done:  # written before an interruption: regenerated only to keep the batch
                     continue
-                rows = [result] if isinstance(result, Row) else list(result)
+                rows = [result] if isinstance(result, Row) else list(result or ())
                 if run is not None:
                     for r in rows:
                         run.append(outputs.file, r.to_row())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -156,7 +156,7 @@ class BudgetPoint(Row):
     budget: int
     forced: bool
     answer: str | None
-    pred: Any
+    pred: str | None
     score: Number
 
 
@@ -190,16 +190,19 @@ class Judgment(Row):
     tokens; optional meta/forced/raw_error), which judge/voting.py reads."""
 
     id: str
-    subset: str
+    subset: str = "default"
     prompt: str
     responses: list[str]
-    best: int | None
-    mode: str
+    best: int | None = None
+    mode: Literal["multi", "pointwise"] = "multi"
     samples: list[dict[str, Any]]
     vote: dict[str, Any]
-    error: str | None
+    error: str | None = None
 
-    def item(self) -> JudgeItem:
-        """The judged query as a JudgeItem (what the judge's prompt builders read)."""
-        return JudgeItem(id=self.id, prompt=self.prompt, responses=self.responses, best=self.best,
-                         subset=self.subset)
+
+
+def judged_item(row: dict[str, Any]) -> JudgeItem:
+    """The query a judgment row (a `Judgment` as read from judgments.jsonl) judged, as the
+    JudgeItem the judge's prompt builders read."""
+    return JudgeItem(id=str(row["id"]), prompt=row["prompt"], responses=row["responses"], best=row.get("best"),
+                     subset=row.get("subset", "default"))

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from selfteach.errors import SelfteachError
 from selfteach.judge.parse import ranks_best_first
+from selfteach.data.records import judged_item
 from selfteach.judge.voting import meta_text
 from selfteach.validate import MAX_BATCH, MAX_LR, MAX_STEPS, MAX_TOKENS, Seed
 
@@ -50,8 +51,9 @@ def labeled_judgments(records: list[dict]) -> list[tuple[str, str, int]]:
     for rec in records:
         if rec.get("best") is None or rec.get("mode", "multi") != "multi" or rec.get("error"):
             continue
+        item = judged_item(rec)
         for s in rec["samples"]:
-            out.append((str(rec["id"]), meta_text(rec, s), int(ranks_best_first(s.get("scores"), rec["best"]))))
+            out.append((str(rec["id"]), meta_text(item, s), int(ranks_best_first(s.get("scores"), rec["best"]))))
     return out
 
 

@@ -17,8 +17,10 @@ from pydantic import Field
 
 from selfteach.errors import SelfteachError
 from selfteach.judge.prompts import DEFAULT_STYLE, PromptStyle
-from selfteach.judge.voting import JudgeConfig, accuracy_at_k, judge_items
-from selfteach.progress import ProgressBar
+from selfteach.data.records import Judgment, judged_item
+from selfteach.judge.voting import JudgeConfig, accuracy_at_k, judge_batch
+from selfteach.runner import Outputs, run_items
+from selfteach.runs import RunDir
 from selfteach.stats import mean_ci
 from selfteach.validate import MAX_BATCH, MAX_SAMPLES
 
@@ -58,14 +60,14 @@ def run_judge(cfg: JudgeRunConfig, out: str | Path, resume: bool = False, progre
     """Judge every item of `cfg.data` with K = max(cfg.ks) samples; returns the records."""
     from selfteach.judge.data import load_judge_items
     from selfteach.judge.prompts import JudgePrompt
-    from selfteach.runs import RunDir
 
     items = load_judge_items(cfg.data, cfg.limit, pairwise=cfg.mode == "multi", need_best=need_best)
     prompt = JudgePrompt.from_file(cfg.prompts, cfg.prompt_style)
     if cfg.meta_rm and cfg.mode != "multi":
         raise SelfteachError("--meta-rm needs --mode multi (the meta RM rates whole judgments)")
     judge_cfg = JudgeConfig(**{**cfg.model_dump(include=set(JudgeConfig.model_fields)), "k": max(cfg.ks)})
-    done = RunDir(out).done_ids(OUTPUTS)
+    outputs = Outputs(OUTPUTS, Judgment)
+    done = outputs.load(RunDir(out))  # before the model: a finished run needs none
     todo = [it for it in items if it.id not in done]
     if todo and backend is None:  # loaded before the run dir: a model that fails leaves nothing behind
         from selfteach.backends import load_backend
@@ -73,18 +75,17 @@ def run_judge(cfg: JudgeRunConfig, out: str | Path, resume: bool = False, progre
         kw = {"batch_size": cfg.batch_size} if cfg.backend != "openai" and not cfg.model.startswith("http") else {}
         backend = load_backend(cfg.model, backend=cfg.backend, serve=cfg.serve, **kw)
     run = RunDir.create(out, cfg, resume=resume, seed=cfg.seed)
-    if todo:
-        meta = None
-        if cfg.meta_rm:
-            from selfteach.judge.meta import MetaRM
+    meta = None
+    if todo and cfg.meta_rm:
+        from selfteach.judge.meta import MetaRM
 
-            meta = MetaRM.load(cfg.meta_rm, backend=backend)
-        with ProgressBar(progress, len(items), len(items) - len(todo), "judging", transient=False) as bar:
-            judge_items(backend, items, judge_cfg, prompt, on_item=lambda r: run.append(OUTPUTS, r),
-                        advance=bar.advance, meta=meta, done=done)
+        meta = MetaRM.load(cfg.meta_rm, backend=backend)
+    records = run_items(items, lambda batch: judge_batch(backend, batch, judge_cfg, prompt, meta), outputs,
+                        seed=cfg.seed, batch_size=cfg.items_per_call, run=run, label="judging", progress=progress,
+                        transient=False, crash="judge")
+    if todo:
         run.log_metrics({"event": "judged", "items": len(todo), **backend.usage.as_dict()})
-    by_id = {str(r["id"]): r for r in run.read(OUTPUTS)}
-    return [by_id[it.id] for it in items if it.id in by_id]
+    return [r.to_row() for r in records]
 
 
 def rate_records(records: list[dict], meta) -> list[dict]:
@@ -95,7 +96,8 @@ def rate_records(records: list[dict], meta) -> list[dict]:
     for rec in records:
         todo = [s for s in rec["samples"] if "meta" not in s]
         if todo and rec.get("mode", "multi") == "multi" and not rec.get("error"):
-            for s, m in zip(todo, meta.score([meta_text(rec, s) for s in todo]), strict=True):
+            item = judged_item(rec)
+            for s, m in zip(todo, meta.score([meta_text(item, s) for s in todo]), strict=True):
                 s["meta"] = m
     return records
 
