@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from selfteach.data.records import judged_item
 from selfteach.errors import SelfteachError
 from selfteach.judge.parse import ranks_best_first
-from selfteach.data.records import judged_item
 from selfteach.judge.voting import meta_text
 from selfteach.validate import MAX_BATCH, MAX_LR, MAX_STEPS, MAX_TOKENS, Seed
 

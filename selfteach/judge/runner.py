@@ -15,9 +15,9 @@ from typing import Annotated
 
 from pydantic import Field
 
+from selfteach.data.records import Judgment, judged_item
 from selfteach.errors import SelfteachError
 from selfteach.judge.prompts import DEFAULT_STYLE, PromptStyle
-from selfteach.data.records import Judgment, judged_item
 from selfteach.judge.voting import JudgeConfig, accuracy_at_k, judge_batch
 from selfteach.runner import Outputs, run_items
 from selfteach.runs import RunDir
