@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic import ValidationError
 
@@ -61,11 +61,11 @@ class Outputs(Generic[R]):
     per_item: int = 1
 
     def load(self, run: RunDir | None) -> dict[str, list[R]]:
-        """The complete items already in the file, as records by item id. Repairs a torn last
-        line; removes the rows of an incomplete item (so it is redone whole)."""
+        """The complete items already in the file, as records by item id. Repairs a torn
+        last line; removes the rows of an incomplete item (so it is redone whole)."""
         if run is None or not run.file(self.file).exists():
             return {}
-        run.done_rows(self.file, key=None)  # drops a torn last line; names any other damaged line
+        run.done_rows(self.file, key=None)  # drops a torn last line; names other damage
         raw = run.read(self.file)
         rows: dict[str, list[R]] = {}
         for line, row in enumerate(raw, start=1):
@@ -82,52 +82,58 @@ class Outputs(Generic[R]):
 
     def _parse(self, run: RunDir, line: int, row: dict) -> R:
         where = f"{run.file(self.file)}:{line}"
+        fix = "(fix or remove the line, or start a new --out)"
         if row.get(self.key) is None or isinstance(row[self.key], dict | list):
-            raise SelfteachError(f"{where}: row has no valid {self.key!r}; the run directory is damaged "
-                                 "(fix or remove the line, or start a new --out)")
+            raise SelfteachError(f"{where}: row has no valid {self.key!r}; the run directory is "
+                                 f"damaged {fix}")
         try:
             return self.record.model_validate(row)
         except ValidationError as e:
             err = e.errors()[0]
             field = ".".join(str(x) for x in err["loc"]) or "row"
-            raise SelfteachError(f"{where}: field {field!r}: {err['msg']}; not a {self.record.__name__} row "
-                                 "(fix or remove the line, or start a new --out)") from None
+            raise SelfteachError(f"{where}: field {field!r}: {err['msg']}; not a "
+                                 f"{self.record.__name__} row {fix}") from None
 
 
 Work = Callable[[Batch[T]], Sequence[R | Sequence[R] | None]]
 
 
+def _id_of(item: Any) -> str:
+    return item.id
+
+
 def run_items(items: Sequence[T], work: Work, outputs: Outputs[R], *, seed: int, batch_size: int,
-              run: RunDir | None = None, item_id: Callable[[T], str] = lambda it: it.id,  # type: ignore[attr-defined]
+              run: RunDir | None = None, item_id: Callable[[T], str] = _id_of,
               label: str = "working", progress: bool = True, transient: bool = True,
               crash: str | None = None) -> list[R]:
-    """Run `work` over `items` in fixed batches of `batch_size`; returns every item's rows in
-    item order (rows written before an interruption included).
+    """Run `work` over `items` in fixed batches of `batch_size`; returns every item's rows
+    in item order (rows written before an interruption included).
 
-    `work(batch)` returns, for each item of `batch.items`, its row (or its `per_item`
-    rows; anything, e.g. None, for an item in `batch.done`, which is not written again). With `run`, rows are appended to `outputs.file` as items finish and the items
-    already complete there are skipped; `crash` names the `crash_point` hook
-    ("<crash>:<item id>", after an item's rows are written)."""
+    `work(batch)` returns, for each item of `batch.items`, its row or its `per_item` rows
+    (anything, e.g. None, for an item in `batch.done`: it is not written again). With
+    `run`, rows are appended to `outputs.file` as items finish and the items already
+    complete there are skipped; `crash` names the test hook `crash_point("<crash>:<id>")`,
+    reached after an item's rows are written."""
     done = outputs.load(run)
     ids = [item_id(it) for it in items]
-    with ProgressBar(progress, len(items), sum(i in done for i in ids), label, transient=transient) as bar:
+    with ProgressBar(progress, len(items), sum(i in done for i in ids), label, transient) as bar:
         for batch_items in fixed_batches(list(items), batch_size):
             batch_ids = [item_id(it) for it in batch_items]
             if all(i in done for i in batch_ids):
                 continue
-            batch = Batch(batch_items, batch_ids, frozenset(i for i in batch_ids if i in done), seed)
-            results = work(batch)
+            written = frozenset(i for i in batch_ids if i in done)
+            results = work(Batch(batch_items, batch_ids, written, seed))
             if len(results) != len(batch_items):
-                raise RuntimeError(f"{label}: work returned {len(results)} results for {len(batch_items)} items")
+                raise RuntimeError(f"{label}: work returned {len(results)} results "
+                                   f"for {len(batch_items)} items")
             for i, result in zip(batch_ids, results, strict=True):
-                if i in batch.done:  # written before an interruption: regenerated only to keep the batch
+                if i in written:  # regenerated only to keep the batch as it was
                     continue
-                rows = [result] if isinstance(result, Row) else list(result or ())
+                done[i] = [result] if isinstance(result, Row) else list(result or ())
                 if run is not None:
-                    for r in rows:
-                        run.append(outputs.file, r.to_row())
+                    for row in done[i]:
+                        run.append(outputs.file, row.to_row())
                     if crash:
                         crash_point(f"{crash}:{i}")
-                done[i] = rows  # type: ignore[assignment]
                 bar.advance(1)
     return [r for i in ids if i in done for r in done[i]]

@@ -16,8 +16,12 @@ from typer.testing import CliRunner
 from selfteach.data.records import AccuracyRow, AnytimeRow, Candidate, Judgment
 
 FIXTURES = Path(__file__).parent / "fixtures" / "main_runs"
-FILES = {"accuracy": ("outputs.jsonl", AccuracyRow), "anytime": ("outputs.jsonl", AnytimeRow),
-         "judge": ("judgments.jsonl", Judgment), "candidates": ("candidates.jsonl", Candidate)}
+FILES = {
+    "accuracy": ("outputs.jsonl", AccuracyRow),
+    "anytime": ("outputs.jsonl", AnytimeRow),
+    "judge": ("judgments.jsonl", Judgment),
+    "candidates": ("candidates.jsonl", Candidate),
+}
 
 
 @pytest.mark.parametrize("kind", sorted(FILES))
@@ -54,24 +58,44 @@ def resume(kind: str, out: Path, tiny_backend) -> None:
     elif kind == "judge":
         from selfteach.judge.runner import JudgeRunConfig, run_judge
 
-        run_judge(JudgeRunConfig.model_validate(cfg), out, resume=True, progress=False, need_best=True,
-                  backend=tiny_backend)
+        run_judge(
+            JudgeRunConfig.model_validate(cfg),
+            out,
+            resume=True,
+            progress=False,
+            need_best=True,
+            backend=tiny_backend,
+        )
     else:
         from selfteach.data.loaders import load_problems
         from selfteach.improve.candidates import generate_candidates
         from selfteach.runs import RunDir
 
-        generate_candidates(tiny_backend, load_problems(cfg["data"], limit=cfg["limit"]), n=cfg["n"],
-                            temperatures=cfg["temperatures"], max_new_tokens=cfg["max_new_tokens"],
-                            batch_size=cfg["batch_size"], seed=cfg["seed"], run=RunDir(out), progress=False)
+        generate_candidates(
+            tiny_backend,
+            load_problems(cfg["data"], limit=cfg["limit"]),
+            n=cfg["n"],
+            temperatures=cfg["temperatures"],
+            max_new_tokens=cfg["max_new_tokens"],
+            batch_size=cfg["batch_size"],
+            seed=cfg["seed"],
+            run=RunDir(out),
+            progress=False,
+        )
 
 
 # (rows kept, torn next row): mid-batch, at a batch boundary, nothing written
-CUTS = {"accuracy": [(1, True), (2, False), (0, True)], "anytime": [(1, True), (2, False)],
-        "judge": [(1, True), (2, False)], "candidates": [(3, True), (4, False), (1, False)]}
+CUTS = {
+    "accuracy": [(1, True), (2, False), (0, True)],
+    "anytime": [(1, True), (2, False)],
+    "judge": [(1, True), (2, False)],
+    "candidates": [(3, True), (6, True), (8, False)],
+}
 
 
-@pytest.mark.parametrize("kind,keep,torn", [(k, n, t) for k, cuts in sorted(CUTS.items()) for n, t in cuts])
+@pytest.mark.parametrize(
+    "kind,keep,torn", [(k, n, t) for k, cuts in sorted(CUTS.items()) for n, t in cuts]
+)
 def test_old_run_dir_resumes_to_the_uninterrupted_file(kind, keep, torn, tmp_path, tiny_backend):
     name, _ = FILES[kind]
     out = cut_short(FIXTURES / kind, tmp_path / kind, name, keep, torn)

@@ -204,5 +204,5 @@ class Judgment(Row):
 def judged_item(row: dict[str, Any]) -> JudgeItem:
     """The query a judgment row (a `Judgment` as read from judgments.jsonl) judged, as the
     JudgeItem the judge's prompt builders read."""
-    return JudgeItem(id=str(row["id"]), prompt=row["prompt"], responses=row["responses"], best=row.get("best"),
-                     subset=row.get("subset", "default"))
+    return JudgeItem(id=str(row["id"]), prompt=row["prompt"], responses=row["responses"],
+                     best=row.get("best"), subset=row.get("subset", "default"))

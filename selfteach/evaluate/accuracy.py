@@ -57,8 +57,8 @@ def score_item(problem: Problem, texts: list[str], tokens: list[int]) -> Accurac
     maj_ok = maj is not None and (maj == str(problem.answer).upper() if kind == "choice" else answers_match(maj, problem.answer))
     k = len(texts)
     return AccuracyRow(id=problem.id, gold=problem.answer, answers=answers, correct=correct,
-                       accuracy=sum(correct) / k, pass_at_k=pass_at_k(k, sum(correct), k), maj_at_k=float(maj_ok),
-                       outputs=texts, verify_timeouts=timed_out, tokens=tokens)
+                       accuracy=sum(correct) / k, pass_at_k=pass_at_k(k, sum(correct), k),
+                       maj_at_k=float(maj_ok), outputs=texts, verify_timeouts=timed_out, tokens=tokens)
 
 
 def summarize(items: list[dict]) -> dict:
@@ -103,8 +103,9 @@ def accuracy(model: str | Backend, problems: list[Problem] | str, samples: int =
         return [score_item(p, [x.text for x in g], [x.num_tokens for x in g])
                 for p, g in zip(batch.items, gens, strict=True)]
 
-    rows = run_items(problems, solve, Outputs("outputs.jsonl", AccuracyRow), seed=seed, batch_size=batch_size,
-                     run=run, label="evaluating", progress=progress, crash="accuracy")
+    rows = run_items(problems, solve, Outputs("outputs.jsonl", AccuracyRow), seed=seed,
+                     batch_size=batch_size, run=run, label="evaluating", progress=progress,
+                     crash="accuracy")
     items = [r.to_row() for r in rows]
     return summarize(items) | {"items": items, "usage": backend.usage.as_dict()}
 

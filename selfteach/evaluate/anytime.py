@@ -34,6 +34,7 @@ from selfteach.data.answers import verify_timeouts
 from selfteach.data.records import AnytimeRow, AnytimeSample, BudgetPoint, Problem
 from selfteach.errors import SelfteachError
 from selfteach.evaluate.scorers import check_scorable, format_question, get_scorer, predicted
+from selfteach.report.plots import plot_curves
 from selfteach.runner import Batch, Outputs, run_items
 from selfteach.validate import MAX_BATCH, MAX_SAMPLES, MAX_TEMPERATURE, MAX_TOKENS, Seed
 
@@ -266,12 +267,14 @@ def anytime_items(backend: Backend, problems: list[Problem], prompts: list[list[
             per_budget = []
             for b, a in zip(budgets, answers[k], strict=True):
                 text = t.text if a is None else suffix + a.text
-                per_budget.append(BudgetPoint(budget=b, forced=a is not None, answer=text if a is not None else None,
+                per_budget.append(BudgetPoint(budget=b, forced=a is not None,
+                                              answer=None if a is None else text,
                                               pred=predicted(text, kind), score=scorer(text, p)))
-            samples.append(AnytimeSample(trace=t.text, trace_tokens=t.num_tokens, finished=t.finish_reason == "stop",
-                                         budgets=per_budget))
+            samples.append(AnytimeSample(trace=t.text, trace_tokens=t.num_tokens,
+                                         finished=t.finish_reason == "stop", budgets=per_budget))
             k += 1
-        quality = [sum(s.budgets[j].score for s in samples) / len(samples) for j in range(len(budgets))]
+        quality = [sum(s.budgets[j].score for s in samples) / len(samples)
+                   for j in range(len(budgets))]
         rows.append(AnytimeRow(id=p.id, gold=p.answer, scorer=kind, quality=quality, samples=samples,
                                verify_timeouts=verify_timeouts() - timeouts0))
     return rows
@@ -324,36 +327,6 @@ def summarize(rows: list[dict[str, Any]], cfg: AnytimeConfig, extra: dict[str, A
         ],
     }
     return {"summary": summary, "curve": curve}
-
-
-def plot_curves(curves: list[dict[str, Any]], out_png: str | Path, title: str | None = None) -> Path:
-    """Quality vs budget, one solid line per curve and its best-so-far dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for c in curves:
-        line, = ax.plot(c["budgets"], c["quality"], marker="o",
-                        label=f"{c.get('label', c['method'])} (AI {c['anytime_index']:.3f})")
-        ax.plot(c["budgets"], c["best_so_far"], linestyle="--", color=line.get_color(), alpha=0.6)
-    ax.set_xscale("log", base=2)
-    ticks = sorted({b for c in curves for b in c["budgets"]})
-    ax.set_xticks(ticks, [str(b) for b in ticks])
-    ax.minorticks_off()
-    ax.set_xlabel("token budget")
-    ax.set_ylabel("quality (accuracy / CSR)")
-    ax.set_ylim(0, max(1e-3, max(max(c["quality"]) for c in curves)) * 1.15)
-    ax.set_title(title or "anytime quality (dashed: best so far)", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
 
 
 def compare_plot(run_dirs: list[str | Path], out_png: str | Path, labels: list[str] | None = None) -> Path:
@@ -410,7 +383,8 @@ def evaluate_anytime(cfg: AnytimeConfig, out: str | Path, resume: bool = False, 
         probs, ks = [p for p, _ in batch.items], [k for _, k in batch.items]
         pdp_info: list[dict] = [{} for _ in probs]
         if cfg.method == "plain":
-            prompts = [build_prompt_ids(backend, format_question(p), cfg.prompt_template, cfg.system) for p in probs]
+            prompts = [build_prompt_ids(backend, format_question(p), cfg.prompt_template, cfg.system)
+                       for p in probs]
         else:
             from selfteach.evaluate.pdp import pdp_prompts
 
@@ -419,10 +393,11 @@ def evaluate_anytime(cfg: AnytimeConfig, out: str | Path, resume: bool = False, 
         return [row.model_copy(update={"prompt_tokens": len(prompt), "pdp": info or None})
                 for row, info, prompt in zip(rows, pdp_info, prompts, strict=True)]
 
-    rows = [r.to_row() for r in run_items(list(zip(problems, kinds, strict=True)), evaluate,
-                                          Outputs(OUTPUTS, AnytimeRow), seed=cfg.seed, batch_size=cfg.batch_size,
-                                          run=run, item_id=lambda pk: pk[0].id, label=f"anytime {cfg.method}",
-                                          progress=progress, transient=False, crash="anytime")]
+    done = run_items(list(zip(problems, kinds, strict=True)), evaluate, Outputs(OUTPUTS, AnytimeRow),
+                     seed=cfg.seed, batch_size=cfg.batch_size, run=run, item_id=lambda pk: pk[0].id,
+                     label=f"anytime {cfg.method}", progress=progress, transient=False,
+                     crash="anytime")
+    rows = [r.to_row() for r in done]
     usage1 = backend.usage.as_dict()
     cost = {k: usage1.get(k, 0) - usage0.get(k, 0) for k in usage1 if isinstance(usage1.get(k), int | float)}
     result = summarize(rows, cfg, extra={"suffix": suffix, "seconds_this_session": round(time.time() - t0, 2),

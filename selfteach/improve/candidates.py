@@ -49,15 +49,18 @@ def generate_candidates(backend: Backend, problems: list[Problem], n: int = 8,
         prompts = [solve_prompt(backend, p) for p in batch.items]
         per_problem: list[list[Candidate]] = [[] for _ in batch.items]
         for ti, (temp, count) in enumerate(plan):
-            params = SamplingParams(n=count, temperature=temp, max_new_tokens=max_new_tokens, seed=batch.seed(f"t{ti}"))
-            for p, prompt, cands, gens in zip(batch.items, prompts, per_problem,
-                                              backend.generate(prompts, params), strict=True):
-                cands.extend(_candidate(p, prompt, len(cands) + j, temp, g) for j, g in enumerate(gens))
+            params = SamplingParams(n=count, temperature=temp, max_new_tokens=max_new_tokens,
+                                    seed=batch.seed(f"t{ti}"))
+            outs = backend.generate(prompts, params)
+            for p, prompt, cands, gens in zip(batch.items, prompts, per_problem, outs, strict=True):
+                cands.extend([_candidate(p, prompt, len(cands) + j, temp, g)
+                              for j, g in enumerate(gens)])
         return per_problem
 
     # a problem counts as done only with all n samples (an interruption can tear a batch)
-    rows = run_items(problems, sample, Outputs(file, Candidate, key="problem_id", per_item=n), seed=seed,
-                     batch_size=batch_size, run=run, label="candidates", progress=progress, crash="candidates")
+    outputs = Outputs(file, Candidate, key="problem_id", per_item=n)
+    rows = run_items(problems, sample, outputs, seed=seed, batch_size=batch_size, run=run,
+                     label="candidates", progress=progress, crash="candidates")
     return [r.to_row() for r in rows]
 
 

@@ -19,6 +19,7 @@ from selfteach.data.records import Judgment, judged_item
 from selfteach.errors import SelfteachError
 from selfteach.judge.prompts import DEFAULT_STYLE, PromptStyle
 from selfteach.judge.voting import JudgeConfig, accuracy_at_k, judge_batch
+from selfteach.report.plots import plot_curve  # noqa: F401  (judge commands import it from here)
 from selfteach.runner import Outputs, run_items
 from selfteach.runs import RunDir
 from selfteach.stats import mean_ci
@@ -80,9 +81,9 @@ def run_judge(cfg: JudgeRunConfig, out: str | Path, resume: bool = False, progre
         from selfteach.judge.meta import MetaRM
 
         meta = MetaRM.load(cfg.meta_rm, backend=backend)
-    records = run_items(items, lambda batch: judge_batch(backend, batch, judge_cfg, prompt, meta), outputs,
-                        seed=cfg.seed, batch_size=cfg.items_per_call, run=run, label="judging", progress=progress,
-                        transient=False, crash="judge")
+    records = run_items(items, lambda batch: judge_batch(backend, batch, judge_cfg, prompt, meta),
+                        outputs, seed=cfg.seed, batch_size=cfg.items_per_call, run=run, label="judging",
+                        progress=progress, transient=False, crash="judge")
     if todo:
         run.log_metrics({"event": "judged", "items": len(todo), **backend.usage.as_dict()})
     return [r.to_row() for r in records]
@@ -180,32 +181,3 @@ def summarize(records: list[dict], cfg: JudgeRunConfig, title: str) -> dict:
                      + ", ".join(f"{k}: {v}" for k, v in raw.most_common()))
     return {"title": title, "tables": tables, "notes": notes, "curve": curve,
             "failure_rate": n_fail / max(1, len(samples))}
-
-
-def plot_curve(curve: dict, path: Path, title: str) -> Path | None:
-    """accuracy vs k (log2 x axis), one line per subset/overall, meta-RM lines dashed."""
-    if not curve:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, pts in curve.items():
-        ks = sorted(pts)
-        ax.plot(ks, [pts[k] for k in ks], marker="o", linestyle="--" if "meta" in name else "-",
-                linewidth=2.5 if name.startswith("overall") else 1.2, label=name)
-    ax.set_xscale("log", base=2)
-    all_ks = sorted({k for pts in curve.values() for k in pts})
-    ax.set_xticks(all_ks, [str(k) for k in all_ks])
-    ax.axhline(0.5, color="grey", linewidth=0.8, linestyle=":")
-    ax.set_xlabel("k (sampled judgments voting)")
-    ax.set_ylabel("pairwise accuracy")
-    ax.set_ylim(0, 1)
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

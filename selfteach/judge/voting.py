@@ -27,7 +27,6 @@ from __future__ import annotations
 import itertools
 import math
 import random
-from collections.abc import Callable
 from dataclasses import replace
 from typing import Literal
 
@@ -174,21 +173,29 @@ def judge_items(backend: Backend, items: list[JudgeItem], cfg: JudgeConfig, prom
     from selfteach.runner import Outputs, run_items
 
     recs = run_items(items, lambda batch: judge_batch(backend, batch, cfg, prompt, meta),
-                     Outputs("judgments.jsonl", Judgment), seed=cfg.seed, batch_size=cfg.items_per_call,
-                     progress=False)
+                     Outputs("judgments.jsonl", Judgment), seed=cfg.seed,
+                     batch_size=cfg.items_per_call, progress=False)
     return [r.to_row() for r in recs]
 
 
-def judge_batch(backend: Backend, batch: Batch[JudgeItem], cfg: JudgeConfig, prompt: JudgePrompt | None = None,
-                meta=None) -> list[Judgment | None]:
+def judge_batch(backend: Backend, batch: Batch[JudgeItem], cfg: JudgeConfig,
+                prompt: JudgePrompt | None = None, meta=None) -> list[Judgment | None]:
     """The k judgments of every item of one batch (`cfg.items_per_call` items sharing
-    generate calls), voted. Each generate call is seeded by the first item it serves
-    (`batch.seed(ids=...)`), as earlier versions did, so judgments repeat theirs. Items
-    in `batch.done` (written before an interruption) get None, not a judgment."""
+    generate calls), voted. Items in `batch.done` (written before an interruption) get
+    None, not a judgment."""
     prompt = prompt or JudgePrompt()
-    chunk = batch.items
-    plans = [_plan(backend, it, cfg, prompt) for it in chunk]
-    # one generate call per distinct samples-per-prompt (normally exactly one)
+    plans = [_plan(backend, it, cfg, prompt) for it in batch.items]
+    gens = _sample(backend, batch, plans, cfg, prompt)
+    return [None if item.id in batch.done
+            else _judgment(backend, item, pl, gens.get(ii), cfg, prompt, meta)
+            for ii, (item, pl) in enumerate(zip(batch.items, plans, strict=True))]
+
+
+def _sample(backend: Backend, batch: Batch[JudgeItem], plans: list[dict], cfg: JudgeConfig,
+            prompt: JudgePrompt) -> dict[int, list]:
+    """The generations of every prompt of the batch, by item index: one generate call per
+    distinct samples-per-prompt (normally exactly one). A call is seeded by the first item
+    it serves (`batch.seed(ids=...)`), as earlier versions did, so judgments repeat theirs."""
     gens: dict[int, list] = {}
     by_per: dict[int, list[tuple[int, int]]] = {}
     for ii, pl in enumerate(plans):
@@ -197,30 +204,31 @@ def judge_batch(backend: Backend, batch: Batch[JudgeItem], cfg: JudgeConfig, pro
                 by_per.setdefault(pl["per"], []).append((ii, oi))
     for per, slots in by_per.items():
         params = SamplingParams(n=per, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                                top_p=cfg.top_p, seed=batch.seed(ids=[chunk[slots[0][0]].id]), stop=prompt.stop)
+                                top_p=cfg.top_p, seed=batch.seed(ids=[batch.ids[slots[0][0]]]),
+                                stop=prompt.stop)
         out = backend.generate([plans[ii]["texts"][oi] for ii, oi in slots], params)
         for (ii, oi), g in zip(slots, out, strict=True):
             gens.setdefault(ii, [None] * len(plans[ii]["texts"]))[oi] = g
-    results: list[Judgment | None] = []
-    for ii, (item, pl) in enumerate(zip(chunk, plans, strict=True)):
-        if item.id in batch.done:  # written before an interruption: not judged again
-            results.append(None)
-            continue
-        if pl["too_long"]:
-            samples = [{"order": None, "text": "", "scores": None, "error": "too_long", "tokens": 0}
-                       for _ in range(cfg.k)]
-        else:
-            samples = _assemble(item, cfg, pl, gens[ii], prompt.stop)
-        if cfg.force_scores and cfg.mode == "multi" and not pl["too_long"]:
-            _force(backend, item, samples, prompt)
-        if meta is not None and cfg.mode == "multi" and not pl["too_long"]:
-            ratings = meta.score([meta_text(item, s) for s in samples])
-            for s, m in zip(samples, ratings, strict=True):
-                s["meta"] = m
-        results.append(Judgment(id=item.id, subset=item.subset, prompt=item.prompt, responses=item.responses,
-                                best=item.best, mode=cfg.mode, samples=samples, vote=vote(samples, len(item.responses)),
-                                error="too_long" if pl["too_long"] else None))
-    return results
+    return gens
+
+
+def _judgment(backend: Backend, item: JudgeItem, pl: dict, gens: list | None, cfg: JudgeConfig,
+              prompt: JudgePrompt, meta) -> Judgment:
+    """One item's samples (forced and meta-rated when asked) and their vote."""
+    if pl["too_long"]:
+        samples = [{"order": None, "text": "", "scores": None, "error": "too_long", "tokens": 0}
+                   for _ in range(cfg.k)]
+    else:
+        samples = _assemble(item, cfg, pl, gens or [], prompt.stop)
+    if cfg.force_scores and cfg.mode == "multi" and not pl["too_long"]:
+        _force(backend, item, samples, prompt)
+    if meta is not None and cfg.mode == "multi" and not pl["too_long"]:
+        for s, m in zip(samples, meta.score([meta_text(item, s) for s in samples]), strict=True):
+            s["meta"] = m
+    return Judgment(id=item.id, subset=item.subset, prompt=item.prompt, responses=item.responses,
+                    best=item.best, mode=cfg.mode, samples=samples,
+                    vote=vote(samples, len(item.responses)),
+                    error="too_long" if pl["too_long"] else None)
 
 
 FORCE_PREFIX = "\nScores: \\boxed{"
@@ -241,7 +249,8 @@ def read_scores(backend: Backend, prefixes: list[str], n: int, lo: int = 1, hi: 
     return chosen
 
 
-def _force(backend: Backend, item: JudgeItem, samples: list[dict], prompt: JudgePrompt | None = None) -> None:
+def _force(backend: Backend, item: JudgeItem, samples: list[dict],
+           prompt: JudgePrompt | None = None) -> None:
     """Read the scores of failed multi-mode samples from the judge's own next-token
     distribution after its judgment + "Scores: \\boxed{" (see `JudgeConfig.force_scores`).
     The original failure reason is kept as `raw_error`; applying it twice is a no-op."""
@@ -255,8 +264,8 @@ def _force(backend: Backend, item: JudgeItem, samples: list[dict], prompt: Judge
         if s.get("forced"):  # a previous forced line is replaced
             text = text[: text.rfind(FORCE_PREFIX)]
         s["text"] = text.rstrip()
-        prefixes.append(render(backend, item.prompt, [responses[i] for i in s["order"]], prompt) + s["text"]
-                        + FORCE_PREFIX)
+        shown = render(backend, item.prompt, [responses[i] for i in s["order"]], prompt)
+        prefixes.append(shown + s["text"] + FORCE_PREFIX)
     for s, shown in zip(failed, read_scores(backend, prefixes, len(responses)), strict=True):
         scores = [0] * len(responses)
         for pos, orig in enumerate(s["order"]):
