@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from pydantic import ValidationError
 
@@ -129,7 +129,7 @@ def run_items(items: Sequence[T], work: Work, outputs: Outputs[R], *, seed: int,
             for i, result in zip(batch_ids, results, strict=True):
                 if i in written:  # regenerated only to keep the batch as it was
                     continue
-                done[i] = [result] if isinstance(result, Row) else list(result or ())
+                done[i] = cast(list[R], [result] if isinstance(result, Row) else list(result or ()))
                 if run is not None:
                     for row in done[i]:
                         run.append(outputs.file, row.to_row())

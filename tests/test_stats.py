@@ -35,7 +35,9 @@ def test_auroc_is_the_share_of_ordered_pairs(rows):
 
 
 def test_claims_auroc_reads_gold_and_margins():
-    claims = [Claim(id=str(i), claim=f"c{i}", gold=g) for i, g in enumerate([True, False, None, True])]
+    claims = [
+        Claim(id=str(i), claim=f"c{i}", gold=g) for i, g in enumerate([True, False, None, True])
+    ]
     assert claims_auroc({0: 2.0, 1: 1.0, 2: 9.0, 3: 0.5}, claims) == 0.5
     assert claims_auroc({0: 1.0}, claims[:1]) is None  # one class: no AUROC
 

@@ -35,13 +35,15 @@ def _log2_ticks(ax: Any, ticks: list[int]) -> None:
     ax.minorticks_off()
 
 
-def plot_curves(curves: list[dict[str, Any]], out_png: str | Path, title: str | None = None) -> Path:
+def plot_curves(curves: list[dict[str, Any]], out_png: str | Path,
+                title: str | None = None) -> Path:
     """Anytime quality vs budget, one solid line per curve and its best-so-far dashed."""
     with figure(out_png, (6.4, 4.2), dpi=120) as ax:
         for c in curves:
             line, = ax.plot(c["budgets"], c["quality"], marker="o",
                             label=f"{c.get('label', c['method'])} (AI {c['anytime_index']:.3f})")
-            ax.plot(c["budgets"], c["best_so_far"], linestyle="--", color=line.get_color(), alpha=0.6)
+            ax.plot(c["budgets"], c["best_so_far"], linestyle="--", color=line.get_color(),
+                    alpha=0.6)
         _log2_ticks(ax, sorted({b for c in curves for b in c["budgets"]}))
         ax.set_xlabel("token budget")
         ax.set_ylabel("quality (accuracy / CSR)")
@@ -80,11 +82,12 @@ def plot_bars(path: Path, groups: list[str], series: dict[str, list[dict[str, fl
         for j, (label, values) in enumerate(series.items()):
             bars = [(i + width * j, m) for i, m in enumerate(values) if m]
             if bars:
+                err = [[m["mean"] - m["lo"] for _, m in bars],
+                       [m["hi"] - m["mean"] for _, m in bars]]
                 ax.bar([x for x, _ in bars], [m["mean"] for _, m in bars], width=width * 0.95,
-                       yerr=[[m["mean"] - m["lo"] for _, m in bars], [m["hi"] - m["mean"] for _, m in bars]],
-                       capsize=3, label=label)
-        ax.set_xticks([i + width * (len(series) - 1) / 2 for i in range(len(groups))], groups, rotation=20,
-                      ha="right", fontsize=7)
+                       yerr=err, capsize=3, label=label)
+        centres = [i + width * (len(series) - 1) / 2 for i in range(len(groups))]
+        ax.set_xticks(centres, groups, rotation=20, ha="right", fontsize=7)
         ax.set_ylabel(ylabel)
         ax.legend(fontsize=8)
         ax.set_title(title, fontsize=9)
