@@ -54,7 +54,6 @@ copied (a new dict) for every proposal, so a rejected proposal cannot leak into 
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 import json
 import math
@@ -560,15 +559,13 @@ def accuracy(labels: dict[int, bool], claims: list[Claim]) -> float | None:
 
 
 def auroc(margins: dict[int, float], claims: list[Claim]) -> float | None:
-    """Probability that a gold-True claim has a higher margin than a gold-False one."""
-    pos = [margins[i] for i, c in enumerate(claims) if c.gold is True]
-    neg = sorted(margins[i] for i, c in enumerate(claims) if c.gold is False)
-    if not pos or not neg:
-        return None
-    # count by binary search (O(N log N): 10,000 claims in milliseconds); the same sum as pairwise
-    wins = sum(bisect.bisect_left(neg, p) + 0.5 * (bisect.bisect_right(neg, p) - bisect.bisect_left(neg, p))
-               for p in pos)
-    return wins / (len(pos) * len(neg))
+    """Probability that a gold-True claim has a higher margin than a gold-False one
+    (`selfteach.stats.auroc` over the claims with gold and a margin); None without both."""
+    from selfteach.stats import auroc as _auroc
+
+    known = [(margins[i], c.gold) for i, c in enumerate(claims) if c.gold is not None and i in margins]
+    value = _auroc([m for m, _ in known], [g for _, g in known])
+    return None if math.isnan(value) else value
 
 
 def _report(claims, rule, cfg, s, out_labels, searched, final: dict[int, LP], zs: dict[int, LP], u, trajectory,
