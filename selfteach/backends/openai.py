@@ -314,9 +314,18 @@ class OpenAIBackend:
             self.usage.prompt_tokens += _nonneg_int(_get(u, "prompt_tokens"))
             self.usage.generated_tokens += _nonneg_int(_get(u, "completion_tokens"))
             cached = _nonneg_int(_get(details, "cached_tokens") if isinstance(details, dict) else 0)
+            extra = self.usage.extra
             if cached:
-                extra = self.usage.extra
                 extra["cached_prompt_tokens"] = extra.get("cached_prompt_tokens", 0) + cached
+            # llama.cpp's own account: prompt tokens it evaluated (the rest came from its
+            # prompt cache) and its compute time, which tells server time from ours
+            timings = _get(resp, "timings")
+            if isinstance(timings, dict):
+                for key, name in (("prompt_n", "evaluated_prompt_tokens"), ("prompt_ms", "server_prompt_ms"),
+                                  ("predicted_ms", "server_decode_ms")):
+                    value = _get(timings, key)
+                    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+                        extra[name] = extra.get(name, 0) + value
 
     def _http(self, path: str, payload: dict, key: str, kind: type) -> Any:
         """`answer[key]` of a POST to a non-OpenAI endpoint at the server root (tokenize,
