@@ -47,6 +47,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from selfteach.backends.base import LabelReader
 from selfteach.data.records import Claim
 from selfteach.elicit.rules import Rule, make_rule
 from selfteach.elicit.scoring import LP, logp, make_scorer
@@ -148,7 +149,7 @@ def acceptance_probability(delta: float, t: float) -> float:
 
 
 class _Search:
-    def __init__(self, claims: list[Claim], backend, rule: Rule, cfg: ICMConfig):
+    def __init__(self, claims: list[Claim], backend: LabelReader, rule: Rule, cfg: ICMConfig):
         self.claims, self.backend, self.rule, self.cfg = claims, backend, rule, cfg
         self.rng = random.Random(cfg.seed)
         self.scorer = make_scorer(cfg.scoring, claims, backend, cfg.template, cfg.max_context_tokens,
@@ -227,7 +228,7 @@ def _set_rng(rng: random.Random, state: list) -> None:
     rng.setstate((state[0], tuple(state[1]), state[2]))
 
 
-def icm(claims: list[Claim], backend, task: str = "binary", config: ICMConfig | dict | None = None,
+def icm(claims: list[Claim], backend: LabelReader, task: str = "binary", config: ICMConfig | dict | None = None,
         run=None, progress: bool = True) -> ICMResult:
     """Label `claims` True/False without supervision (ICM, arXiv 2506.10139).
 

@@ -34,6 +34,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from selfteach.backends.base import Backend, ServedProcess
 from selfteach.data.jsonl import write_jsonl
 from selfteach.data.records import Claim, Problem
 from selfteach.errors import SelfteachError
@@ -147,11 +148,11 @@ class Improver:
     def __init__(self, cfg: ImproveConfig, run: RunDir, labeler: Labeler | None = None, progress: bool = True):
         self.cfg, self.run, self.progress = cfg, run, progress
         self.labeler = labeler or icm_labeler(cfg.icm, progress)
-        self._backends: dict[str, Any] = {}
+        self._backends: dict[str, Backend] = {}
         self.timings: dict[str, float] = {}
 
     # backends are cached by model spec; freed when the spec is no longer needed
-    def backend(self, spec: str):
+    def backend(self, spec: str) -> Backend:
         if spec not in self._backends:
             from selfteach.backends import load_backend
 
@@ -163,7 +164,7 @@ class Improver:
         for spec in list(self._backends):
             if spec not in keep:
                 backend = self._backends.pop(spec)
-                if hasattr(backend, "server"):  # a served model: stop its server, free its cores
+                if isinstance(backend, ServedProcess):  # a served model: stop its server, free its cores
                     backend.close()
         gc.collect()
 
