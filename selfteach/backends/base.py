@@ -275,9 +275,9 @@ C = TypeVar("C")
 def has(backend: object, capability: type) -> bool:
     """Whether `backend` provides `capability` (its class implements the protocol and, for
     `TokenContinuation`, this instance was opened in a way that allows it)."""
-    if not isinstance(backend, capability):
-        return False
-    return capability is not TokenContinuation or bool(backend.continues_token_prompts)
+    if capability is TokenContinuation:
+        return isinstance(backend, TokenContinuation) and bool(backend.continues_token_prompts)
+    return isinstance(backend, capability)
 
 
 def require(backend: Backend, capability: type[C], what: str) -> C:
