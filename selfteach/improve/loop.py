@@ -34,7 +34,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from selfteach.backends.base import Backend, ServedProcess
+from selfteach.backends.base import Backend, LabelReader, ServedProcess
 from selfteach.data.jsonl import write_jsonl
 from selfteach.data.records import Claim, Problem
 from selfteach.errors import SelfteachError
@@ -47,7 +47,7 @@ from selfteach.train.grpo import GRPOArgs
 from selfteach.validate import MAX_LR, MAX_SAMPLES, MAX_TEMPERATURE, MAX_TOKENS, Seed
 
 BASELINES = ("grpo", "sft-icm", "sft-gold")
-Labeler = Callable[[list[Claim], Any, RunDir], tuple[dict[str, bool], dict]]
+Labeler = Callable[[list[Claim], LabelReader, RunDir], tuple[dict[str, bool], dict]]
 
 
 class ImproveConfig(BaseModel):
@@ -99,7 +99,7 @@ class ImproveConfig(BaseModel):
 def icm_labeler(config: dict[str, Any], progress: bool = True) -> Labeler:
     """Label claims with ICM (selfteach.elicit.icm) using the math consistency rule."""
 
-    def label(claims: list[Claim], backend, run: RunDir) -> tuple[dict[str, bool], dict]:
+    def label(claims: list[Claim], backend: LabelReader, run: RunDir) -> tuple[dict[str, bool], dict]:
         try:
             from selfteach.elicit import ICMConfig, icm
         except ImportError:
