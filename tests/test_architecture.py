@@ -130,9 +130,15 @@ def _is_cli_glue(module: str) -> bool:
 
 
 def test_methods_do_not_import_each_others_private_names():
-    bad = [f"{m} imports {', '.join(sorted(n for n in names if n.startswith('_')))} from {d}"
-           for m, deps in GRAPH.items() for d, names in deps.items()
-           if _method(m) and _method(d) and _method(m) != _method(d) and any(n.startswith("_") for n in names)]
+    bad = [
+        f"{m} imports {', '.join(sorted(n for n in names if n.startswith('_')))} from {d}"
+        for m, deps in GRAPH.items()
+        for d, names in deps.items()
+        if _method(m)
+        and _method(d)
+        and _method(m) != _method(d)
+        and any(n.startswith("_") for n in names)
+    ]
     assert not bad, bad
 
 
@@ -143,16 +149,26 @@ def test_method_packages_depend_one_way():
     packages: dict[str, set[str]] = {p: set() for p in METHODS}
     for m, deps in GRAPH.items():
         if _method(m) and not _is_cli_glue(m):
-            packages[_method(m)] |= {_method(d) for d in deps if _method(d) and _method(d) != _method(m)}
+            packages[_method(m)] |= {
+                _method(d) for d in deps if _method(d) and _method(d) != _method(m)
+            }
     assert not cycles(packages), packages
     assert "improve" not in packages["elicit"] | packages["train"] | packages["evaluate"]
 
 
 def _probes_a_backend(call: ast.Call) -> bool:
-    if not (isinstance(call.func, ast.Name) and call.func.id in ("getattr", "hasattr") and call.args):
+    if not (
+        isinstance(call.func, ast.Name) and call.func.id in ("getattr", "hasattr") and call.args
+    ):
         return False
     target = call.args[0]
-    name = target.attr if isinstance(target, ast.Attribute) else target.id if isinstance(target, ast.Name) else ""
+    name = (
+        target.attr
+        if isinstance(target, ast.Attribute)
+        else target.id
+        if isinstance(target, ast.Name)
+        else ""
+    )
     return "backend" in name.lower()
 
 

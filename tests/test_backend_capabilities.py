@@ -23,8 +23,11 @@ from selfteach.backends.base import (
 )
 from selfteach.errors import SelfteachError
 
-CAPABILITIES = [v for v in vars(base).values()
-                if isinstance(v, type) and getattr(v, "_is_protocol", False) and v.__module__ == base.__name__]
+CAPABILITIES = [
+    v
+    for v in vars(base).values()
+    if isinstance(v, type) and getattr(v, "_is_protocol", False) and v.__module__ == base.__name__
+]
 
 
 def declared(cls: type) -> list[type]:
@@ -49,9 +52,20 @@ def missing_members(obj: object) -> list[str]:
 
 def test_capability_list_is_what_base_documents():
     names = {c.__name__ for c in CAPABILITIES}
-    assert {"Backend", "LabelReader", "Tokenizes", "PrefixScoring", "LastTokenScoring", "PrefixGeneration",
-            "TokenContinuation", "ChatTemplate", "HiddenStates", "ContextLimit", "OnDevice",
-            "ServedProcess"} <= names
+    assert {
+        "Backend",
+        "LabelReader",
+        "Tokenizes",
+        "PrefixScoring",
+        "LastTokenScoring",
+        "PrefixGeneration",
+        "TokenContinuation",
+        "ChatTemplate",
+        "HiddenStates",
+        "ContextLimit",
+        "OnDevice",
+        "ServedProcess",
+    } <= names
     assert set(base.ABILITIES) | {Backend, LabelReader, base.Tokenizes} == set(CAPABILITIES)
 
 
@@ -76,7 +90,11 @@ def test_hf_hidden_states_are_the_base_models_and_padding_free(tiny_backend):
     batched = tiny_backend.hidden_states(seqs, batch_size=2)
     for s, h in zip(seqs, batched, strict=True):
         with torch.inference_mode():
-            alone = tiny_backend.model.base_model(input_ids=torch.tensor([s])).last_hidden_state[0].float()
+            alone = (
+                tiny_backend.model.base_model(input_ids=torch.tensor([s]))
+                .last_hidden_state[0]
+                .float()
+            )
         assert h.shape == alone.shape == (len(s), tiny_backend.model.config.hidden_size)
         torch.testing.assert_close(h, alone, atol=1e-5, rtol=1e-4)  # right padding changes nothing
 
@@ -85,7 +103,13 @@ def test_openai_backend_implements_what_it_declares(fake):  # noqa: F811
     from selfteach.backends.openai import OpenAIBackend
 
     with OpenAIBackend(fake.url) as be:
-        assert set(declared(type(be))) == {Backend, LabelReader, base.Tokenizes, TokenContinuation, ChatTemplate}
+        assert set(declared(type(be))) == {
+            Backend,
+            LabelReader,
+            base.Tokenizes,
+            TokenContinuation,
+            ChatTemplate,
+        }
         assert missing_members(be) == []
         assert has(be, TokenContinuation) and be.chat_template is None  # no local tokenizer
         assert not isinstance(be, PrefixScoring | PrefixGeneration | HiddenStates)
@@ -94,7 +118,9 @@ def test_openai_backend_implements_what_it_declares(fake):  # noqa: F811
         with pytest.raises(SelfteachError) as err:
             require(chat, TokenContinuation, "eval anytime")
     msg = str(err.value)
-    assert "\n" not in msg and msg.startswith(f"eval anytime: backend {chat.name} (OpenAIBackend) cannot continue")
+    assert "\n" not in msg and msg.startswith(
+        f"eval anytime: backend {chat.name} (OpenAIBackend) cannot continue"
+    )
     assert "(TokenContinuation); use the server's completions mode" in msg
 
 
@@ -110,9 +136,13 @@ def test_require_names_backend_and_capability_in_one_line():
     from selfteach.elicit.synthetic import SyntheticBackend
 
     be = SyntheticBackend({}, {})
-    assert isinstance(be, LabelReader) and not isinstance(be, Backend)  # ICM's minimum, nothing more
-    with pytest.raises(SelfteachError, match=r"^meta RM: backend synthetic \(SyntheticBackend\) cannot give "
-                                             r"the network's hidden states \(HiddenStates\); use a transformers"):
+    # ICM's minimum, nothing more
+    assert isinstance(be, LabelReader) and not isinstance(be, Backend)
+    with pytest.raises(
+        SelfteachError,
+        match=r"^meta RM: backend synthetic \(SyntheticBackend\) cannot give "
+        r"the network's hidden states \(HiddenStates\); use a transformers",
+    ):
         require(be, HiddenStates, "meta RM")
 
 
@@ -120,18 +150,34 @@ def test_meta_rm_features_need_hidden_states(fake):  # noqa: F811
     from selfteach.backends.openai import OpenAIBackend
     from selfteach.judge.meta import features
 
-    with OpenAIBackend(fake.url) as be, pytest.raises(SelfteachError, match=r"cannot give the network's hidden"):
+    with (
+        OpenAIBackend(fake.url) as be,
+        pytest.raises(SelfteachError, match=r"cannot give the network's hidden"),
+    ):
         features(be, ["a judgment"], max_tokens=16)
 
 
 def test_cli_anytime_on_a_chat_mode_server_is_one_line_exit_2(fake, selfteach_main, tmp_path):  # noqa: F811
     out = tmp_path / "run"
-    code, stdout, stderr = selfteach_main("eval", "anytime", "--model", fake.url + "?mode=chat",
-                                          "--data", "builtin:arithmetic", "--limit", "2", "--budgets", "4,8",
-                                          "--out", out)
+    code, stdout, stderr = selfteach_main(
+        "eval",
+        "anytime",
+        "--model",
+        fake.url + "?mode=chat",
+        "--data",
+        "builtin:arithmetic",
+        "--limit",
+        "2",
+        "--budgets",
+        "4,8",
+        "--out",
+        out,
+    )
     assert code == 2, (stdout, stderr)
     lines = [ln for ln in stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "Traceback" not in stderr
-    assert "eval anytime: backend" in lines[0] and "cannot continue a token-id prompt exactly (TokenContinuation)" \
-        in lines[0]
+    assert (
+        "eval anytime: backend" in lines[0]
+        and "cannot continue a token-id prompt exactly (TokenContinuation)" in lines[0]
+    )
     assert not out.exists()  # checked before the run directory is made

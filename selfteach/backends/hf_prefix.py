@@ -38,12 +38,19 @@ def full_attention_only(model: Any) -> bool:
     """No sliding-window layers: a KV-cache slice is then exactly the cache of the cut prefix."""
     cfg = model.config.get_text_config(decoder=True)
     types = getattr(cfg, "layer_types", None)
-    return not getattr(cfg, "sliding_window", None) or (types is not None and set(types) == {"full_attention"})
+    return not getattr(cfg, "sliding_window", None) or (
+        types is not None and set(types) == {"full_attention"}
+    )
 
 
 @torch.inference_mode()
-def generate_from_shared_prefix(hf: HFBackend, prefixes: list[list[int]], cuts: list[list[int]], suffix: list[int],
-                                params: SamplingParams) -> list[list[Generation]]:
+def generate_from_shared_prefix(
+    hf: HFBackend,
+    prefixes: list[list[int]],
+    cuts: list[list[int]],
+    suffix: list[int],
+    params: SamplingParams,
+) -> list[list[Generation]]:
     """Continue `prefixes[i][:c] + suffix` for every cut `c` in `cuts[i]`.
 
     Each prefix is run through the model once; the continuations for all its cuts are
@@ -56,7 +63,9 @@ def generate_from_shared_prefix(hf: HFBackend, prefixes: list[list[int]], cuts: 
         raise SelfteachError("generate_from_shared_prefix: params.n must be 1")
     for i, (p, cs) in enumerate(zip(prefixes, cuts, strict=True)):
         if any(not 1 <= c <= len(p) for c in cs):
-            raise SelfteachError(f"generate_from_shared_prefix: cut out of range 1..{len(p)} for prefix {i}")
+            raise SelfteachError(
+                f"generate_from_shared_prefix: cut out of range 1..{len(p)} for prefix {i}"
+            )
     if not full_attention_only(hf.model):
         flat = hf.generate([list(p[:c]) + list(suffix) for p, cs in zip(prefixes, cuts, strict=True)
                             for c in cs], params)
@@ -86,9 +95,14 @@ def generate_from_shared_prefix(hf: HFBackend, prefixes: list[list[int]], cuts: 
     return out  # type: ignore[return-value]
 
 
-def _continue_batch(hf: HFBackend, batch: list[tuple[int, int, int, list[int]]], fulls: list[list[int]],
-                    kv: list[list[tuple[torch.Tensor, torch.Tensor]]], params: SamplingParams,
-                    out: list[list[Generation | None]]) -> None:
+def _continue_batch(
+    hf: HFBackend,
+    batch: list[tuple[int, int, int, list[int]]],
+    fulls: list[list[int]],
+    kv: list[list[tuple[torch.Tensor, torch.Tensor]]],
+    params: SamplingParams,
+    out: list[list[Generation | None]],
+) -> None:
     """Generate one batch of rows, each from its prefix's cache cut to `keep` tokens."""
     from transformers import DynamicCache
 
@@ -127,7 +141,9 @@ def _continue_batch(hf: HFBackend, batch: list[tuple[int, int, int, list[int]]],
         out[i][j] = g
 
 
-def prefill_kv(hf: HFBackend, seqs: list[list[int]]) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
+def prefill_kv(
+    hf: HFBackend, seqs: list[list[int]]
+) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
     """One forward pass per batch of sequences (right-padded); per sequence and layer the
     (keys, values) of its real tokens, shaped [heads, len, head_dim]."""
     from transformers import DynamicCache
@@ -136,13 +152,21 @@ def prefill_kv(hf: HFBackend, seqs: list[list[int]]) -> list[list[tuple[torch.Te
     for batch in hf._batches([len(s) for s in seqs]):
         ids, mask = hf._right_padded([seqs[i] for i in batch])
         cache = DynamicCache(config=hf.model.config)
-        hf.model(input_ids=ids.to(hf.device), attention_mask=mask.to(hf.device), past_key_values=cache,
-                 use_cache=True, logits_to_keep=1)
+        hf.model(
+            input_ids=ids.to(hf.device),
+            attention_mask=mask.to(hf.device),
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
         hf.usage.calls += 1
         hf.usage.prompt_tokens += int(mask.sum())
         for r, i in enumerate(batch):
             n = len(seqs[i])
-            out[i] = [(layer.keys[r, :, :n].clone(), layer.values[r, :, :n].clone()) for layer in cache.layers]
+            out[i] = [
+                (layer.keys[r, :, :n].clone(), layer.values[r, :, :n].clone())
+                for layer in cache.layers
+            ]
     return out
 
 
@@ -161,9 +185,13 @@ class PrefixKVCache:
         key = tuple(prefix_ids)
         if key in self._store:
             self._store[key] = self._store.pop(key)  # most recently used last
-            hf.usage.extra["reused_prefix_tokens"] = hf.usage.extra.get("reused_prefix_tokens", 0) + len(key)
+            hf.usage.extra["reused_prefix_tokens"] = hf.usage.extra.get(
+                "reused_prefix_tokens", 0
+            ) + len(key)
             return self._store[key]
-        out = hf.model.get_decoder()(input_ids=torch.tensor([prefix_ids], device=hf.device), use_cache=True)
+        out = hf.model.get_decoder()(
+            input_ids=torch.tensor([prefix_ids], device=hf.device), use_cache=True
+        )
         hf.usage.calls += 1
         hf.usage.prompt_tokens += len(prefix_ids)
         self._store[key] = out.past_key_values
@@ -194,15 +222,24 @@ def one_token_label_ids(hf: HFBackend, labels: dict[str, list[str]]) -> dict[str
     return out
 
 
-def _label_rows(hf: HFBackend, hidden: torch.Tensor, label_ids: dict[str, list[int]]) -> list[dict[str, float]]:
+def _label_rows(
+    hf: HFBackend, hidden: torch.Tensor, label_ids: dict[str, list[int]]
+) -> list[dict[str, float]]:
     """Log of the summed probability of each label's variants, from last hidden rows."""
     lp = torch.log_softmax(hf._head(hidden), dim=-1).cpu()
-    return [{lab: float(torch.logsumexp(row[ids], 0)) for lab, ids in label_ids.items()} for row in lp]
+    return [
+        {lab: float(torch.logsumexp(row[ids], 0)) for lab, ids in label_ids.items()} for row in lp
+    ]
 
 
 @torch.inference_mode()
-def _score_last(hf: HFBackend, seqs: list[list[int]], label_ids: dict[str, list[int]], past: Any = None,
-                past_len: int = 0) -> list[dict[str, float]]:
+def _score_last(
+    hf: HFBackend,
+    seqs: list[list[int]],
+    label_ids: dict[str, list[int]],
+    past: Any = None,
+    past_len: int = 0,
+) -> list[dict[str, float]]:
     """Right-padded batches through the decoder (optionally after a cached prefix of
     `past_len` tokens, copied per batch); label log-probs after each sequence's last token."""
     out: list[dict[str, float] | None] = [None] * len(seqs)
@@ -213,8 +250,15 @@ def _score_last(hf: HFBackend, seqs: list[list[int]], label_ids: dict[str, list[
     return out  # type: ignore[return-value]
 
 
-def _score_last_batch(hf: HFBackend, seqs: list[list[int]], batch: list[int], label_ids: dict[str, list[int]],
-                      past: Any, past_len: int, out: list[dict[str, float] | None]) -> None:
+def _score_last_batch(
+    hf: HFBackend,
+    seqs: list[list[int]],
+    batch: list[int],
+    label_ids: dict[str, list[int]],
+    past: Any,
+    past_len: int,
+    out: list[dict[str, float] | None],
+) -> None:
     width = max(len(seqs[i]) for i in batch)
     ids = torch.full((len(batch), width), hf.tokenizer.pad_token_id, dtype=torch.long)
     mask = torch.zeros((len(batch), past_len + width), dtype=torch.long)
@@ -236,7 +280,9 @@ def _score_last_batch(hf: HFBackend, seqs: list[list[int]], batch: list[int], la
         out[i] = row
 
 
-def label_logprobs_last(hf: HFBackend, prompts: list[str], labels: dict[str, list[str]]) -> list[dict[str, float]]:
+def label_logprobs_last(
+    hf: HFBackend, prompts: list[str], labels: dict[str, list[str]]
+) -> list[dict[str, float]]:
     """`label_logprobs` from the one-token variants, the LM head at the last position only."""
     label_ids = one_token_label_ids(hf, labels)
     if label_ids is None:
@@ -260,7 +306,11 @@ def label_logprobs_shared_prefix(hf: HFBackend, prefix: str, suffixes: list[str]
     label_ids = one_token_label_ids(hf, labels)
     if label_ids is None or not prefix:
         texts = [prefix + s for s in suffixes]
-        return label_logprobs_last(hf, texts, labels) if label_ids is not None else hf.label_logprobs(texts, labels)
+        return (
+            label_logprobs_last(hf, texts, labels)
+            if label_ids is not None
+            else hf.label_logprobs(texts, labels)
+        )
     prefix_ids = hf._prompt_ids(prefix)
     seqs = [hf.tokenize(s) for s in suffixes]
     for s in seqs:

@@ -44,18 +44,28 @@ def forced_answer_plan(trace: Generation, budgets: list[int]) -> list[int | None
     """Per budget: how many trace tokens to keep before the forced answer, or None when the
     trace ended on its own within the budget (then it is answered as is)."""
     finished = trace.finish_reason == "stop"
-    return [None if finished and trace.num_tokens <= b else min(b, trace.num_tokens) for b in budgets]
+    return [
+        None if finished and trace.num_tokens <= b else min(b, trace.num_tokens) for b in budgets
+    ]
 
 
-def force_answers(backend: Backend, prompts: list[list[int]], traces: list[Generation], budgets: list[int],
-                  suffix_ids: list[int], params: SamplingParams, shared_prefix: bool = True
-                  ) -> list[list[Generation | None]]:
+def force_answers(
+    backend: Backend,
+    prompts: list[list[int]],
+    traces: list[Generation],
+    budgets: list[int],
+    suffix_ids: list[int],
+    params: SamplingParams,
+    shared_prefix: bool = True,
+) -> list[list[Generation | None]]:
     """Forced answers after `prompt + trace[:b] + suffix` for every trace and budget (None
     where the trace finished within b). Truncation is at exact token counts."""
     plans = [forced_answer_plan(t, budgets) for t in traces]
     out: list[list[Generation | None]] = [[None] * len(budgets) for _ in traces]
     if shared_prefix and isinstance(backend, PrefixGeneration):
-        rows = [(i, [j for j, k in enumerate(plan) if k is not None]) for i, plan in enumerate(plans)]
+        rows = [
+            (i, [j for j, k in enumerate(plan) if k is not None]) for i, plan in enumerate(plans)
+        ]
         rows = [(i, js) for i, js in rows if js]
         if rows:
             prefixes = [prompts[i] + traces[i].token_ids for i, _ in rows]
@@ -67,8 +77,9 @@ def force_answers(backend: Backend, prompts: list[list[int]], traces: list[Gener
         return out
     flat = [(i, j) for i, plan in enumerate(plans) for j, k in enumerate(plan) if k is not None]
     if flat:
-        gens = backend.generate([prompts[i] + traces[i].token_ids[: plans[i][j]] + suffix_ids for i, j in flat],
-                                params)
+        gens = backend.generate(
+            [prompts[i] + traces[i].token_ids[: plans[i][j]] + suffix_ids for i, j in flat], params
+        )
         for (i, j), g in zip(flat, gens, strict=True):
             out[i][j] = g[0]
     return out
