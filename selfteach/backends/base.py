@@ -17,7 +17,7 @@ the backend and the missing capability; an optional fast path checks
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -269,9 +269,6 @@ HINTS: dict[type, str] = {
     HiddenStates: "use a transformers model (--backend hf)",
 }
 
-C = TypeVar("C")
-
-
 def has(backend: object, capability: type) -> bool:
     """Whether `backend` provides `capability` (its class implements the protocol and, for
     `TokenContinuation`, this instance was opened in a way that allows it)."""
@@ -280,12 +277,13 @@ def has(backend: object, capability: type) -> bool:
     return isinstance(backend, capability)
 
 
-def require(backend: Backend, capability: type[C], what: str) -> C:
-    """`backend` as a `capability`, or one line naming the command, the backend and what
-    it cannot do, e.g. "eval anytime: backend URL#model (OpenAIBackend) cannot continue a
+def require(backend: Backend, capability: type, what: str) -> Any:
+    """`backend` as a `capability` (annotate the result: `m: HiddenStates = require(...)`;
+    mypy refuses a protocol class as `type[C]`), or one line naming the command, the
+    backend and what it cannot do, e.g. "eval anytime: backend URL#model (OpenAIBackend) cannot continue a
     token-id prompt exactly (TokenContinuation); use the server's completions mode ..."."""
     if has(backend, capability):
-        return backend  # type: ignore[return-value]  # checked just above
+        return backend
     ability = ABILITIES.get(capability, f"provide {capability.__name__}")
     hint = HINTS.get(capability)
     raise SelfteachError(f"{what}: backend {backend.name} ({type(backend).__name__}) cannot {ability} "

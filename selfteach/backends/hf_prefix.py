@@ -163,9 +163,9 @@ def prefill_kv(
         hf.usage.prompt_tokens += int(mask.sum())
         for r, i in enumerate(batch):
             n = len(seqs[i])
+            layers: list[Any] = list(cache.layers)  # full-attention layers: keys and values
             out[i] = [
-                (layer.keys[r, :, :n].clone(), layer.values[r, :, :n].clone())
-                for layer in cache.layers
+                (layer.keys[r, :, :n].clone(), layer.values[r, :, :n].clone()) for layer in layers
             ]
     return out
 

@@ -63,25 +63,27 @@ def force_answers(
     plans = [forced_answer_plan(t, budgets) for t in traces]
     out: list[list[Generation | None]] = [[None] * len(budgets) for _ in traces]
     if shared_prefix and isinstance(backend, PrefixGeneration):
+        # per trace, the (budget index, tokens kept) of its forced answers
         rows = [
-            (i, [j for j, k in enumerate(plan) if k is not None]) for i, plan in enumerate(plans)
+            (i, [(j, k) for j, k in enumerate(plan) if k is not None])
+            for i, plan in enumerate(plans)
         ]
-        rows = [(i, js) for i, js in rows if js]
+        rows = [(i, kept) for i, kept in rows if kept]
         if rows:
             prefixes = [prompts[i] + traces[i].token_ids for i, _ in rows]
-            cuts = [[len(prompts[i]) + plans[i][j] for j in js] for i, js in rows]
+            cuts = [[len(prompts[i]) + k for _, k in kept] for i, kept in rows]
             gens = backend.generate_from_shared_prefix(prefixes, cuts, suffix_ids, params)
-            for (i, js), row in zip(rows, gens, strict=True):
-                for j, g in zip(js, row, strict=True):
+            for (i, kept), row in zip(rows, gens, strict=True):
+                for (j, _), g in zip(kept, row, strict=True):
                     out[i][j] = g
         return out
-    flat = [(i, j) for i, plan in enumerate(plans) for j, k in enumerate(plan) if k is not None]
+    flat = [(i, j, k) for i, plan in enumerate(plans) for j, k in enumerate(plan) if k is not None]
     if flat:
-        gens = backend.generate(
-            [prompts[i] + traces[i].token_ids[: plans[i][j]] + suffix_ids for i, j in flat], params
+        samples = backend.generate(
+            [prompts[i] + traces[i].token_ids[:k] + suffix_ids for i, _, k in flat], params
         )
-        for (i, j), g in zip(flat, gens, strict=True):
-            out[i][j] = g[0]
+        for (i, j, _), sample in zip(flat, samples, strict=True):
+            out[i][j] = sample[0]
     return out
 
 

@@ -59,7 +59,7 @@ def labeled_judgments(records: list[dict]) -> list[tuple[str, str, int]]:
 @torch.inference_mode()
 def features(backend: Backend, texts: list[str], max_tokens: int, batch_size: int = 8) -> torch.Tensor:
     """[len(texts), 2*hidden]: last-token and mean final hidden state of the backbone."""
-    model = require(backend, HiddenStates, "meta RM")
+    model: HiddenStates = require(backend, HiddenStates, "meta RM")
     seqs = [backend.tokenize(t)[-max_tokens:] for t in texts]
     states = model.hidden_states(seqs, batch_size=batch_size)
     return torch.stack([torch.cat([h[-1], h.mean(0)]) for h in states])
