@@ -48,4 +48,5 @@ if __name__ == "__main__":
     from benchmarks.run_all import markdown
 
     args = sys.argv[1:]
-    print(markdown(main(args[0] if args else "qwen2.5-coder-0.5b", int(args[1]) if len(args) > 1 else 1)))
+    model = args[0] if args else "qwen2.5-coder-0.5b"
+    print(markdown(main(model, int(args[1]) if len(args) > 1 else 1)))

@@ -20,6 +20,7 @@ import atexit
 import os
 from pathlib import Path
 
+from selfteach.backends.base import PrefixScoring, ServedProcess
 from selfteach.backends.llama_server import LlamaServer
 from selfteach.backends.openai import OpenAIBackend
 from selfteach.errors import SelfteachError
@@ -77,8 +78,9 @@ def gguf_for(spec: str, quant: str = "Q8_0") -> Path:
     raise SelfteachError(f"--serve {spec}: needs a GGUF alias, a .gguf file or a local model directory")
 
 
-class ServedBackend(OpenAIBackend):
-    """An `OpenAIBackend` on a llama.cpp server it owns; `close()` stops the server."""
+class ServedBackend(OpenAIBackend, PrefixScoring, ServedProcess):
+    """An `OpenAIBackend` on a llama.cpp server it owns (`ServedProcess`: `close()` stops the
+    server), scoring ICM's shared contexts through the slot's prompt cache (`PrefixScoring`)."""
 
     def __init__(self, server: LlamaServer, **kwargs):
         self.server = server

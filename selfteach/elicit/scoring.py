@@ -47,6 +47,13 @@ import math
 import random
 from collections.abc import Iterable
 
+from selfteach.backends.base import (
+    ContextLimit,
+    LabelReader,
+    LastTokenScoring,
+    PrefixScoring,
+    Tokenizes,
+)
 from selfteach.data.records import Claim
 from selfteach.elicit.templates import Template
 
@@ -85,7 +92,7 @@ def term(lp: LP, label: bool, margin: bool = False) -> float:
 
 
 class _Base:
-    def __init__(self, claims: list[Claim], backend, template: Template, max_context_tokens: int,
+    def __init__(self, claims: list[Claim], backend: LabelReader, template: Template, max_context_tokens: int,
                  leave_out: str = "claim"):
         self.claims, self.backend, self.template = claims, backend, template
         # leave_out="group": a claim is scored without its own group's claims in context
@@ -105,9 +112,9 @@ class _Base:
         self.rank = {i: (order.get(c.group, len(order) + i) if c.group is not None else len(order) + i, i)
                      for i, c in enumerate(claims)}
         self.budget = max_context_tokens
-        limit = getattr(backend, "max_length", None)
-        tok = getattr(backend, "tokenize", None)
-        if tok is not None:
+        limit = backend.max_length if isinstance(backend, ContextLimit) else None
+        if isinstance(backend, Tokenizes):
+            tok = backend.tokenize
             self.example_len = {i: len(tok(template.example(c, True) + template.separator))
                                 for i, c in enumerate(claims)}
             if limit:
@@ -139,22 +146,25 @@ class _Base:
         if not idx:
             return {}
         sufs = [self.template.suffix(self.claims[i], bool(prefix)) for i in idx]
-        shared = getattr(self.backend, "label_logprobs_shared_prefix", None)
-        if shared is not None and prefix:
-            rows = shared(prefix, sufs, self.labels_spec)
+        if prefix and isinstance(self.backend, PrefixScoring):  # the context is read once
+            rows = self.backend.label_logprobs_shared_prefix(prefix, sufs, self.labels_spec)
         else:
-            fn = getattr(self.backend, "label_logprobs_last", None) or self.backend.label_logprobs
-            rows = fn([prefix + s for s in sufs], self.labels_spec)
+            rows = self._label_logprobs([prefix + s for s in sufs])
         return {i: normalise(r) for i, r in zip(idx, rows, strict=True)}
 
     def _score_each(self, prompts: list[tuple[int, str]]) -> dict[int, LP]:
         """Each claim with its own context (no sharing), batched in one call."""
         if not prompts:
             return {}
-        fn = getattr(self.backend, "label_logprobs_last", None) or self.backend.label_logprobs
         texts = [ctx + self.template.suffix(self.claims[i], bool(ctx)) for i, ctx in prompts]
-        rows = fn(texts, self.labels_spec)
+        rows = self._label_logprobs(texts)
         return {i: normalise(r) for (i, _), r in zip(prompts, rows, strict=True)}
+
+    def _label_logprobs(self, texts: list[str]) -> list[dict[str, float]]:
+        """Label read-outs of full prompts: at the last position only where the backend can."""
+        if isinstance(self.backend, LastTokenScoring):
+            return self.backend.label_logprobs_last(texts, self.labels_spec)
+        return self.backend.label_logprobs(texts, self.labels_spec)
 
     def zero_shot(self) -> dict[int, LP]:
         """No context: the model's own prior labels (a baseline and a diagnostic)."""
@@ -196,7 +206,7 @@ class FastScorer(_Base):
 
     name = "fast"
 
-    def __init__(self, claims: list[Claim], backend, template: Template, max_context_tokens: int,
+    def __init__(self, claims: list[Claim], backend: LabelReader, template: Template, max_context_tokens: int,
                  blocks: int = 2, refresh_every: int = 64, refresh_frac: float = 0.25, seed: int = 0,
                  leave_out: str = "claim"):
         super().__init__(claims, backend, template, max_context_tokens, leave_out)
@@ -292,7 +302,7 @@ class SampledScorer(FastScorer):
     |D|; this keeps it O(1) per step, and equal to FastScorer's schedule up to 256 claims.
     """
 
-    def __init__(self, claims: list[Claim], backend, template: Template, max_context_tokens: int,
+    def __init__(self, claims: list[Claim], backend: LabelReader, template: Template, max_context_tokens: int,
                  k: int, share: int = 8, select: str = "random", refresh_every: int = 64,
                  refresh_frac: float = 0.25, seed: int = 0, leave_out: str = "claim"):
         super().__init__(claims, backend, template, max_context_tokens, blocks=2, refresh_every=refresh_every,
@@ -335,7 +345,7 @@ class SampledScorer(FastScorer):
         """Score uncached claims. A backend that reads a shared prefix once gets one call per
         chunk (FastScorer); any other gets every prompt in one batched call of independent
         requests, which an endpoint pool can spread (the prompts are the same either way)."""
-        if getattr(self.backend, "label_logprobs_shared_prefix", None) is not None:
+        if isinstance(self.backend, PrefixScoring):
             super()._fill(idx)
             return
         todo = sorted({i for i in idx if i not in self.cache}, key=lambda i: (self.block[i], i))
@@ -363,7 +373,7 @@ class SampledScorer(FastScorer):
         self.pool = sorted(self.snapshot)
 
 
-def make_scorer(kind: str, claims: list[Claim], backend, template: Template, max_context_tokens: int,
+def make_scorer(kind: str, claims: list[Claim], backend: LabelReader, template: Template, max_context_tokens: int,
                 blocks: int, refresh_every: int, refresh_frac: float, seed: int,
                 leave_out: str = "claim", context_claims: int | None = None, context_share: int = 8,
                 context_select: str = "random") -> ExactScorer | FastScorer:

@@ -63,6 +63,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from selfteach.backends.base import LabelReader
 from selfteach.data.records import Claim
 from selfteach.elicit.rules import Rule, make_rule
 from selfteach.elicit.scoring import LP, logp, make_scorer, term
@@ -187,7 +188,7 @@ def acceptance_probability(delta: float, t: float) -> float:
 
 
 class _Search:
-    def __init__(self, claims: list[Claim], backend, rule: Rule, cfg: ICMConfig):
+    def __init__(self, claims: list[Claim], backend: LabelReader, rule: Rule, cfg: ICMConfig):
         self.claims, self.backend, self.rule, self.cfg = claims, backend, rule, cfg
         self.rng = random.Random(cfg.seed)
         self.scorer = make_scorer(cfg.scoring, claims, backend, cfg.template, cfg.max_context_tokens,
@@ -222,9 +223,9 @@ class _Search:
             out.update(changes)
             return out
         new = _Labels(labels)
-        old_t: _Tally = labels.tally  # type: ignore[attr-defined]
+        old_t: _Tally = labels.tally  # type: ignore[attr-defined]  # a _Labels in bounded mode
         t = new.tally = _Tally(old_t.psum, old_t.icount, set(old_t.bad), old_t.ntrue, old_t.nagree, old_t.moved)
-        snap = self.scorer.snapshot  # type: ignore[attr-defined]
+        snap = self.scorer.snapshot  # type: ignore[union-attr]  # bounded mode: a SampledScorer
         groups = set()
         for k, y in changes.items():
             lp = self.scorer.predict(k, labels)  # cached (or filled) against the snapshot
@@ -239,8 +240,9 @@ class _Search:
             t.nagree += y == self.zs_label[k]
             t.moved += snap.get(k) != y
             new[k] = y
-            if self.rule.relates() and self.rule.group_of[k] is not None:
-                groups.add(self.rule.group_of[k])
+            g = self.rule.group_of[k]
+            if self.rule.relates() and g is not None:
+                groups.add(g)
         for g in groups:
             now = len(self._group_violations(new, g))
             t.icount += now - len(self._group_violations(labels, g))
@@ -258,7 +260,7 @@ class _Search:
         new = _Labels(labels)
         bad = {g for g in {self.rule.group_of[i] for i in new} if g is not None and self._group_violations(new, g)} \
             if self.rule.relates() else set()
-        snap = self.scorer.snapshot  # type: ignore[attr-defined]
+        snap = self.scorer.snapshot  # type: ignore[union-attr]  # bounded mode: a SampledScorer
         new.tally = _Tally(self.scorer.total_logp(new, margin=self.margin) if psum is None else psum,
                            sum(len(self._group_violations(new, g)) for g in bad), bad, sum(new.values()),
                            sum(y == self.zs_label[i] for i, y in new.items()),
@@ -365,6 +367,7 @@ class _Labels(dict):
     """A labeling (claim index -> label) with its `_Tally` (bounded mode only)."""
 
     __slots__ = ("tally",)
+    tally: _Tally
 
 
 # options that do not change the labels, or are new and at their default (old checkpoints still match)
@@ -388,7 +391,7 @@ def _set_rng(rng: random.Random, state: list) -> None:
     rng.setstate((state[0], tuple(state[1]), state[2]))
 
 
-def icm(claims: list[Claim], backend, task: str = "binary", config: ICMConfig | dict | None = None,
+def icm(claims: list[Claim], backend: LabelReader, task: str = "binary", config: ICMConfig | dict | None = None,
         run=None, progress: bool = True) -> ICMResult:
     """Label `claims` True/False without supervision (ICM, arXiv 2506.10139).
 

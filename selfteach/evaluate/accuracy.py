@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from selfteach.backends.base import Backend, SamplingParams
+from selfteach.backends.base import Backend, OnDevice, SamplingParams
 from selfteach.data.answers import answers_match, extract_answer, extract_choice, verify_timeouts
 from selfteach.data.records import AccuracyRow, Problem
 from selfteach.errors import SelfteachError
@@ -127,7 +127,8 @@ def run_accuracy(config: AccuracyConfig, out: str | Path, resume: bool = False, 
                              seed=config.seed)
     backend = load_backend(config.model, serve=config.serve)  # before the run dir: a bad model leaves nothing behind
     config = effective_config(config)  # config.yaml and the summary record the temperature that ran
-    run = RunDir.create(out, config, resume=resume, seed=config.seed, device=getattr(backend, "device", None))
+    device = backend.device if isinstance(backend, OnDevice) else None
+    run = RunDir.create(out, config, resume=resume, seed=config.seed, device=device)
     result = accuracy(backend, problems, samples=config.samples, temperature=config.temperature,
                       max_new_tokens=config.max_new_tokens, top_p=config.top_p, seed=config.seed,
                       batch_size=config.batch_size, run=run, progress=progress)
