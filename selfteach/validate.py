@@ -85,6 +85,8 @@ def config_error(e: ValidationError, names: dict[str, str] | None = None) -> Sel
         msg = "must be a finite number"
     elif err.get("type") == "literal_error":
         msg = "choose " + msg.removeprefix("Input should be ")
+    elif " is not one of " in msg:  # typer's check of a Literal option
+        msg = "choose " + msg.split(" is not one of ", 1)[1].rstrip(".")
     else:
         msg = msg.replace("Input should be", "must be")
     if "input" in err and not isinstance(err["input"], dict):
@@ -214,3 +216,44 @@ def check_params(command: str, params: dict[str, Any]) -> None:
 def _accumulates(command: str) -> bool:
     """Commands whose --out may already hold a run (they add to it, as before)."""
     return command.endswith(("train-meta", "rft-data", " demo", "train dpo", "train grpo"))
+
+
+# ---- --config FILE ----------------------------------------------------------------------
+def read_settings(path: str | Path, accepted: set[str], command: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """The settings of a `--config` file (a run's config.yaml, the run directory holding
+    it, or any YAML mapping) and the line of each key. A file that does not read, is not a
+    mapping, or has a key `command` does not take is one line naming the file (and line).
+    Returns the settings and, per key, "FILE:LINE" for the errors its value may cause."""
+    import difflib
+
+    import yaml
+
+    f = Path(str(path)).expanduser()
+    if f.is_dir():
+        f = f / "config.yaml"
+    if not f.is_file():
+        missing = "no config.yaml in that directory" if Path(str(path)).expanduser().is_dir() else "file not found"
+        raise SelfteachError(f"--config {path}: {missing}")
+    try:
+        text = f.read_text(encoding="utf-8")
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except UnicodeDecodeError as e:
+        raise SelfteachError(f"{f}: not UTF-8 (byte 0x{e.object[e.start]:02x} at offset {e.start})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f":{mark.line + 1}" if mark is not None else ""
+        raise SelfteachError(f"{f}{at}: malformed YAML ({getattr(e, 'problem', None) or type(e).__name__})") from None
+    except RecursionError:
+        raise SelfteachError(f"{f}: nested too deeply to read") from None
+    if data is None:
+        return {}, {}
+    if not isinstance(data, dict):
+        raise SelfteachError(f"{f}: expected a mapping of settings (key: value lines), got {type(data).__name__}")
+    lines = {str(k.value): k.start_mark.line + 1 for k, _ in node.value} if isinstance(node, yaml.MappingNode) else {}
+    for key in data:
+        if not isinstance(key, str) or key not in accepted:
+            hint = difflib.get_close_matches(str(key), sorted(accepted), n=1)
+            raise SelfteachError(f"{f}:{lines.get(str(key), 1)}: unknown setting {key!r} for {command}"
+                                 + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+    return data, {k: f"{f}:{lines.get(k, 1)}" for k in data}
