@@ -31,8 +31,12 @@ try:  # typer >= 0.26 vendors click
 except ImportError:  # pragma: no cover
     from click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Improve a language model with its own signals, and measure whether it worked.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Improve a language model with its own signals, and measure whether it worked.",
+)
 console = Console(stderr=True)
 
 
@@ -40,8 +44,10 @@ def models() -> None:
     """List the model aliases (usable wherever --model is taken)."""
     from selfteach.backends.models import ALIASES
 
-    table = Table(title="model aliases (also: a local directory, a .gguf file, a hub id, or an http URL of an "
-                        "OpenAI-compatible server)")
+    table = Table(
+        title="model aliases (also: a local directory, a .gguf file, a hub id, or an http URL "
+        "of an OpenAI-compatible server)"
+    )
     for col in ("alias", "model", "size", "license", "weights from"):
         table.add_column(col)
     for a in ALIASES.values():
@@ -50,8 +56,13 @@ def models() -> None:
 
 
 # ---- the command table ------------------------------------------------------------------
-for _name, _command in (("demo", demo), ("models", models), ("elicit", elicit), ("improve", improve),
-                        ("report", report)):
+for _name, _command in (
+    ("demo", demo),
+    ("models", models),
+    ("elicit", elicit),
+    ("improve", improve),
+    ("report", report),
+):
     app.command(_name)(_command)
 for _name, _group in (("eval", eval_app), ("train", train_app), ("judge", judge_app)):
     app.add_typer(_group, name=_name)
@@ -90,13 +101,28 @@ def _empty_values(argv: list[str]) -> None:
     """An empty path or model (`--out ''`) would silently mean the current directory."""
     for i, arg in enumerate(argv):
         name, eq, value = arg.partition("=")
-        if name in _NON_EMPTY and (eq and not value.strip() or not eq and i + 1 < len(argv)
-                                   and not argv[i + 1].strip()):
+        if name in _NON_EMPTY and (
+            eq and not value.strip() or not eq and i + 1 < len(argv) and not argv[i + 1].strip()
+        ):
             raise SelfteachError(f"{name} '': empty; give a value (see --help)")
 
 
-_NON_EMPTY = {"--out", "--data", "--model", "--claims", "--pairs", "--problems", "--judgments", "--from-run",
-              "--label-model", "--eval-problems", "--icm-model", "--backbone", "--meta-rm", "--prompts"}
+_NON_EMPTY = {
+    "--out",
+    "--data",
+    "--model",
+    "--claims",
+    "--pairs",
+    "--problems",
+    "--judgments",
+    "--from-run",
+    "--label-model",
+    "--eval-problems",
+    "--icm-model",
+    "--backbone",
+    "--meta-rm",
+    "--prompts",
+}
 
 
 def run(argv: list[str] | None = None) -> int:
@@ -124,11 +150,16 @@ def run(argv: list[str] | None = None) -> int:
     except NoArgsIsHelpError:  # typer has printed the help
         return 2
     except UsageError as e:
-        console.print("[red]error:[/red] " + escape(_usage_message(e)), highlight=False, soft_wrap=True)
+        console.print(
+            "[red]error:[/red] " + escape(_usage_message(e)), highlight=False, soft_wrap=True
+        )
         return e.exit_code
     except ClickException as e:
-        console.print("[red]error:[/red] " + escape(_one_line(e.format_message())), highlight=False,
-                      soft_wrap=True)
+        console.print(
+            "[red]error:[/red] " + escape(_one_line(e.format_message())),
+            highlight=False,
+            soft_wrap=True,
+        )
         return e.exit_code
     except (KeyboardInterrupt, typer.Abort):
         console.print("interrupted; rerun with --resume to continue")

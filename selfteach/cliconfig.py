@@ -45,10 +45,26 @@ except ImportError:  # pragma: no cover
 
 # help panels, in the order they print
 MODEL, DATA, METHOD, RUN, SERVER = "Model", "Data", "Method", "Run", "Server"
-_PANELS = {"model": MODEL, "backend": MODEL, "serve": MODEL, "label_model": MODEL, "backbone": MODEL,
-           "icm_model": MODEL, "data": DATA, "fields": DATA, "limit": DATA, "problems": DATA, "claims": DATA,
-           "task": DATA, "eval_problems": DATA, "train_size": DATA, "eval_size": DATA, "pairs": DATA,
-           "judgments": DATA, "from_run": DATA}
+_PANELS = {
+    "model": MODEL,
+    "backend": MODEL,
+    "serve": MODEL,
+    "label_model": MODEL,
+    "backbone": MODEL,
+    "icm_model": MODEL,
+    "data": DATA,
+    "fields": DATA,
+    "limit": DATA,
+    "problems": DATA,
+    "claims": DATA,
+    "task": DATA,
+    "eval_problems": DATA,
+    "train_size": DATA,
+    "eval_size": DATA,
+    "pairs": DATA,
+    "judgments": DATA,
+    "from_run": DATA,
+}
 # config fields whose option is not `--` + the name with dashes, in every command
 NAMES = {"fields": "--field", "learning_rate": "--lr"}
 
@@ -88,14 +104,14 @@ def server_opts() -> list[Opt]:
 class _Field:
     """One config field on the command line."""
 
-    key: str                      # dotted path in the config, e.g. "dpo.beta"
-    name: str                     # python parameter name
+    key: str  # dotted path in the config, e.g. "dpo.beta"
+    name: str  # python parameter name
     flag: str
-    annotation: Any               # what typer parses
-    default: Any                  # in config form
+    annotation: Any  # what typer parses
+    default: Any  # in config form
     help: str
-    parse: Callable[[Any], Any]   # command-line value -> config value
-    shown: str | None = None      # default as shown in --help
+    parse: Callable[[Any], Any]  # command-line value -> config value
+    shown: str | None = None  # default as shown in --help
     multiple: bool = False
     metavar: str | None = None
 
@@ -109,9 +125,6 @@ class CommandSpec:
     options: list[Opt]
     path: str = "selfteach"
     accepted: set[str] = field(default_factory=set)  # keys a --config file may set
-
-    def flag_of(self, key: str) -> str | None:
-        return next((f.flag for f in self.fields if f.key == key), None)
 
 
 def _strip_optional(ann: Any) -> tuple[Any, bool]:
@@ -127,7 +140,8 @@ def _is_model(ann: Any) -> bool:
 
 
 def comma_list(kind: type, flag: str) -> Callable[[str | None], list | None]:
-    """"a,b,c" -> [kind(a), kind(b), kind(c)]; a bad item is one line naming the flag."""
+    """Parse "a,b,c" into [kind(a), kind(b), kind(c)]; a bad item is one line naming the flag."""
+
     def parse(text: str | None) -> list | None:
         if text is None:
             return None
@@ -135,15 +149,19 @@ def comma_list(kind: type, flag: str) -> Callable[[str | None], list | None]:
             items = [kind(x.strip()) for x in text.split(",") if x.strip()]
         except ValueError:
             example = {int: "32,64,128", float: "0.3,0.6,0.9"}.get(kind, "a,b")
-            raise SelfteachError(f"{flag} {text!r}: expected comma-separated numbers, e.g. {example}") from None
+            raise SelfteachError(
+                f"{flag} {text!r}: expected comma-separated numbers, e.g. {example}"
+            ) from None
         if not items:
             raise SelfteachError(f"{flag} {text!r}: empty; give comma-separated values")
         return items
+
     return parse
 
 
 def key_values(flag: str) -> Callable[[list[str] | None], dict]:
     """["alpha=30", "scoring=exact"] -> {"alpha": 30, "scoring": "exact"} (values read as YAML)."""
+
     def parse(items: list[str] | None) -> dict:
         import yaml
 
@@ -154,6 +172,7 @@ def key_values(flag: str) -> Callable[[list[str] | None], dict]:
                 raise SelfteachError(f"{flag} {item!r}: expected KEY=VALUE, e.g. alpha=30")
             out[k.strip()] = yaml.safe_load(v)
         return out
+
     return parse
 
 
@@ -172,13 +191,19 @@ def _show(value: Any) -> str:
 
 
 def short_help(description: str) -> str:
-    """--help shows a field's description up to its first "; " (the rest is in the
-    config's documentation: the field descriptions, docs/cli.md)."""
-    return description.split("; ")[0]
+    """--help shows a field's description up to its first "; " outside parentheses (the
+    whole text stays on the config field, the reference for library users)."""
+    depth = 0
+    for i, ch in enumerate(description):
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if depth == 0 and description.startswith("; ", i):
+            return description[:i]
+    return description
 
 
-def _make_field(key: str, info: Any, default: Any, flag: str, parse: Callable | None,
-                repeat: bool = False) -> _Field | None:
+def _make_field(
+    key: str, info: Any, default: Any, flag: str, parse: Callable | None, repeat: bool = False
+) -> _Field | None:
     """The command-line form of one config field, or None for fields only a file sets
     (nested models such as ICM's prompt template)."""
     ann, optional = _strip_optional(info.annotation)
@@ -187,8 +212,16 @@ def _make_field(key: str, info: Any, default: Any, flag: str, parse: Callable | 
     if typing.get_origin(item) is typing.Annotated:
         item = typing.get_args(item)[0]
     name = flag.lstrip("-").replace("-", "_")
-    f = _Field(key, name, flag, info.annotation, default, short_help(info.description or ""), parse or (lambda v: v))
-    if parse is not None and not repeat:  # the command reads its own text ("1,8,32", "\\n" escapes, ...)
+    f = _Field(
+        key,
+        name,
+        flag,
+        info.annotation,
+        default,
+        short_help(info.description or ""),
+        parse or (lambda v: v),
+    )
+    if parse is not None and not repeat:  # the command's own text form ("1,8,32", "\\n", ...)
         f.annotation = str | None
     elif repeat:  # a repeatable option; `parse` gets the list
         f.annotation, f.multiple = list[str] | None, True
@@ -204,19 +237,27 @@ def _make_field(key: str, info: Any, default: Any, flag: str, parse: Callable | 
         f.parse = parse or (_field_map if args == (str, str) else key_values(flag))
     else:
         return None
-    if isinstance(default, list) and default or isinstance(default, str) and ("\n" in default or "\t" in default):
+    escaped = isinstance(default, str) and ("\n" in default or "\t" in default)
+    if isinstance(default, list) and default or escaped:
         f.shown = _show(default)  # "32,64,128", "\\n" escapes: as typed on the command line
     if f.multiple:
-        f.metavar = "TARGET=SOURCE" if args == (str, str) else "KEY=VALUE" if origin is dict else "TEXT"
+        f.metavar = (
+            "TARGET=SOURCE" if args == (str, str) else "KEY=VALUE" if origin is dict else "TEXT"
+        )
     elif f.annotation == str | None and isinstance(default, list) or origin is list:
         f.metavar = "A,B,..."
     return f
 
 
-def command_fields(model: type[BaseModel], names: dict[str, str] | None = None,
-                   defaults: dict[str, Any] | None = None, exclude: tuple[str, ...] = (),
-                   parse: dict[str, Callable] | None = None,
-                   nested: dict[str, dict[str, str]] | None = None, repeat: tuple[str, ...] = ()) -> list[_Field]:
+def command_fields(
+    model: type[BaseModel],
+    names: dict[str, str] | None = None,
+    defaults: dict[str, Any] | None = None,
+    exclude: tuple[str, ...] = (),
+    parse: dict[str, Callable] | None = None,
+    nested: dict[str, dict[str, str]] | None = None,
+    repeat: tuple[str, ...] = (),
+) -> list[_Field]:
     """The options of `model`'s fields: top-level fields, plus the sub-fields named in
     `nested` ({"dpo": {"beta": "--beta"}}) of nested-model fields. `parse` reads a field's
     own text form; for the fields in `repeat` the option repeats and `parse` gets the list."""
@@ -230,14 +271,25 @@ def command_fields(model: type[BaseModel], names: dict[str, str] | None = None,
             sub_model = type(parent)
             for sub, flag in nested[key].items():  # type: ignore[index]
                 dotted = f"{key}.{sub}"
-                f = _make_field(dotted, sub_model.model_fields[sub],
-                                defaults.get(dotted, getattr(parent, sub)), flag, parse.get(dotted))
+                f = _make_field(
+                    dotted,
+                    sub_model.model_fields[sub],
+                    defaults.get(dotted, getattr(parent, sub)),
+                    flag,
+                    parse.get(dotted),
+                )
                 if f is not None:
                     out.append(f)
             continue
         default = defaults[key] if key in defaults else info.get_default(call_default_factory=True)
-        f = _make_field(key, info, default, names.get(key, "--" + key.replace("_", "-")), parse.get(key),
-                        key in repeat)
+        f = _make_field(
+            key,
+            info,
+            default,
+            names.get(key, "--" + key.replace("_", "-")),
+            parse.get(key),
+            key in repeat,
+        )
         if f is not None:
             out.append(f)
     return out
@@ -248,33 +300,80 @@ def _panel(name: str) -> str:
     return _PANELS.get(name, METHOD)
 
 
-def _typer_param(name: str, annotation: Any, default: Any, help: str, flags: tuple[str, ...], panel: str,
-                 shown: str | None = None, metavar: str | None = None) -> inspect.Parameter:
+def _typer_param(
+    name: str,
+    annotation: Any,
+    default: Any,
+    help: str,
+    flags: tuple[str, ...],
+    panel: str,
+    shown: str | None = None,
+    metavar: str | None = None,
+) -> inspect.Parameter:
     if annotation is bool and not flags:
         flags = (f"--{name.replace('_', '-')}/--no-{name.replace('_', '-')}",)
-    opt = typer.Option(default, *flags, help=help, rich_help_panel=panel,
-                       show_default=shown if shown is not None else True, metavar=metavar)
-    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=opt)
+    opt = typer.Option(
+        default,
+        *flags,
+        help=help,
+        rich_help_panel=panel,
+        show_default=shown if shown is not None else True,
+        metavar=metavar,
+    )
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=opt
+    )
 
 
 def _parameters(spec: CommandSpec) -> list[inspect.Parameter]:
     """The typer parameters of a generated command. A required option is optional for
     click (a --config file may set it) and checked after the merge."""
-    params = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
+    params = [
+        inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
+    ]
     for f in spec.fields:
-        typed = f.default is not ... and (not f.multiple and f.annotation != str | None or isinstance(f.default, str))
-        flags = (f"{f.flag}/--no-{f.flag.removeprefix('--')}",) if f.annotation is bool else (f.flag,)
+        typed = f.default is not ... and (
+            not f.multiple and f.annotation != str | None or isinstance(f.default, str)
+        )
+        flags = (
+            (f"{f.flag}/--no-{f.flag.removeprefix('--')}",) if f.annotation is bool else (f.flag,)
+        )
         ann = f.annotation | None if f.default is ... and not f.multiple else f.annotation
-        params.append(_typer_param(f.name, ann, f.default if typed else None, _required(f.help, f.default), flags,
-                                   _panel(f.key.split(".")[0]), f.shown, f.metavar))
+        params.append(
+            _typer_param(
+                f.name,
+                ann,
+                f.default if typed else None,
+                _required(f.help, f.default),
+                flags,
+                _panel(f.key.split(".")[0]),
+                f.shown,
+                f.metavar,
+            )
+        )
     for o in spec.options:
         ann = o.annotation | None if o.default is ... else o.annotation
-        params.append(_typer_param(o.name, ann, None if o.default is ... else o.default, _required(o.help, o.default),
-                                   o.flags or (f"--{o.name.replace('_', '-')}",),
-                                   _PANELS.get(o.key or o.name, o.panel) if o.panel == RUN else o.panel))
-    params.append(_typer_param("config_file", Path | None, None, "replay a run: its config.yaml (or the run "
-                               "directory, or any YAML of these settings); flags given here override it",
-                               ("--config",), RUN))
+        params.append(
+            _typer_param(
+                o.name,
+                ann,
+                None if o.default is ... else o.default,
+                _required(o.help, o.default),
+                o.flags or (f"--{o.name.replace('_', '-')}",),
+                _PANELS.get(o.key or o.name, o.panel) if o.panel == RUN else o.panel,
+            )
+        )
+    params.append(
+        _typer_param(
+            "config_file",
+            Path | None,
+            None,
+            "replay a run: its config.yaml (or the run "
+            "directory, or any YAML of these settings); flags given here override it",
+            ("--config",),
+            RUN,
+        )
+    )
     return params
 
 
@@ -282,17 +381,30 @@ def _required(help: str, default: Any) -> str:
     return help + " [required]" if default is ... else help
 
 
-def config_command(model: type[BaseModel], *, options: list[Opt] = (), server: bool = False,  # type: ignore[assignment]
-                   names: dict[str, str] | None = None, defaults: dict[str, Any] | None = None,
-                   exclude: tuple[str, ...] = (), parse: dict[str, Callable] | None = None,
-                   nested: dict[str, dict[str, str]] | None = None, repeat: tuple[str, ...] = (),
-                   path: str = "selfteach") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def config_command(
+    model: type[BaseModel],
+    *,
+    options: list[Opt] | tuple[Opt, ...] = (),
+    server: bool = False,
+    names: dict[str, str] | None = None,
+    defaults: dict[str, Any] | None = None,
+    exclude: tuple[str, ...] = (),
+    parse: dict[str, Callable] | None = None,
+    nested: dict[str, dict[str, str]] | None = None,
+    repeat: tuple[str, ...] = (),
+    path: str = "selfteach",
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator: `body(config, **command_options)` becomes a typer command whose options
     are generated from `model` (see the module docstring). Put it under `@app.command()`."""
     opts = list(options) + (server_opts() if server else [])
 
     def wrap(body: Callable[..., Any]) -> Callable[..., Any]:
-        spec = CommandSpec(model, command_fields(model, names, defaults, exclude, parse, nested, repeat), opts, path)
+        spec = CommandSpec(
+            model,
+            command_fields(model, names, defaults, exclude, parse, nested, repeat),
+            opts,
+            path,
+        )
         spec.accepted = set(model.model_fields) | {o.key for o in opts if o.key}
 
         @functools.wraps(body)
@@ -304,6 +416,7 @@ def config_command(model: type[BaseModel], *, options: list[Opt] = (), server: b
         command.__annotations__ = {p.name: p.annotation for p in params}
         command.spec = spec  # type: ignore[attr-defined]
         return command
+
     return wrap
 
 
@@ -312,10 +425,15 @@ def _given(ctx: Any, name: str) -> bool:
     if ctx is None:
         return True
     source = ctx.get_parameter_source(name)
-    return source is not None and source not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+    return source is not None and source not in (
+        ParameterSource.DEFAULT,
+        ParameterSource.DEFAULT_MAP,
+    )
 
 
-def run_command(spec: CommandSpec, body: Callable[..., Any], ctx: Any, kwargs: dict[str, Any]) -> Any:
+def run_command(
+    spec: CommandSpec, body: Callable[..., Any], ctx: Any, kwargs: dict[str, Any]
+) -> Any:
     """Merge defaults < --config file < flags given, check, build the config, run `body`."""
     from selfteach.backends.options import server_settings
     from selfteach.validate import check_params, read_settings
@@ -341,11 +459,16 @@ def run_command(spec: CommandSpec, body: Callable[..., Any], ctx: Any, kwargs: d
             kwargs.pop(o.name)
         else:
             opt_values[o.name] = kwargs.pop(o.name)
-    missing = [o.flags[0] if o.flags else "--" + o.name.replace("_", "-") for o in spec.options
-               if o.default is ... and opt_values[o.name] is None]
+    missing = [
+        o.flags[0] if o.flags else "--" + o.name.replace("_", "-")
+        for o in spec.options
+        if o.default is ... and opt_values[o.name] is None
+    ]
     missing += [f.flag for f in spec.fields if f.default is ... and _get(values, f.key) is None]
     if missing:
-        raise SelfteachError(f"missing option {missing[0]} (give it, or a --config file that sets it)")
+        raise SelfteachError(
+            f"missing option {missing[0]} (give it, or a --config file that sets it)"
+        )
     server = {k: opt_values.pop(k) for k in ("request_timeout", "max_retries") if k in opt_values}
     shown_defaults = {f.key: f.default for f in spec.fields if "." not in f.key}
     check_params(path, {**shown_defaults, **values, **opt_values})
@@ -369,10 +492,15 @@ def _set(model: type[BaseModel], values: dict[str, Any], dotted: str, value: Any
     if top not in values:
         values[top] = model.model_fields[top].get_default(call_default_factory=True)
     cur = values[top]
-    values[top] = {**(cur.model_dump() if isinstance(cur, BaseModel) else dict(cur or {})), sub: value}
+    values[top] = {
+        **(cur.model_dump() if isinstance(cur, BaseModel) else dict(cur or {})),
+        sub: value,
+    }
 
 
-def _build(model: type[BaseModel], values: dict[str, Any], origin: dict[str, str], ctx: Any) -> BaseModel:
+def _build(
+    model: type[BaseModel], values: dict[str, Any], origin: dict[str, str], ctx: Any
+) -> BaseModel:
     """`model(**values)`; a bad value is a usage error (exit 2 however the command is
     invoked, as click's own) of one line naming its flag, or its file, line and key."""
     from selfteach.validate import config_error
@@ -380,13 +508,17 @@ def _build(model: type[BaseModel], values: dict[str, Any], origin: dict[str, str
     try:
         return model(**values)
     except ValidationError as e:
-        loc = [str(x) for x in e.errors(include_url=False)[0].get("loc", ()) if not isinstance(x, int)]
+        loc = [
+            str(x) for x in e.errors(include_url=False)[0].get("loc", ()) if not isinstance(x, int)
+        ]
         dotted = ".".join(loc)
         for i in range(len(loc), 0, -1):
             known = origin.get(".".join(loc[:i]))
             if known:
                 rest = "".join("." + p for p in loc[i:])
-                line = config_error(e, {dotted: known + rest if not known.startswith("--") else known})
+                line = config_error(
+                    e, {dotted: known + rest if not known.startswith("--") else known}
+                )
                 raise UsageError(str(line), ctx) from None
         raise UsageError(str(config_error(e)), ctx) from None
 
@@ -410,8 +542,11 @@ def _check_type(o: Opt, value: Any, where: str) -> Any:
         from selfteach.validate import config_error
 
         raise config_error(e, {"": where}) from None
-    return Path(value) if value is not None and (o.annotation is Path or _strip_optional(o.annotation)[0] is Path) \
+    return (
+        Path(value)
+        if value is not None and (o.annotation is Path or _strip_optional(o.annotation)[0] is Path)
         else value
+    )
 
 
 def deferred_group(*commands: tuple[str, str, Callable[[], Callable[..., Any]]]) -> type:
@@ -453,6 +588,7 @@ def deferred_group(*commands: tuple[str, str, Callable[[], Callable[..., Any]]])
 def checked(path: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """For a command without a config (`report`): its `--out` and model specs are checked
     before the body runs, as for every generated command."""
+
     def wrap(body: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(body)
         def command(*args: Any, **kwargs: Any) -> Any:
@@ -460,5 +596,7 @@ def checked(path: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
 
             check_params(path, kwargs)
             return body(*args, **kwargs)
+
         return command
+
     return wrap

@@ -48,8 +48,13 @@ def run_demo(model: str, data: str, limit: int, icm_model: str, skip_icm: bool, 
     cfg = AccuracyConfig(model=model, data=data, limit=limit, max_new_tokens=160, batch_size=10)
     res = run_accuracy(cfg, acc_dir)
     a = res["accuracy"]
-    rows.append([f"accuracy of {model}, {a['n']} problems", f"{a['mean']:.3f} [{a['lo']:.3f}, {a['hi']:.3f}]",
-                 f"{time.time() - t0:.0f} s"])
+    rows.append(
+        [
+            f"accuracy of {model}, {a['n']} problems",
+            f"{a['mean']:.3f} [{a['lo']:.3f}, {a['hi']:.3f}]",
+            f"{time.time() - t0:.0f} s",
+        ]
+    )
     dirs.append(acc_dir)
     if not skip_icm:
         try:
@@ -58,13 +63,26 @@ def run_demo(model: str, data: str, limit: int, icm_model: str, skip_icm: bool, 
             console.print("[dim]ICM step not available in this build[/dim]")
         else:
             t1 = time.time()
-            console.print(f"[bold]2/2 ICM[/bold]: {icm_model} labels built-in capital claims without labels")
+            console.print(
+                f"[bold]2/2 ICM[/bold]: {icm_model} labels built-in capital claims without labels"
+            )
             icm_dir = out / f"{stamp}-icm"
             s = demo_summary(model=icm_model, out=icm_dir)
-            for name in ("zero-shot", "zero-shot + rule", "random few-shot", "ICM", "golden context"):
+            for name in (
+                "zero-shot",
+                "zero-shot + rule",
+                "random few-shot",
+                "ICM",
+                "golden context",
+            ):
                 if name in s:
-                    rows.append([f"{icm_model} label accuracy: {name}", f"{s[name]:.3f} (n={s.get('claims', '?')})",
-                                 f"{time.time() - t1:.0f} s" if name == "ICM" else ""])
+                    rows.append(
+                        [
+                            f"{icm_model} label accuracy: {name}",
+                            f"{s[name]:.3f} (n={s.get('claims', '?')})",
+                            f"{time.time() - t1:.0f} s" if name == "ICM" else "",
+                        ]
+                    )
             dirs.append(icm_dir)
     table = Table(title="selfteach demo")
     for c in ("step", "result [95% CI]", "time"):

@@ -19,9 +19,18 @@ from selfteach.backends.transport import check_retries, check_timeout
 SERVER_KEYS = ("timeout", "max_retries")  # OpenAIBackend's transport arguments
 # (parameter, flag, type, help) of the command-line options that set them
 SERVER_OPTIONS = (
-    ("request_timeout", "--request-timeout", float | None,
-     "server URLs: seconds one attempt of a request may take (default 120)"),
-    ("max_retries", "--max-retries", int | None, "server URLs: retries per failed request, with backoff (default 3)"),
+    (
+        "request_timeout",
+        "--request-timeout",
+        float | None,
+        "server URLs: seconds one attempt of a request may take (default 120)",
+    ),
+    (
+        "max_retries",
+        "--max-retries",
+        int | None,
+        "server URLs: retries per failed request, with backoff (default 3)",
+    ),
 )
 # what the running command set; process-wide, as pool threads may load backends too
 _defaults: dict[str, Any] = {}

@@ -16,10 +16,19 @@ def unescape(text: str | None) -> str | None:
     return text.replace("\\n", "\n").replace("\\t", "\t")
 
 
-@config_command(AnytimeConfig, options=[out_option(None), RESUME], server=True,
-                parse={"budgets": parse_budgets, "prompt_template": unescape, "suffix": unescape,
-                       "system": unescape, "answer_stop": lambda v: [unescape(x) for x in v] or None},
-                repeat=("answer_stop",))
+@config_command(
+    AnytimeConfig,
+    options=[out_option(None), RESUME],
+    server=True,
+    parse={
+        "budgets": parse_budgets,
+        "prompt_template": unescape,
+        "suffix": unescape,
+        "system": unescape,
+        "answer_stop": lambda v: [unescape(x) for x in v] or None,
+    },
+    repeat=("answer_stop",),
+)
 def anytime(config: AnytimeConfig, out: Path, resume: bool) -> None:
     """Anytime evaluation: one trace per item up to the largest budget, a forced answer at
     every budget, quality per budget, best-so-far curve and the Anytime Index."""
@@ -28,4 +37,7 @@ def anytime(config: AnytimeConfig, out: Path, resume: bool) -> None:
 
     result = evaluate_anytime(config, out, resume=resume)
     render_summary(result["summary"])
-    print(f"Anytime Index {result['curve']['anytime_index']:.4f}; outputs, summary.json and anytime.png in {out}")
+    print(
+        f"Anytime Index {result['curve']['anytime_index']:.4f}; "
+        f"outputs, summary.json and anytime.png in {out}"
+    )

@@ -25,17 +25,24 @@ def read_records(path: Path) -> list[dict]:
     for n, r in at:
         missing = [k for k in ("id", "prompt", "responses", "samples") if k not in r]
         if missing:
-            raise SelfteachError(f"{f}:{n}: missing field {missing[0]!r} (expected judgments.jsonl from judge run)")
+            raise SelfteachError(
+                f"{f}:{n}: missing field {missing[0]!r} (expected judgments.jsonl from judge run)"
+            )
         for k in ("responses", "samples"):
-            if not isinstance(r[k], list) or not all(isinstance(x, str if k == "responses" else dict) for x in r[k]):
-                raise SelfteachError(f"{f}:{n}: field {k!r}: expected a list of "
-                                     f"{'texts' if k == 'responses' else 'judgment objects'}")
+            if not isinstance(r[k], list) or not all(
+                isinstance(x, str if k == "responses" else dict) for x in r[k]
+            ):
+                raise SelfteachError(
+                    f"{f}:{n}: field {k!r}: expected a list of "
+                    f"{'texts' if k == 'responses' else 'judgment objects'}"
+                )
     check_unique_ids(((as_id(r["id"], f"{f}:{n}"), str(n)) for n, r in at), str(f))
     return [r for _, r in at]
 
 
 def finish(run_dir: Path, summary: dict, title: str) -> dict:
-    """Write summary.json (and the accuracy-vs-k plot when there are several k); return the summary."""
+    """Write summary.json (and the accuracy-vs-k plot when there are several k); return
+    the summary."""
     from selfteach.judge.runner import plot_curve
     from selfteach.runs import RunDir
 
@@ -51,11 +58,16 @@ def judge_run(cfg: JudgeRunConfig, out: Path, resume: bool = False) -> dict:
 
     records = run_judge(cfg, out, resume=resume)
     k = max(cfg.ks)
-    return finish(out, summarize(records, cfg, f"judge run: {cfg.model} on {cfg.data}, k={k}"),
-                  f"{cfg.model} on {cfg.data}")
+    return finish(
+        out,
+        summarize(records, cfg, f"judge run: {cfg.model} on {cfg.data}, k={k}"),
+        f"{cfg.model} on {cfg.data}",
+    )
 
 
-def judge_eval(cfg: JudgeRunConfig, out: Path, resume: bool = False, from_run: Path | None = None) -> dict:
+def judge_eval(
+    cfg: JudgeRunConfig, out: Path, resume: bool = False, from_run: Path | None = None
+) -> dict:
     """`judge eval`: pairwise accuracy per subset for every k. With `from_run`, the
     judgments of that run are reused (forced scores and meta-RM ratings added as asked)."""
     from selfteach.judge.runner import run_judge, summarize
@@ -64,7 +76,9 @@ def judge_eval(cfg: JudgeRunConfig, out: Path, resume: bool = False, from_run: P
         records = run_judge(cfg, out, resume=resume, need_best=True)
     else:
         records = rejudge(cfg, from_run, out, resume)
-    title = f"judge eval: {cfg.model} on {cfg.data if from_run is None else f'judgments of {from_run}'}"
+    title = (
+        f"judge eval: {cfg.model} on {cfg.data if from_run is None else f'judgments of {from_run}'}"
+    )
     return finish(out, summarize(records, cfg, title), title)
 
 
@@ -76,7 +90,9 @@ def rejudge(cfg: JudgeRunConfig, from_run: Path, out: Path, resume: bool) -> lis
     from selfteach.runs import RunDir
 
     records = read_records(from_run)
-    RunDir.create(out, {**cfg.model_dump(), "from_run": str(from_run)}, resume=resume, seed=cfg.seed)
+    RunDir.create(
+        out, {**cfg.model_dump(), "from_run": str(from_run)}, resume=resume, seed=cfg.seed
+    )
     if cfg.force_scores:
         from selfteach.backends import load_backend
         from selfteach.judge.prompts import JudgePrompt
@@ -95,7 +111,9 @@ def rejudge(cfg: JudgeRunConfig, from_run: Path, out: Path, resume: bool) -> lis
     return records
 
 
-def rft_data(cfg: JudgeRunConfig, out: Path, resume: bool = False, from_run: Path | None = None) -> dict:
+def rft_data(
+    cfg: JudgeRunConfig, out: Path, resume: bool = False, from_run: Path | None = None
+) -> dict:
     """SPCT training data: rft.jsonl (judgments ranking the known best strictly first) and
     grpo.jsonl (judge prompts for `train grpo --reward judge-rule`)."""
     from selfteach.data.jsonl import write_jsonl
@@ -107,7 +125,9 @@ def rft_data(cfg: JudgeRunConfig, out: Path, resume: bool = False, from_run: Pat
 
     if from_run is not None:
         records = read_records(from_run)
-        RunDir.create(out, {**cfg.model_dump(), "from_run": str(from_run)}, resume=True, seed=cfg.seed)
+        RunDir.create(
+            out, {**cfg.model_dump(), "from_run": str(from_run)}, resume=True, seed=cfg.seed
+        )
     else:
         records = run_judge(cfg, out, resume=resume, need_best=True)
     prompt = JudgePrompt.from_file(cfg.prompts, cfg.prompt_style)
@@ -115,10 +135,20 @@ def rft_data(cfg: JudgeRunConfig, out: Path, resume: bool = False, from_run: Pat
     write_jsonl(out / "rft.jsonl", rows)
     items = load_judge_items(cfg.data, cfg.limit, pairwise=True, need_best=True)
     write_jsonl(out / "grpo.jsonl", grpo_rows(items, prompt, seed=cfg.seed))
-    summary = {"title": f"judge rft-data: {cfg.model} on {cfg.data}", "tables": [
-        {"name": "rejective fine-tuning data", "columns": list(counts), "rows": [list(counts.values())]}],
-        "notes": [f"rft.jsonl: {len(rows)} prompt-completion rows; grpo.jsonl: {len(items)} judge prompts "
-                  "with judge_best/judge_n columns for selfteach.judge.rewards.judge_rule_reward"]}
+    summary = {
+        "title": f"judge rft-data: {cfg.model} on {cfg.data}",
+        "tables": [
+            {
+                "name": "rejective fine-tuning data",
+                "columns": list(counts),
+                "rows": [list(counts.values())],
+            }
+        ],
+        "notes": [
+            f"rft.jsonl: {len(rows)} prompt-completion rows; "
+            f"grpo.jsonl: {len(items)} judge prompts with judge_best/judge_n columns for selfteach.judge.rewards.judge_rule_reward"
+        ],
+    }
     return finish(out, summary, summary["title"])
 
 
@@ -128,15 +158,28 @@ def train_meta_run(cfg: MetaConfig, judgments: list[Path], out: Path) -> dict:
     from selfteach.runs import RunDir
 
     records = [r for p in judgments for r in read_records(p)]
-    run = RunDir.create(out, {**cfg.model_dump(), "judgments": [str(p) for p in judgments]}, resume=True,
-                        seed=cfg.seed)
+    run = RunDir.create(
+        out,
+        {**cfg.model_dump(), "judgments": [str(p) for p in judgments]},
+        resume=True,
+        seed=cfg.seed,
+    )
     meta = train_meta(records, cfg)
     meta.save(out)
     m = meta.info["metrics"]
     run.log_metrics(m)
-    summary = {"title": f"meta RM on {cfg.backbone}", "tables": [
-        {"name": "meta RM training", "columns": list(m),
-         "rows": [[f"{v:.3f}" if isinstance(v, float) else v for v in m.values()]]}],
-        "notes": ["AUROC of the meta rating for 'judgment ranks the best strictly first'; val = held-out "
-                  "items, train = all (the saved head is fit on all)."]}
+    summary = {
+        "title": f"meta RM on {cfg.backbone}",
+        "tables": [
+            {
+                "name": "meta RM training",
+                "columns": list(m),
+                "rows": [[f"{v:.3f}" if isinstance(v, float) else v for v in m.values()]],
+            }
+        ],
+        "notes": [
+            "AUROC of the meta rating for 'judgment ranks the best strictly first'; val = held-out "
+            "items, train = all (the saved head is fit on all)."
+        ],
+    }
     return finish(out, summary, summary["title"])
