@@ -81,6 +81,7 @@ class Opt:
     flags: tuple[str, ...] = ()
     panel: str = RUN
     key: str | None = None  # its key in config.yaml, when the command records it there
+    metavar: str | None = None
 
     def but(self, **changes: Any) -> Opt:
         return dataclasses.replace(self, **changes)
@@ -361,6 +362,7 @@ def _parameters(spec: CommandSpec) -> list[inspect.Parameter]:
                 _required(o.help, o.default),
                 o.flags or (f"--{o.name.replace('_', '-')}",),
                 _PANELS.get(o.key or o.name, o.panel) if o.panel == RUN else o.panel,
+                metavar=o.metavar,
             )
         )
     params.append(
@@ -532,21 +534,13 @@ def _is_default(model: type[BaseModel], f: _Field) -> bool:
 
 
 def _check_type(o: Opt, value: Any, where: str) -> Any:
-    """A command-only setting read from a --config file has the option's type."""
-    ann = o.annotation
-    if ann is Path or _strip_optional(ann)[0] is Path:
-        ann = str | None if _strip_optional(ann)[1] else str
+    """A command-only setting read from a --config file, as the option's type."""
     try:
-        value = TypeAdapter(ann).validate_python(value, strict=True)
+        return TypeAdapter(o.annotation).validate_python(value)
     except ValidationError as e:
         from selfteach.validate import config_error
 
         raise config_error(e, {"": where}) from None
-    return (
-        Path(value)
-        if value is not None and (o.annotation is Path or _strip_optional(o.annotation)[0] is Path)
-        else value
-    )
 
 
 def deferred_group(*commands: tuple[str, str, Callable[[], Callable[..., Any]]]) -> type:

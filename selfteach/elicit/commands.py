@@ -41,6 +41,7 @@ ELICIT_OPTIONS = [
         "field map TARGET=SOURCE, e.g. claim=text",
         panel=DATA,
         key="fields",
+        metavar="TARGET=SOURCE",
     ),
     Opt(
         "label_words",

@@ -44,6 +44,7 @@ def _train_meta() -> Callable[..., Any]:
                 "items need a known best",
                 panel=DATA,
                 key="judgments",
+                metavar="PATH",
             ),
             out_option("runs/meta-rm", "output directory (meta_rm.json)"),
         ],

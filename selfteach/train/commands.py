@@ -96,6 +96,7 @@ def dpo(config: DPOArgs, pairs: str, out: str, resume: bool) -> None:
             "field map, e.g. question=Body+Question",
             panel=DATA,
             key="fields",
+            metavar="TARGET=SOURCE",
         ),
         out_option("runs/grpo", "output directory"),
         RESUME_CKPT,
