@@ -33,15 +33,10 @@ from typing import Any, Literal
 
 import typer
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from typer._click.core import ParameterSource  # typer vendors click
+from typer._click.exceptions import UsageError
 
 from selfteach.errors import SelfteachError
-
-try:  # typer >= 0.26 vendors click
-    from typer._click.core import ParameterSource
-    from typer._click.exceptions import UsageError
-except ImportError:  # pragma: no cover
-    from click.core import ParameterSource
-    from click.exceptions import UsageError
 
 # help panels, in the order they print
 MODEL, DATA, METHOD, RUN, SERVER = "Model", "Data", "Method", "Run", "Server"
@@ -480,9 +475,10 @@ def run_command(
 
 
 def _get(values: dict[str, Any], dotted: str) -> Any:
+    found: Any = values
     for part in dotted.split("."):
-        values = values.get(part) if isinstance(values, dict) else getattr(values, part, None)
-    return values
+        found = found.get(part) if isinstance(found, dict) else getattr(found, part, None)
+    return found
 
 
 def _set(model: type[BaseModel], values: dict[str, Any], dotted: str, value: Any) -> None:
@@ -562,11 +558,11 @@ def deferred_group(*commands: tuple[str, str, Callable[[], Callable[..., Any]]])
                 self.params, self.callback, self.help = real.params, real.callback, real.help
                 self._built = True
 
-        def get_params(self, ctx):  # type: ignore[no-untyped-def]
+        def get_params(self, ctx: Any) -> Any:
             self._load()
             return super().get_params(ctx)
 
-        def invoke(self, ctx):  # type: ignore[no-untyped-def]
+        def invoke(self, ctx: Any) -> Any:
             self._load()
             return super().invoke(ctx)
 

@@ -27,7 +27,12 @@ FROM_RUN = Opt(
     key="from_run",
 )
 # `k` (JudgeConfig's sample count) is set from --k: K = max(ks) samples are drawn
-_JUDGE = {"names": {"ks": "--k"}, "parse": {"ks": parse_ks}, "exclude": ("k",), "server": True}
+_JUDGE: dict[str, Any] = {
+    "names": {"ks": "--k"},
+    "parse": {"ks": parse_ks},
+    "exclude": ("k",),
+    "server": True,
+}
 
 
 def _train_meta() -> Callable[..., Any]:

@@ -6,7 +6,7 @@ directory and returns the summary that `selfteach report` renders; the CLI
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from selfteach.judge.runner import JudgeRunConfig
 
@@ -135,7 +135,7 @@ def rft_data(
     write_jsonl(out / "rft.jsonl", rows)
     items = load_judge_items(cfg.data, cfg.limit, pairwise=True, need_best=True)
     write_jsonl(out / "grpo.jsonl", grpo_rows(items, prompt, seed=cfg.seed))
-    summary = {
+    summary: dict[str, Any] = {
         "title": f"judge rft-data: {cfg.model} on {cfg.data}",
         "tables": [
             {
@@ -146,7 +146,8 @@ def rft_data(
         ],
         "notes": [
             f"rft.jsonl: {len(rows)} prompt-completion rows; "
-            f"grpo.jsonl: {len(items)} judge prompts with judge_best/judge_n columns for selfteach.judge.rewards.judge_rule_reward"
+            f"grpo.jsonl: {len(items)} judge prompts with judge_best/judge_n columns "
+            "for selfteach.judge.rewards.judge_rule_reward"
         ],
     }
     return finish(out, summary, summary["title"])
@@ -168,7 +169,7 @@ def train_meta_run(cfg: MetaConfig, judgments: list[Path], out: Path) -> dict:
     meta.save(out)
     m = meta.info["metrics"]
     run.log_metrics(m)
-    summary = {
+    summary: dict[str, Any] = {
         "title": f"meta RM on {cfg.backbone}",
         "tables": [
             {

@@ -31,6 +31,6 @@ def report(
         from selfteach.evaluate.anytime import compare_plot
 
         png = (out.parent if out else Path("runs")) / "compare_anytime.png"
-        extra.append(compare_plot(runs, png))
+        extra.append(compare_plot([*runs], png))
     path = write_report(runs, out, extra)
     Console().print(f"report: {path}")
