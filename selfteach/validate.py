@@ -29,6 +29,7 @@ from selfteach.errors import SelfteachError
 SEED_MAX = 2**32 - 1
 Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
 
+
 def _steps(v: int) -> int:
     if v == 0 or v < -1:
         raise ValueError("must be -1 (train for --epochs) or a positive number of steps")
@@ -37,10 +38,10 @@ def _steps(v: int) -> int:
 
 # Upper bounds: far above any sensible run, low enough that a typo fails instead of
 # running for days or exhausting memory (`judge eval --k 100000000000`).
-MAX_SAMPLES = 1024        # samples / judgments / candidates per item
-MAX_BATCH = 4096          # items or sequences per batch
-MAX_TOKENS = 131072       # generated tokens or context length
-MAX_STEPS = 10_000_000    # optimizer or search steps
+MAX_SAMPLES = 1024  # samples / judgments / candidates per item
+MAX_BATCH = 4096  # items or sequences per batch
+MAX_TOKENS = 131072  # generated tokens or context length
+MAX_STEPS = 10_000_000  # optimizer or search steps
 MAX_TEMPERATURE = 10.0
 MAX_LR = 1.0
 MAX_EPOCHS = 10_000.0
@@ -50,9 +51,15 @@ MaxSteps = Annotated[int, Field(le=MAX_STEPS), AfterValidator(_steps)]
 
 # Config fields whose command-line option is not `--` + the field name with dashes.
 OPTION_NAMES = {
-    "learning_rate": "--lr", "fields": "--field", "ks": "--k", "sft_learning_rate": "--sft-lr",
-    "grpo.learning_rate": "--grpo-lr", "grpo.loss_type": "--grpo-loss-type", "dpo.learning_rate": "--lr",
-    "budgets": "--budgets", "shared_prefix": "--no-shared-prefix",
+    "learning_rate": "--lr",
+    "fields": "--field",
+    "ks": "--k",
+    "sft_learning_rate": "--sft-lr",
+    "grpo.learning_rate": "--grpo-lr",
+    "grpo.loss_type": "--grpo-loss-type",
+    "dpo.learning_rate": "--lr",
+    "budgets": "--budgets",
+    "shared_prefix": "--no-shared-prefix",
 }
 
 
@@ -84,6 +91,8 @@ def config_error(e: ValidationError, names: dict[str, str] | None = None) -> Sel
         msg = "must be a finite number"
     elif err.get("type") == "literal_error":
         msg = "choose " + msg.removeprefix("Input should be ")
+    elif " is not one of " in msg:  # typer's check of a Literal option
+        msg = "choose " + msg.split(" is not one of ", 1)[1].rstrip(".")
     else:
         msg = msg.replace("Input should be", "must be")
     if "input" in err and not isinstance(err["input"], dict):
@@ -100,7 +109,9 @@ def build(model_cls: type, names: dict[str, str] | None = None, **values: Any) -
 
 
 # ---- --out ------------------------------------------------------------------------------
-def check_out(out: str | Path | None, resume: bool = False, option: str = "--out", kind: str = "dir") -> Path:
+def check_out(
+    out: str | Path | None, resume: bool = False, option: str = "--out", kind: str = "dir"
+) -> Path:
     """`selfteach.runs.check_out`: where a run directory (or output file) may go. It lives
     with `RunDir`, which knows what makes a directory a finished run and checks again on
     `create`; `runs` imports nothing from here, so the two modules form no cycle."""
@@ -120,8 +131,10 @@ def check_model_spec(model: str | None, backend: str = "auto", option: str = "--
     if model is None:
         return
     if not model.strip():
-        raise SelfteachError(f"{option} '': empty; give an alias (see `selfteach models`), a directory, "
-                             "a .gguf file, a hub id or a server URL")
+        raise SelfteachError(
+            f"{option} '': empty; give an alias (see `selfteach models`), a directory, "
+            "a .gguf file, a hub id or a server URL"
+        )
     if model.startswith(("http://", "https://")):
         _check_url(model, option)
         return
@@ -140,13 +153,17 @@ def check_model_spec(model: str | None, backend: str = "auto", option: str = "--
         if not path.is_dir():
             raise SelfteachError(f"{option} {model}: expected a model directory or a .gguf file")
         if not (path / "config.json").is_file():
-            raise SelfteachError(f"{option} {model}: not a model directory (no config.json); give a directory "
-                                 "saved with save_pretrained, e.g. a run's model/")
+            raise SelfteachError(
+                f"{option} {model}: not a model directory (no config.json); give a directory "
+                "saved with save_pretrained, e.g. a run's model/"
+            )
         return
     if _HUB_ID.match(model) and not model.startswith("."):
         return
-    raise SelfteachError(f"unknown model {model!r}: not an alias ({', '.join(ALIASES)}), "
-                         "a local directory, a .gguf file, or a hub id")
+    raise SelfteachError(
+        f"unknown model {model!r}: not an alias ({', '.join(ALIASES)}), "
+        "a local directory, a .gguf file, or a hub id"
+    )
 
 
 def _check_url(url: str, option: str) -> None:
@@ -171,8 +188,11 @@ def check_params(command: str, params: dict[str, Any]) -> None:
     backend = params.get("backend") or "auto"
     for name in MODEL_PARAMS:
         if isinstance(params.get(name), str) or (name == "model" and "backend" in params):
-            check_model_spec(params.get(name), backend if name == "model" else "auto",
-                             "--" + name.replace("_", "-"))
+            check_model_spec(
+                params.get(name),
+                backend if name == "model" else "auto",
+                "--" + name.replace("_", "-"),
+            )
     if "out" in params and not command.endswith(" report"):
         out = check_out(params["out"], resume=bool(params.get("resume")) or _accumulates(command))
         if params.get("resume") and out.is_dir():
@@ -186,3 +206,62 @@ def check_params(command: str, params: dict[str, Any]) -> None:
 def _accumulates(command: str) -> bool:
     """Commands whose --out may already hold a run (they add to it, as before)."""
     return command.endswith(("train-meta", "rft-data", " demo", "train dpo", "train grpo"))
+
+
+# ---- --config FILE ----------------------------------------------------------------------
+def read_settings(
+    path: str | Path, accepted: set[str], command: str
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The settings of a `--config` file (a run's config.yaml, the run directory holding
+    it, or any YAML mapping) and the line of each key. A file that does not read, is not a
+    mapping, or has a key `command` does not take is one line naming the file (and line).
+    Returns the settings and, per key, "FILE:LINE" for the errors its value may cause."""
+    import difflib
+
+    import yaml
+
+    f = Path(str(path)).expanduser()
+    if f.is_dir():
+        f = f / "config.yaml"
+    if not f.is_file():
+        missing = (
+            "no config.yaml in that directory"
+            if Path(str(path)).expanduser().is_dir()
+            else "file not found"
+        )
+        raise SelfteachError(f"--config {path}: {missing}")
+    try:
+        text = f.read_text(encoding="utf-8")
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except UnicodeDecodeError as e:
+        raise SelfteachError(
+            f"{f}: not UTF-8 (byte 0x{e.object[e.start]:02x} at offset {e.start})"
+        ) from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f":{mark.line + 1}" if mark is not None else ""
+        raise SelfteachError(
+            f"{f}{at}: malformed YAML ({getattr(e, 'problem', None) or type(e).__name__})"
+        ) from None
+    except RecursionError:
+        raise SelfteachError(f"{f}: nested too deeply to read") from None
+    if data is None:
+        return {}, {}
+    if not isinstance(data, dict):
+        raise SelfteachError(
+            f"{f}: expected a mapping of settings (key: value lines), got {type(data).__name__}"
+        )
+    lines = (
+        {str(k.value): k.start_mark.line + 1 for k, _ in node.value}
+        if isinstance(node, yaml.MappingNode)
+        else {}
+    )
+    for key in data:
+        if not isinstance(key, str) or key not in accepted:
+            hint = difflib.get_close_matches(str(key), sorted(accepted), n=1)
+            raise SelfteachError(
+                f"{f}:{lines.get(str(key), 1)}: unknown setting {key!r} for {command}"
+                + (f" (did you mean {hint[0]!r}?)" if hint else "")
+            )
+    return data, {k: f"{f}:{lines.get(k, 1)}" for k in data}

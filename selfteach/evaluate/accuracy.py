@@ -33,7 +33,7 @@ class AccuracyConfig(BaseModel):
     data: str = Field("builtin:arithmetic", description="data spec: JSONL/parquet/dataset dir or builtin:NAME")
     limit: int | None = Field(None, ge=1, description="evaluate the first N problems only")
     samples: int = Field(1, ge=1, le=MAX_SAMPLES, description="k samples per problem (pass@k, maj@k)")
-    temperature: float = Field(0.0, ge=0.0, le=MAX_TEMPERATURE, description="0 = greedy; with samples > 1 use e.g. 0.7")
+    temperature: float = Field(0.0, ge=0.0, le=MAX_TEMPERATURE, description="0 = greedy (with samples > 1, 0 means 0.7; config.yaml records what ran)")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling mass")
     max_new_tokens: int = Field(256, ge=1, le=MAX_TOKENS, description="cap on generated tokens per sample")
     batch_size: int = Field(8, ge=1, le=MAX_BATCH, description="problems per generation batch")
