@@ -247,7 +247,9 @@ def gguf_file_type(path: Path) -> str:
 def weights_format(spec: str, serve: bool = False) -> str:
     """How a model spec's weights are computed with, for env.json: e.g. "GGUF Q4_K_M served by
     llama.cpp" or "fp32 dequantised from GGUF Q4_K_M (transformers)"."""
-    if spec.startswith(("http://", "https://")):
+    from selfteach.backends.endpoints import is_server_spec
+
+    if is_server_spec(spec):
         return "as served by the remote server"
     if spec == "tiny-random" and not serve:
         return "fp32 (random init)"

@@ -58,7 +58,9 @@ def gguf_for(spec: str, quant: str = "Q8_0") -> Path:
     (a trained checkpoint) converted once with llama.cpp's converter at `quant`."""
     from selfteach.backends.models import alias_gguf
 
-    if spec.startswith(("http://", "https://")):
+    from selfteach.backends.endpoints import is_server_spec
+
+    if is_server_spec(spec):
         raise SelfteachError(f"--serve {spec}: already a server URL; drop --serve")
     found = alias_gguf(spec)
     if found is not None:
