@@ -241,6 +241,10 @@ def test_a_server_back_from_the_dead_is_used_again(servers):
 @pytest.mark.ci
 @pytest.mark.server
 def test_two_llama_cpp_servers_equal_one():
+    """One request in flight per server: llama.cpp decodes concurrent requests of its slots
+    in one batch, and the batch's make-up changes the numbers (measured: seeded samples of
+    ONE server at 4 in flight differ from run to run), so exact equality is only defined
+    with one request at a time; the pool then still alternates between the servers."""
     from selfteach.backends.llama_server import LlamaServer, engine_command
 
     try:
@@ -251,9 +255,9 @@ def test_two_llama_cpp_servers_equal_one():
     params = SamplingParams(n=2, max_new_tokens=12, temperature=0.8, seed=5)
     labels = {"True": [" True"], "False": [" False"]}
     with LlamaServer("smollm2-135m", parallel=4) as s1, LlamaServer("smollm2-135m", parallel=4) as s2:
-        with OpenAIBackend(s1.url, max_concurrency=4) as one:
+        with OpenAIBackend(s1.url, max_concurrency=1) as one:
             want = one.generate(prompts, params), one.label_logprobs(prompts, labels)
-        with OpenAIBackend(f"{s1.url},{s2.url}", max_concurrency=4) as two:
+        with OpenAIBackend(f"{s1.url},{s2.url}", max_concurrency=1) as two:
             got = two.generate(prompts, params), two.label_logprobs(prompts, labels)
             served = [ep.answered for ep in two._http_client.endpoints]
     assert [[g.text for g in r] for r in got[0]] == [[g.text for g in r] for r in want[0]]
