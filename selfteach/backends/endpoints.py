@@ -22,8 +22,8 @@ build answer a seeded request identically).
 Faults (the single-server policy of `selfteach.backends.transport`, per endpoint):
 
 - a failed attempt (any retried fault: refused, reset, timeout, 408/429/5xx, a bad body)
-  takes that endpoint out for a cool-down: the server's Retry-After, else the transport's
-  backoff for its consecutive failures (0.5 s doubling, capped at `COOLDOWN_CAP`). Back from
+  takes that endpoint out for a cool-down: the server's Retry-After (at most 30 s), else the
+  transport's backoff for its consecutive failures (0.5 s doubling, at most 8 s). Back from
   a cool-down it gets one request at a time until one succeeds (a dead server is probed,
   not flooded);
 - the failed request moves at once to another live endpoint; such a failover is free
@@ -55,9 +55,6 @@ from selfteach.backends.transport import (
 from selfteach.errors import SelfteachError
 
 log = logging.getLogger(__name__)
-
-COOLDOWN_CAP = 30.0  # longest time a failing endpoint is left out before it is probed again
-
 
 # ---- the --model spec ----------------------------------------------------------------------
 def is_server_spec(spec: str) -> bool:
@@ -191,7 +188,7 @@ class EndpointPool:
             elif fault is not None:
                 ep.failures += 1
                 wait = fault.retry_after if fault.retry_after is not None else backoff(ep.failures, ep.transport._rng)
-                ep.out_until = max(ep.out_until, time.monotonic() + min(wait, COOLDOWN_CAP, RETRY_AFTER_CAP))
+                ep.out_until = max(ep.out_until, time.monotonic() + min(wait, RETRY_AFTER_CAP))
             self._cond.notify_all()
 
     def _any_live(self, but: Endpoint) -> bool:
