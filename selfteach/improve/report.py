@@ -115,7 +115,9 @@ def _plot_accuracy(path: Path, results: dict[str, dict], k: int) -> None:
     names = list(results)
     fig, ax = plt.subplots(figsize=(1.6 * len(names) + 2, 3.2))
     for j, (metric, label) in enumerate((("greedy", "greedy"), ("maj", f"maj@{k}"))):
-        xs, ys, err = [], [], [[], []]
+        xs: list[float] = []
+        ys: list[float] = []
+        err: list[list[float]] = [[], []]
         for i, n in enumerate(names):
             m = results[n].get(metric)
             if not m:

@@ -24,7 +24,6 @@ same).
 
 from __future__ import annotations
 
-import itertools
 import math
 import random
 from collections.abc import Callable, Iterator
@@ -290,8 +289,3 @@ def accuracy_at_k(record: dict, k: int, meta_k: int | None = None) -> float | No
         chunk = samples[r * k : (r + 1) * k]
         vals.append(credit(vote(chunk, n, meta_k=meta_k), best, n))
     return sum(vals) / len(vals)
-
-
-def all_orders(n: int) -> list[tuple[int, ...]]:
-    """Every permutation of n responses (used by tests of the balanced design)."""
-    return list(itertools.permutations(range(n)))
