@@ -64,8 +64,11 @@ def test_spec_list_file_and_bad_entries(tmp_path):
     f = tmp_path / "eps.txt"
     f.write_text(f"# two servers\n{a}\n\n  {b}  # the second\n")
     assert split_spec(f"@{f}") == [a, b]
-    for spec, msg in [(f"{a},gpu2:8000", "entry 'gpu2:8000' is not an http"), (f"{a},{a}", "listed twice"),
-                      (f"@{tmp_path}/none.txt", "cannot read the endpoints file")]:
+    for spec, msg in [
+        (f"{a},gpu2:8000", "entry 'gpu2:8000' is not an http"),
+        (f"{a},{a}", "listed twice"),
+        (f"@{tmp_path}/none.txt", "cannot read the endpoints file"),
+    ]:
         with pytest.raises(SelfteachError, match=msg):
             split_spec(spec)
     f.write_text("# nothing\n")
@@ -76,11 +79,14 @@ def test_spec_list_file_and_bad_entries(tmp_path):
         split_spec(f"@{f}")
 
 
-@pytest.mark.parametrize("model, msg", [
-    ("http://127.0.0.1:1/v1,http://127.0.0.1:0/v1", "port 0 is not a server port"),
-    ("http://127.0.0.1:1/v1,127.0.0.1:2", "is not an http(s):// server URL"),
-    ("@missing-endpoints.txt", "cannot read the endpoints file"),
-])
+@pytest.mark.parametrize(
+    "model, msg",
+    [
+        ("http://127.0.0.1:1/v1,http://127.0.0.1:0/v1", "port 0 is not a server port"),
+        ("http://127.0.0.1:1/v1,127.0.0.1:2", "is not an http(s):// server URL"),
+        ("@missing-endpoints.txt", "cannot read the endpoints file"),
+    ],
+)
 def test_bad_specs_fail_before_anything_runs(model, msg, tmp_path):
     code, err = invoke(["eval", "accuracy", "--model", model, "--out", tmp_path / "r"])
     assert code == 2 and msg in err and "\n" not in err.strip()
@@ -92,19 +98,36 @@ def test_unreachable_entry_and_different_models_are_one_line_errors(servers, tmp
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
-    code, err = invoke(["eval", "accuracy", "--model", f"{a.url},{dead}", "--max-retries", "1",
-                        "--out", tmp_path / "r"])
+    code, err = invoke(
+        [
+            "eval",
+            "accuracy",
+            "--model",
+            f"{a.url},{dead}",
+            "--max-retries",
+            "1",
+            "--out",
+            tmp_path / "r",
+        ]
+    )
     assert code == 2 and dead in err and "unreachable" in err and "\n" not in err.strip()
     b_answer = b.answer
-    b.answer = lambda path, body: ({"data": [{"id": "other", "owned_by": "llamacpp"}]}
-                                   if path.endswith("/models") else b_answer(path, body))
+    b.answer = lambda path, body: (
+        {"data": [{"id": "other", "owned_by": "llamacpp"}]}
+        if path.endswith("/models")
+        else b_answer(path, body)
+    )
     code, err = invoke(["eval", "accuracy", "--model", f"{a.url},{b.url}", "--out", tmp_path / "r"])
-    assert code == 2 and err.strip() == (f"--model: the endpoints serve different models: {a.url} serves 'stub', "
-                                         f"{b.url} serves 'other'")
+    assert code == 2 and err.strip() == (
+        f"--model: the endpoints serve different models: {a.url} serves 'stub', "
+        f"{b.url} serves 'other'"
+    )
     assert not (tmp_path / "r").exists()
     with pytest.raises(SelfteachError, match="same path"):
         OpenAIBackend(f"{a.url},{b.url.replace('/v1', '/api/v1')}")
-    with pytest.raises(SelfteachError, match=r"has no options, the first has \?mode=chat; give every URL the same"):
+    with pytest.raises(
+        SelfteachError, match=r"has no options, the first has \?mode=chat; give every URL the same"
+    ):
         OpenAIBackend(f"{a.url}?mode=chat,{b.url}")
 
 
@@ -126,18 +149,27 @@ def test_requests_spread_with_a_bound_per_endpoint(servers):
 
         s.engine.completion = slow
     b = load_backend(",".join(s.url for s in pair), max_concurrency=3)
-    assert isinstance(b._http_client, EndpointPool) and b.name == f"{pair[0].url},{pair[1].url}#stub"
+    assert (
+        isinstance(b._http_client, EndpointPool) and b.name == f"{pair[0].url},{pair[1].url}#stub"
+    )
     out = b.generate([f"q{i}" for i in range(24)], SamplingParams(max_new_tokens=8))
-    assert len(out) == 24 and all(1 <= peak[s.url] <= 3 for s in pair), peak  # never above the bound
+    assert len(out) == 24 and all(1 <= peak[s.url] <= 3 for s in pair), (
+        peak
+    )  # never above the bound
     assert sum(peak.values()) > 3  # more in flight than one endpoint allows
     assert all(completions(s) >= 6 for s in pair)  # both did a fair share
 
 
 COMMANDS = {
-    "eval accuracy": ("eval accuracy --limit 10 --samples 2 --max-new-tokens 40 --batch-size 5".split(),
-                      ["outputs.jsonl", "summary.json", "metrics.json"]),
-    "elicit": ("elicit --claims builtin:capitals --limit 8 --iters 6 --no-progress "
-               "--max-context-tokens 400".split(), ["labels.jsonl", "icm_result.json", "metrics.jsonl"]),
+    "eval accuracy": (
+        "eval accuracy --limit 10 --samples 2 --max-new-tokens 40 --batch-size 5".split(),
+        ["outputs.jsonl", "summary.json", "metrics.json"],
+    ),
+    "elicit": (
+        "elicit --claims builtin:capitals --limit 8 --iters 6 --no-progress "
+        "--max-context-tokens 400".split(),
+        ["labels.jsonl", "icm_result.json", "metrics.jsonl"],
+    ),
 }
 
 
@@ -183,7 +215,9 @@ def test_one_server_killed_mid_run_changes_nothing(servers, tmp_path):
         args, files = COMMANDS["eval accuracy"]
         pool = f"{dying.url},{live.url}"
         assert invoke(args + ["--model", one.url, "--out", tmp_path / "one"])[0] == 0
-        code, err = invoke(args + ["--model", pool, "--out", tmp_path / "two", "--max-retries", "0"])
+        code, err = invoke(
+            args + ["--model", pool, "--out", tmp_path / "two", "--max-retries", "0"]
+        )
         assert code == 0, err  # no retries allowed: failovers to the live server are free
         _same_run(tmp_path / "one", tmp_path / "two", files, (one.url, pool))
         assert dying.dead and 0 < completions(dying) < completions(live)
@@ -198,10 +232,21 @@ def test_all_servers_dead_is_one_line_and_resume_finishes_on_new_servers(servers
     args, files = COMMANDS["eval accuracy"]
     assert invoke(args + ["--model", one.url, "--out", tmp_path / "one"])[0] == 0
     group: list = []
-    dying = [Killable(at=20, group=group) for _ in range(2)]  # 3 probes, 10 templates, 5 completions: batch 1
+    dying = [
+        Killable(at=20, group=group) for _ in range(2)
+    ]  # 3 probes, 10 templates, 5 completions: batch 1
     eps = tmp_path / "endpoints.txt"
     eps.write_text("".join(s.url + "\n" for s in dying))
-    run = ["--model", f"@{eps}", "--out", tmp_path / "two", "--request-timeout", "2", "--max-retries", "2"]
+    run = [
+        "--model",
+        f"@{eps}",
+        "--out",
+        tmp_path / "two",
+        "--request-timeout",
+        "2",
+        "--max-retries",
+        "2",
+    ]
     t0 = time.monotonic()
     code, err = invoke(args + run)
     assert code == 2 and "\n" not in err.strip() and "endpoints live" in err, err
@@ -215,11 +260,18 @@ def test_all_servers_dead_is_one_line_and_resume_finishes_on_new_servers(servers
     pool = ",".join(s.url for s in new)
     for name in files:  # the run names its --model spec; the backend's name, the servers last used
         f = tmp_path / "two" / name
-        f.write_text(f.read_text().replace(",".join(s.url for s in dying), pool).replace(f"@{eps}", pool))
+        f.write_text(
+            f.read_text().replace(",".join(s.url for s in dying), pool).replace(f"@{eps}", pool)
+        )
     metrics = [json.loads((tmp_path / run / "metrics.json").read_text()) for run in ("one", "two")]
     for m in metrics:
         m.pop("usage")  # this session's requests only
-    _same_run(tmp_path / "one", tmp_path / "two", [f for f in files if f != "metrics.json"], (one.url, pool))
+    _same_run(
+        tmp_path / "one",
+        tmp_path / "two",
+        [f for f in files if f != "metrics.json"],
+        (one.url, pool),
+    )
     assert metrics[0] == json.loads(json.dumps(metrics[1]).replace(pool, one.url))
 
 
@@ -236,7 +288,7 @@ def test_a_server_back_from_the_dead_is_used_again(servers):
     assert pool.endpoints[1].failures == 0 and pool.endpoints[1].answered >= 1
 
 
-# ---- two real llama.cpp servers -------------------------------------------------------------------
+# ---- two real llama.cpp servers ------------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.ci
 @pytest.mark.server
@@ -254,7 +306,10 @@ def test_two_llama_cpp_servers_equal_one():
     prompts = [f"Question: what is {i} + {i}?\nAnswer:" for i in range(8)]
     params = SamplingParams(n=2, max_new_tokens=12, temperature=0.8, seed=5)
     labels = {"True": [" True"], "False": [" False"]}
-    with LlamaServer("smollm2-135m", parallel=4) as s1, LlamaServer("smollm2-135m", parallel=4) as s2:
+    with (
+        LlamaServer("smollm2-135m", parallel=4) as s1,
+        LlamaServer("smollm2-135m", parallel=4) as s2,
+    ):
         with OpenAIBackend(s1.url, max_concurrency=1) as one:
             want = one.generate(prompts, params), one.label_logprobs(prompts, labels)
         with OpenAIBackend(f"{s1.url},{s2.url}", max_concurrency=1) as two:

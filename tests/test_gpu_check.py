@@ -16,17 +16,22 @@ SCRIPT = ROOT / "scripts" / "gpu_check.sh"
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    return subprocess.run(
+        ["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
 
 
-@pytest.mark.parametrize("args, msg", [
-    (["--engine", "tgi"], "--engine 'tgi': choose vllm or llamacpp"),
-    (["--port", "0"], "--port '0': expected 1-65535"),
-    (["--port", "80a"], "--port '80a': expected 1-65535"),
-    (["--size", "huge"], "--size 'huge': choose small or tiny"),
-    (["--frobnicate"], "unknown argument '--frobnicate'"),
-    (["--model"], "--model needs a value"),
-])
+@pytest.mark.parametrize(
+    "args, msg",
+    [
+        (["--engine", "tgi"], "--engine 'tgi': choose vllm or llamacpp"),
+        (["--port", "0"], "--port '0': expected 1-65535"),
+        (["--port", "80a"], "--port '80a': expected 1-65535"),
+        (["--size", "huge"], "--size 'huge': choose small or tiny"),
+        (["--frobnicate"], "unknown argument '--frobnicate'"),
+        (["--model"], "--model needs a value"),
+    ],
+)
 def test_bad_arguments_are_one_line_exit_2(args, msg, tmp_path):
     p = run("--out", str(tmp_path / "o"), *args)
     assert p.returncode == 2 and p.stderr.startswith(f"gpu_check: {msg}") and not p.stdout
@@ -43,7 +48,9 @@ def test_dry_run_prints_the_server_and_every_step():
     url = "http://127.0.0.1:8123/v1?tokenizer=org/model"  # vLLM has no chat-template endpoint
     assert all(f"--model {url}" in lines[s] for s in ("elicit", "judge", "throughput"))
     assert f"--label-model {url}" in lines["improve"] and "--model org/model" in lines["improve"]
-    cpu = dict(line.split(": ", 1) for line in run("--dry-run", "--engine", "llamacpp").stdout.splitlines())
+    cpu = dict(
+        line.split(": ", 1) for line in run("--dry-run", "--engine", "llamacpp").stdout.splitlines()
+    )
     assert "selfteach.backends.llama_server smollm2-135m --port 8000" in cpu["server"]
     assert "--model tiny-random --label-model http://127.0.0.1:8000/v1 " in cpu["improve"]
 

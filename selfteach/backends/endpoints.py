@@ -56,6 +56,7 @@ from selfteach.errors import SelfteachError
 
 log = logging.getLogger(__name__)
 
+
 # ---- the --model spec ----------------------------------------------------------------------
 def is_server_spec(spec: str) -> bool:
     """Does `--model` name servers (one URL, a comma-separated list, or @FILE of URLs)?"""
@@ -72,7 +73,9 @@ def split_spec(spec: str, option: str = "--model") -> list[str]:
         try:
             lines = path.read_text().splitlines()
         except OSError as e:
-            raise SelfteachError(f"{option} {spec}: cannot read the endpoints file ({e.strerror or e})") from None
+            raise SelfteachError(
+                f"{option} {spec}: cannot read the endpoints file ({e.strerror or e})"
+            ) from None
         urls = []
         for i, line in enumerate(lines, 1):
             url = line.split("#", 1)[0].strip()
@@ -122,14 +125,24 @@ class EndpointPool:
     """`Transport`'s interface (`request`, `close`, `timeout`, `max_retries`) over several
     servers; see the module docstring for the policy."""
 
-    def __init__(self, urls: list[str], headers: dict[str, str], timeout: float = 120.0,
-                 max_retries: int = 3, per_endpoint: int = 8):
+    def __init__(
+        self,
+        urls: list[str],
+        headers: dict[str, str],
+        timeout: float = 120.0,
+        max_retries: int = 3,
+        per_endpoint: int = 8,
+    ):
         paths = {urlsplit(u).path.rstrip("/") for u in urls}
         if len(paths) > 1:
-            raise SelfteachError(f"--model: the endpoints differ in their API path ({', '.join(sorted(paths))}); "
-                                 "give every server the same path, e.g. /v1")
+            raise SelfteachError(
+                f"--model: the endpoints differ in their API path ({', '.join(sorted(paths))}); "
+                "give every server the same path, e.g. /v1"
+            )
         # each attempt is made by the pool, so the per-endpoint transports never retry
-        self.endpoints = [Endpoint(Transport(u, headers, timeout=timeout, max_retries=0)) for u in urls]
+        self.endpoints = [
+            Endpoint(Transport(u, headers, timeout=timeout, max_retries=0)) for u in urls
+        ]
         self.timeout, self.max_retries = float(timeout), max_retries
         self.per_endpoint = per_endpoint
         self.width = len(urls)  # the backend's thread pool: per_endpoint x width
@@ -147,7 +160,9 @@ class EndpointPool:
         has it as its first (default) model. Servers of different models would give
         results that depend on which one answers."""
         for ep in self.endpoints:
-            probe = Transport(ep.url, ep.transport.headers, timeout=self.timeout, max_retries=self.max_retries)
+            probe = Transport(
+                ep.url, ep.transport.headers, timeout=self.timeout, max_retries=self.max_retries
+            )
             try:
                 ids = [m["id"] for m in probe.request("GET", path, None, _models_check)["data"]]
             finally:
@@ -155,8 +170,10 @@ class EndpointPool:
             if model not in (ids if explicit else ids[:1]):
                 served = repr(ids[0]) if ids else "no model"
                 first = self.endpoints[0].url
-                raise SelfteachError(f"--model: the endpoints serve different models: {first} serves {model!r}, "
-                                     f"{ep.url} serves {served}")
+                raise SelfteachError(
+                    f"--model: the endpoints serve different models: {first} serves {model!r}, "
+                    f"{ep.url} serves {served}"
+                )
 
     # ---- choosing an endpoint ------------------------------------------------------------
     def _capacity(self, ep: Endpoint) -> int:
@@ -171,8 +188,11 @@ class EndpointPool:
                 if stop is not None and stop.is_set():
                     raise abandoned()
                 now = time.monotonic()
-                free = [ep for ep in self.endpoints
-                        if ep.out_until <= now and ep.in_flight < self._capacity(ep)]
+                free = [
+                    ep
+                    for ep in self.endpoints
+                    if ep.out_until <= now and ep.in_flight < self._capacity(ep)
+                ]
                 if free:
                     ep = min(free, key=lambda e: (e.in_flight, e.sent))
                     ep.in_flight, ep.sent = ep.in_flight + 1, ep.sent + 1
@@ -187,7 +207,11 @@ class EndpointPool:
                 ep.failures, ep.answered = 0, ep.answered + 1
             elif fault is not None:
                 ep.failures += 1
-                wait = fault.retry_after if fault.retry_after is not None else backoff(ep.failures, ep.transport._rng)
+                wait = (
+                    fault.retry_after
+                    if fault.retry_after is not None
+                    else backoff(ep.failures, ep.transport._rng)
+                )
                 ep.out_until = max(ep.out_until, time.monotonic() + min(wait, RETRY_AFTER_CAP))
             self._cond.notify_all()
 
@@ -197,18 +221,28 @@ class EndpointPool:
             return any(ep is not but and ep.out_until <= now for ep in self.endpoints)
 
     # ---- one request -----------------------------------------------------------------------
-    def request(self, method: str, path: str, payload: dict | None = None,
-                check: Callable[[Any], None] | None = None, stop: threading.Event | None = None,
-                on_retry: Callable[[], None] | None = None) -> Any:
+    def request(
+        self,
+        method: str,
+        path: str,
+        payload: dict | None = None,
+        check: Callable[[Any], None] | None = None,
+        stop: threading.Event | None = None,
+        on_retry: Callable[[], None] | None = None,
+    ) -> Any:
         """As `Transport.request`, over the pool (module docstring: failover and limits)."""
         import json
 
-        body = None if payload is None else json.dumps(payload).encode()  # byte-identical on every endpoint
+        body = (
+            None if payload is None else json.dumps(payload).encode()
+        )  # byte-identical on every endpoint
         attempts, failed, start = self.max_retries + 1, 0, time.monotonic()
         failed_over: set[int] = set()
 
         def abandoned() -> Aborted:
-            return Aborted(f"servers {self.base_url}: {method} {path} abandoned: another request failed")
+            return Aborted(
+                f"servers {self.base_url}: {method} {path} abandoned: another request failed"
+            )
 
         while True:
             ep = self._acquire(stop, abandoned)
@@ -224,17 +258,35 @@ class EndpointPool:
                 self._release(ep, fault, answered)
             if id(ep) not in failed_over and self._any_live(ep):
                 failed_over.add(id(ep))
-                log.info("server %s: %s %s failed (%s); sent to another endpoint", ep.url, method, path, fault)
+                log.info(
+                    "server %s: %s %s failed (%s); sent to another endpoint",
+                    ep.url,
+                    method,
+                    path,
+                    fault,
+                )
                 if on_retry is not None:
                     on_retry()
                 continue
             failed += 1
             if failed >= attempts:
                 break
-            wait = backoff(failed, ep.transport._rng) if fault.retry_after is None \
+            wait = (
+                backoff(failed, ep.transport._rng)
+                if fault.retry_after is None
                 else min(fault.retry_after, RETRY_AFTER_CAP)
-            log.info("servers %s: %s %s attempt %d/%d failed (%s at %s); retrying in %.1fs",
-                     self.base_url, method, path, failed, attempts, fault, ep.url, wait)
+            )
+            log.info(
+                "servers %s: %s %s attempt %d/%d failed (%s at %s); retrying in %.1fs",
+                self.base_url,
+                method,
+                path,
+                failed,
+                attempts,
+                fault,
+                ep.url,
+                wait,
+            )
             if on_retry is not None:
                 on_retry()
             if stop is not None and stop.wait(wait):
@@ -245,15 +297,19 @@ class EndpointPool:
         live = sum(e.out_until <= time.monotonic() for e in self.endpoints)
         hint = "; are they running?" if fault.unreachable else ""
         raise SelfteachError(
-            f"servers {self.base_url}: {method} {path} failed after {failed + len(failed_over)} attempts in "
-            f"{took:.1f}s ({live} of {len(self.endpoints)} endpoints live); last: {ep.url}: {fault}{hint}")
+            f"servers {self.base_url}: {method} {path} failed after "
+            f"{failed + len(failed_over)} attempts in {took:.1f}s ({live} of "
+            f"{len(self.endpoints)} endpoints live); last: {ep.url}: {fault}{hint}"
+        )
 
 
 def _models_check(obj: Any) -> None:
     from selfteach.backends.transport import BadResponse
 
     data = obj.get("data") if isinstance(obj, dict) else None
-    if not isinstance(data, list) or not all(isinstance(m, dict) and isinstance(m.get("id"), str) for m in data):
+    if not isinstance(data, list) or not all(
+        isinstance(m, dict) and isinstance(m.get("id"), str) for m in data
+    ):
         raise BadResponse("/models answered without a 'data' list of models with ids")
 
 
@@ -267,20 +323,31 @@ def parse_endpoints(spec: str) -> tuple[list[str], dict[str, str]]:
     for url, q in split[1:]:
         if q != query:
             shown = [("?" + urlencode(x)) if x else "no options" for x in (q, query)]
-            raise SelfteachError(f"--model: endpoint {url} has {shown[0]}, the first has {shown[1]}; "
-                                 "give every URL the same ?options")
+            raise SelfteachError(
+                f"--model: endpoint {url} has {shown[0]}, the first has {shown[1]}; "
+                "give every URL the same ?options"
+            )
     return [url.rstrip("/") for url, _ in split], query
 
 
-def check_same_model(client: Transport | EndpointPool, path: str, model: str, explicit: bool) -> None:
+def check_same_model(
+    client: Transport | EndpointPool, path: str, model: str, explicit: bool
+) -> None:
     """At start: every endpoint of a pool serves `model` (a single server: nothing to check)."""
     if isinstance(client, EndpointPool):
         client.check_same_model(path, model, explicit)
 
 
-def open_transport(spec_urls: list[str], headers: dict[str, str], timeout: float, max_retries: int,
-                   per_endpoint: int) -> Transport | EndpointPool:
+def open_transport(
+    spec_urls: list[str],
+    headers: dict[str, str],
+    timeout: float,
+    max_retries: int,
+    per_endpoint: int,
+) -> Transport | EndpointPool:
     """One server: the plain `Transport` (unchanged behaviour); several: an `EndpointPool`."""
     if len(spec_urls) == 1:
         return Transport(spec_urls[0], headers, timeout=timeout, max_retries=max_retries)
-    return EndpointPool(spec_urls, headers, timeout=timeout, max_retries=max_retries, per_endpoint=per_endpoint)
+    return EndpointPool(
+        spec_urls, headers, timeout=timeout, max_retries=max_retries, per_endpoint=per_endpoint
+    )
