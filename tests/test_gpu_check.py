@@ -1,7 +1,7 @@
 """scripts/gpu_check.sh: what can be checked without a GPU: its arguments (bad ones: one line,
-exit 2, nothing started), and the commands it would run (--dry-run). The full script ran
-here with `--engine llamacpp --size tiny` (docs/backends.md, "GPU recipe"); with vLLM it has
-not run (no GPU on this machine)."""
+exit 2, nothing started), and the commands it would run (--dry-run). The full script has
+not run end to end: not with vLLM (no GPU here), nor yet in its CPU mode `--engine llamacpp`
+(docs/backends.md, "GPU recipe")."""
 
 from __future__ import annotations
 
