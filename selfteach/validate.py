@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import re
-import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlparse
@@ -102,39 +101,12 @@ def build(model_cls: type, names: dict[str, str] | None = None, **values: Any) -
 
 # ---- --out ------------------------------------------------------------------------------
 def check_out(out: str | Path | None, resume: bool = False, option: str = "--out", kind: str = "dir") -> Path:
-    """`out` as a Path, after checking it can be a run directory (`kind="dir"`) or an
-    output file (`kind="file"`): not empty, not an existing file (resp. directory), not
-    under a file, writable, and (for a run directory) not a finished run unless resuming.
-    Nothing is created."""
-    if out is None or not str(out).strip():
-        raise SelfteachError(f"{option} {str(out or '')!r}: empty; give a {'directory' if kind == 'dir' else 'file'}")
-    path = Path(str(out)).expanduser()
-    shown = f"{option} {str(out)}"
-    if kind == "dir" and path.exists() and not path.is_dir():
-        raise SelfteachError(f"{shown}: is a file, not a run directory")
-    if kind == "file" and path.is_dir():
-        raise SelfteachError(f"{shown}: is a directory; give a file name")
-    parent = path if kind == "dir" else path.parent
-    existing = parent
-    while not existing.exists():
-        if existing.parent == existing:
-            break
-        existing = existing.parent
-    if existing.exists() and not existing.is_dir():
-        raise SelfteachError(f"{shown}: {existing} is a file, cannot create a directory under it")
-    _probe_writable(existing, shown)
-    if kind == "dir" and not resume and (path / "config.yaml").exists():
-        raise SelfteachError(f"{path}: run directory exists; pass --resume to continue it or choose another --out")
-    return path
+    """`selfteach.runs.check_out`: where a run directory (or output file) may go. It lives
+    with `RunDir`, which knows what makes a directory a finished run and checks again on
+    `create`; `runs` imports nothing from here, so the two modules form no cycle."""
+    from selfteach.runs import check_out as check
 
-
-def _probe_writable(folder: Path, shown: str) -> None:
-    """os.access says yes to root even on read-only mounts: try a temporary file instead."""
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as e:
-        raise SelfteachError(f"{shown}: not writable ({e.strerror or type(e).__name__} in {folder})") from None
+    return check(out, resume=resume, option=option, kind=kind)
 
 
 # ---- --model ----------------------------------------------------------------------------

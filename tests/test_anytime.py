@@ -157,6 +157,7 @@ class FakeBackend:
     default) return `answer`, other calls return `trace`. Every answer prompt is recorded."""
 
     name = "fake"
+    continues_token_prompts = True  # TokenContinuation: ids are continued exactly
 
     def __init__(self, trace: str, finished: bool, answer: str = " 12."):
         self.trace, self.finished, self.answer = trace, finished, answer
@@ -237,14 +238,13 @@ def test_trip_item_scored_by_csr_without_blank_line_stop(tmp_path):
 
 
 def test_default_suffix_by_model_family():
-    class Tok:
-        chat_template = "{% if thinking %}<think>\n{% endif %}"
-
-    class B:
-        tokenizer = Tok()
+    class B:  # a backend with the ChatTemplate capability
+        chat_template: str | None = "{% if thinking %}<think>\n{% endif %}"
 
     assert default_suffix(B()) == THINK_SUFFIX
-    Tok.chat_template = "<|im_start|>user"
+    B.chat_template = "<|im_start|>user"
+    assert default_suffix(B()) == PLAIN_SUFFIX
+    B.chat_template = None  # a server that applies its own template
     assert default_suffix(B()) == PLAIN_SUFFIX
     assert default_suffix(FakeBackend("", True)) == PLAIN_SUFFIX
 

@@ -40,6 +40,14 @@ def register(app: typer.Typer) -> None:
         refresh_frac: float = typer.Option(0.25, "--refresh-frac", help="fast scoring: rescore after this share "
                                            "of labels changed"),
         max_context_tokens: int = typer.Option(3072, "--max-context-tokens", help="few-shot context budget"),
+        context_claims: int | None = typer.Option(None, "--context-claims", help="bounded context: each scored "
+                                                  "claim sees at most K sampled labeled claims (for claim sets "
+                                                  "larger than a context; a departure)"),
+        context_share: int = typer.Option(8, "--context-share", help="bounded context: claims per sampled context"),
+        context_select: str = typer.Option("random", "--context-select", help="bounded context: random | related "
+                                           "(same-group labeled claims first)"),
+        checkpoint_every: int | None = typer.Option(None, "--checkpoint-every", help="checkpoint every N steps "
+                                                    "(default: every step; claims/20 with --context-claims)"),
         schedule: str = typer.Option(_DEFAULT["schedule"], "--schedule",
                                      help="temperature: paper (over steps) | reference (over accepted flips, "
                                           "the authors' code)"),
@@ -78,6 +86,8 @@ def register(app: typer.Typer) -> None:
                         refresh_every=refresh_every, refresh_frac=refresh_frac, max_context_tokens=max_context_tokens,
                         baselines=baselines, schedule=schedule, fix=fix, init=init, leave_out=leave_out,
                         keep_best=keep_best, template=Template(true_word=words[0], false_word=words[1]),
+                        context_claims=context_claims, context_share=context_share, context_select=context_select,
+                        checkpoint_every=checkpoint_every,
                         )  # a bad choice or value (Literal/bounds on ICMConfig): one line (selfteach.cli)
         data = load_claims(claims, fields=parse_field_map(field), limit=limit, seed=seed)
         make_rule(task, data)  # check the claims fit the task before loading a model
