@@ -255,10 +255,15 @@ def gguf_file_type(path: Path) -> str:
     return max(set(kinds), key=kinds.count)  # no file-type field: the commonest tensor type
 
 
+def is_server_spec(spec: str) -> bool:
+    """Does `--model` name servers (one URL, a comma-separated list, or @FILE of URLs)?"""
+    return spec.startswith(("http://", "https://", "@"))
+
+
 def weights_format(spec: str, serve: bool = False) -> str:
     """How a model spec's weights are computed with, for env.json: e.g. "GGUF Q4_K_M served by
     llama.cpp" or "fp32 dequantised from GGUF Q4_K_M (transformers)"."""
-    if spec.startswith(("http://", "https://")):
+    if is_server_spec(spec):
         return "as served by the remote server"
     if spec == "tiny-random" and not serve:
         return "fp32 (random init)"
