@@ -6,7 +6,7 @@ PIP    := $(BIN)/python -m pip
 STAMP  := $(VENV)/.setup-done
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-all bench lint server converter models-large clean
+.PHONY: setup demo test test-all bench lint typecheck wrap server converter models-large clean
 
 # llama.cpp comes prebuilt (xllamacpp wheel): no compiler, no 11-minute build in set-up
 setup: $(STAMP)
@@ -40,7 +40,8 @@ server:
 demo: setup
 	$(BIN)/selfteach demo $(if $(wildcard ../shared/data/math/mawps_singleop.jsonl),--data ../shared/data/math/mawps_singleop.jsonl)
 
-test: setup converter
+# the CI gate (.ci/run): lint and types first (a minute), then the tests
+test: setup converter lint typecheck
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test-all: setup converter
@@ -50,7 +51,15 @@ bench: setup
 	$(BIN)/python -m benchmarks.run_all
 
 lint: setup
-	$(BIN)/ruff check selfteach tests benchmarks
+	$(BIN)/ruff check selfteach tests benchmarks scripts
+
+# mypy on the package, configured in pyproject.toml ([tool.mypy])
+typecheck: setup
+	$(BIN)/mypy
+
+# wrap only the lines over the length limit (no repo-wide reformat); see the script's docstring
+wrap: setup
+	$(BIN)/python scripts/wrap_long_lines.py selfteach tests benchmarks scripts
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

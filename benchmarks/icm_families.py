@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from selfteach.elicit.search import auroc
+from selfteach.stats import auroc, percentile_interval
 
 ROWS = [("zero-shot", "zero_shot"), ("zero-shot + rule", "zero_shot_rule"), ("random few-shot", "random_fewshot"),
         ("ICM", "icm"), ("golden", "golden"), ("golden + rule", "golden_rule")]
@@ -38,10 +38,14 @@ def _stats(gold, idx, per) -> dict[str, tuple[float, float | None]]:
     out = {}
     for k, v in per.items():
         acc = float(np.mean([v["labels"][i] == gold[i] for i in idx]))
-        claims = [type("C", (), {"gold": x})() for x in g]
-        au = auroc({n: v["scores"][i] for n, i in enumerate(idx)}, claims)
-        out[k] = (acc, au)
+        au = auroc([v["scores"][i] for i in idx], g)
+        out[k] = (acc, None if np.isnan(au) else au)
     return out
+
+
+def _ci(draws) -> tuple[float, float]:
+    lo, hi = percentile_interval(draws)
+    return round(lo, 3), round(hi, 3)
 
 
 def table(run: Path, n_boot: int = 2000, seed: int = 0) -> dict:
@@ -63,13 +67,12 @@ def table(run: Path, n_boot: int = 2000, seed: int = 0) -> dict:
     for k in per:
         accs = np.array([b[0] for b in boots[k]])
         aus = np.array([b[1] for b in boots[k] if b[1] is not None])
-        out[k] = {"acc": point[k][0], "acc_ci": tuple(np.quantile(accs, [0.025, 0.975]).round(3)),
-                  "auroc": point[k][1], "auroc_ci": tuple(np.quantile(aus, [0.025, 0.975]).round(3))}
+        out[k] = {"acc": point[k][0], "acc_ci": _ci(accs), "auroc": point[k][1], "auroc_ci": _ci(aus)}
     for base in ("zero_shot", "zero_shot_rule"):
         if base in per:
             d = np.array([a[0] - b[0] for a, b in zip(boots["icm"], boots[base], strict=True)])
             out[f"icm_minus_{base}"] = (round(point["icm"][0] - point[base][0], 3),
-                                        tuple(np.quantile(d, [0.025, 0.975]).round(3)))
+                                        _ci(d))
     return out
 
 

@@ -51,20 +51,17 @@ def run_demo(model: str, data: str, limit: int, icm_model: str, skip_icm: bool, 
                  f"{time.time() - t0:.0f} s"])
     dirs.append(acc_dir)
     if not skip_icm:
-        try:
-            from selfteach.elicit import demo_summary
-        except ImportError:
-            console.print("[dim]ICM step not available in this build[/dim]")
-        else:
-            t1 = time.time()
-            console.print(f"[bold]2/2 ICM[/bold]: {icm_model} labels built-in capital claims without labels")
-            icm_dir = out / f"{stamp}-icm"
-            s = demo_summary(model=icm_model, out=icm_dir)
-            for name in ("zero-shot", "zero-shot + rule", "random few-shot", "ICM", "golden context"):
-                if name in s:
-                    rows.append([f"{icm_model} label accuracy: {name}", f"{s[name]:.3f} (n={s.get('claims', '?')})",
-                                 f"{time.time() - t1:.0f} s" if name == "ICM" else ""])
-            dirs.append(icm_dir)
+        from selfteach.elicit import demo_summary
+
+        t1 = time.time()
+        console.print(f"[bold]2/2 ICM[/bold]: {icm_model} labels built-in capital claims without labels")
+        icm_dir = out / f"{stamp}-icm"
+        s = demo_summary(model=icm_model, out=icm_dir)
+        for name in ("zero-shot", "zero-shot + rule", "random few-shot", "ICM", "golden context"):
+            if name in s:
+                rows.append([f"{icm_model} label accuracy: {name}", f"{s[name]:.3f} (n={s.get('claims', '?')})",
+                             f"{time.time() - t1:.0f} s" if name == "ICM" else ""])
+        dirs.append(icm_dir)
     table = Table(title="selfteach demo")
     for c in ("step", "result [95% CI]", "time"):
         table.add_column(c)

@@ -15,9 +15,3 @@ class SelfteachError(Exception):
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))
-
-
-def require(condition: bool, message: str) -> None:
-    """Raise `SelfteachError(message)` unless `condition` holds."""
-    if not condition:
-        raise SelfteachError(message)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 
 class ProgressBar:
     """`with ProgressBar(enabled, total, completed, label) as bar: ... bar.advance(n)`."""
@@ -31,7 +33,12 @@ class ProgressBar:
         if self.enabled:
             self._bar.advance(self._task, n)
 
-    def __exit__(self, *exc) -> bool:
+    def describe(self, text: str) -> None:
+        """Replace the label (a trainer shows its latest loss there)."""
+        if self.enabled:
+            self._bar.update(self._task, description=text)
+
+    def __exit__(self, *exc) -> Literal[False]:
         if self.enabled:
             self._bar.stop()
         return False

@@ -1,4 +1,6 @@
-"""Small statistics shared by every evaluation: bootstrap intervals, pass@k, maj@k."""
+"""Small statistics shared by every evaluation: bootstrap intervals, AUROC, pass@k, maj@k.
+
+The one place for them: methods and benchmarks import these rather than re-deriving them."""
 
 from __future__ import annotations
 
@@ -17,9 +19,24 @@ def bootstrap_ci(values: Sequence[float], n_boot: int = 2000, level: float = 0.9
     if x.size == 1:
         return (float(x[0]), float(x[0]))
     rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(axis=1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return percentile_interval(x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(axis=1), level)
+
+
+def percentile_interval(draws: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """The central `level` interval of bootstrap draws of a statistic (percentile method)."""
+    lo, hi = np.quantile(np.asarray(draws, dtype=float), [(1 - level) / 2, 1 - (1 - level) / 2])
     return float(lo), float(hi)
+
+
+def auroc(scores: Sequence[float], labels: Sequence[bool | int]) -> float:
+    """Area under the ROC curve: the probability that a positive outranks a negative, ties
+    counting 1/2 (Mann-Whitney U / (n_pos n_neg)). NaN when one class is missing."""
+    pos = np.asarray([s for s, y in zip(scores, labels, strict=True) if y], dtype=float)
+    neg = np.asarray([s for s, y in zip(scores, labels, strict=True) if not y], dtype=float)
+    if not pos.size or not neg.size:
+        return math.nan
+    wins = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return float(wins) / (pos.size * neg.size)
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:

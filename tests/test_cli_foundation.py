@@ -15,7 +15,8 @@ runner = CliRunner()
 
 
 def run_cli(*args):
-    """Invoke like `selfteach ...` in-process, mapping SelfteachError like main() does."""
+    """Invoke `selfteach ...` in-process; a SelfteachError stays in `result.exception` (the
+    `selfteach_main` fixture runs main() itself, with its one-line error and exit 2)."""
     result = runner.invoke(app, list(args), catch_exceptions=True)
     return result
 
@@ -37,8 +38,9 @@ def test_help_lists_commands():
         assert subcommands <= set(getattr(tree[name], "commands", {})), name
     r = run_cli("--help")
     assert r.exit_code == 0 and all(f" {name} " in r.output for name in COMMANDS)
-    p = subprocess.run([sys.executable, "-m", "selfteach", "--help"], capture_output=True, text=True,
-                       timeout=300)
+    p = subprocess.run(
+        [sys.executable, "-m", "selfteach", "--help"], capture_output=True, text=True, timeout=300
+    )
     assert p.returncode == 0 and "unavailable" not in p.stderr, p.stderr
 
 
@@ -58,12 +60,35 @@ def test_models_lists_aliases():
 
 def test_eval_accuracy_end_to_end_and_resume(tmp_path):
     out = tmp_path / "run"
-    args = ["eval", "accuracy", "--model", "tiny-random", "--data", "builtin:arithmetic", "--limit", "4",
-            "--samples", "2", "--temperature", "0.7", "--max-new-tokens", "5", "--out", str(out)]
+    args = [
+        "eval",
+        "accuracy",
+        "--model",
+        "tiny-random",
+        "--data",
+        "builtin:arithmetic",
+        "--limit",
+        "4",
+        "--samples",
+        "2",
+        "--temperature",
+        "0.7",
+        "--max-new-tokens",
+        "5",
+        "--out",
+        str(out),
+    ]
     r = run_cli(*args)
     assert r.exit_code == 0, r.output
     assert "pass@2" in r.output and "maj@2" in r.output
-    for f in ("config.yaml", "env.json", "outputs.jsonl", "metrics.json", "metrics.jsonl", "summary.json"):
+    for f in (
+        "config.yaml",
+        "env.json",
+        "outputs.jsonl",
+        "metrics.json",
+        "metrics.jsonl",
+        "summary.json",
+    ):
         assert (out / f).exists(), f
     env = json.loads((out / "env.json").read_text())
     assert env["seed"] == 0 and env["versions"]["torch"]
@@ -72,7 +97,7 @@ def test_eval_accuracy_end_to_end_and_resume(tmp_path):
     assert len(rows) == 4 and all(len(r["outputs"]) == 2 for r in rows)
     # rerunning into the same directory without --resume is refused
     r2 = run_cli(*args)
-    assert r2.exit_code != 0 and "--resume" in str(r2.exception)
+    assert isinstance(r2.exception, SelfteachError) and "--resume" in str(r2.exception)
     # an interrupted run (2 of 4 done, torn last line) resumes and only does the rest
     lines = (out / "outputs.jsonl").read_text().splitlines()
     (out / "outputs.jsonl").write_text(lines[0] + "\n" + lines[1] + "\n" + lines[2][:20])
@@ -112,8 +137,24 @@ def test_bad_cli_value_rejected(tmp_path):
 def test_main_prints_one_line_no_traceback(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "1+1?", "answer": "2"}\n{oops\n')
-    p = subprocess.run([sys.executable, "-m", "selfteach", "eval", "accuracy", "--model", "tiny-random",
-                        "--data", str(bad), "--out", str(tmp_path / "r")], capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "selfteach",
+            "eval",
+            "accuracy",
+            "--model",
+            "tiny-random",
+            "--data",
+            str(bad),
+            "--out",
+            str(tmp_path / "r"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 2
     assert "Traceback" not in p.stderr + p.stdout
     assert f"{bad}:2: malformed JSON" in " ".join(p.stderr.split())
@@ -122,8 +163,14 @@ def test_main_prints_one_line_no_traceback(tmp_path):
 
 def test_report_html(tmp_path):
     run = RunDir.create(tmp_path / "r", {"x": 1}, seed=3)
-    run.write_json("summary.json", {"title": "T", "tables": [{"name": "n", "columns": ["a"], "rows": [[1]]}],
-                                    "notes": ["hello"]})
+    run.write_json(
+        "summary.json",
+        {
+            "title": "T",
+            "tables": [{"name": "n", "columns": ["a"], "rows": [[1]]}],
+            "notes": ["hello"],
+        },
+    )
     r = run_cli("report", str(run.path))
     assert r.exit_code == 0, r.output
     page = (run.path / "report.html").read_text()
@@ -131,7 +178,9 @@ def test_report_html(tmp_path):
 
 
 def test_demo_accuracy_step_tiny(tmp_path):
-    r = run_cli("demo", "--model", "tiny-random", "--limit", "2", "--skip-icm", "--out", str(tmp_path))
+    r = run_cli(
+        "demo", "--model", "tiny-random", "--limit", "2", "--skip-icm", "--out", str(tmp_path)
+    )
     assert r.exit_code == 0, r.output
     assert "selfteach demo" in r.output and "accuracy of tiny-random, 2 problems" in r.output
     assert len(list(tmp_path.glob("*-accuracy/outputs.jsonl"))) == 1

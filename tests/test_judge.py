@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from selfteach.backends.base import Generation, SamplingParams, Usage
-from selfteach.data.records import JudgeItem
+from selfteach.data.records import JudgeItem, judged_item
 from selfteach.errors import SelfteachError
 from selfteach.judge.data import load_judge_items
 from selfteach.judge.parse import FAILURE_REASONS, parse_scores, ranks_best_first
@@ -251,7 +251,7 @@ def test_force_scores_completes_missing_lines():
     assert row[2] == 0 and row[6] == 2 and row[7] == "1.000"  # all failed before forcing, none after
     from selfteach.judge.voting import _force
 
-    _force(judge, recs[0], recs[0]["samples"])  # nothing failed any more: a no-op
+    _force(judge, judged_item(recs[0]), recs[0]["samples"])  # nothing failed any more: a no-op
     assert by_order[(0, 1)]["text"].count("boxed") == 1
 
 
@@ -404,7 +404,8 @@ def test_meta_rm_train_save_load(tmp_path, tiny_backend):
     again = MetaRM.load(tmp_path, backend=tiny_backend)
     from selfteach.judge.voting import meta_text
 
-    texts = [meta_text(recs[0], recs[0]["samples"][0]), meta_text(recs[0], recs[0]["samples"][1])]
+    item = judged_item(recs[0])
+    texts = [meta_text(item, recs[0]["samples"][0]), meta_text(item, recs[0]["samples"][1])]
     assert again.score(texts) == pytest.approx(meta.score(texts), abs=1e-5)
     assert again.score(texts)[0] > again.score(texts)[1]
     assert auroc([0.1, 0.9, 0.5], [0, 1, 0]) == 1.0 and auroc([1, 1], [1, 0]) == 0.5

@@ -118,14 +118,19 @@ def test_deft_alpha_is_collision_probability():
     torch.testing.assert_close(tl.alpha, torch.exp(-h2) * st_.mask)
 
 
-def test_cayley_alpha_formula():
-    logits, labels = _batch(3)
-    st_ = token_stats(logits, labels, shift=False)
-    tl = entropic_loss(st_.log_p, st_.mask, "cayley")
-    p = st_.log_p.exp()[st_.mask]
-    f = 0.5 * p.mean()
-    expected = (f + (1 - f) * p / (2 - p)).clamp(0.001, 1.0)
-    torch.testing.assert_close(tl.alpha[st_.mask], expected)
+def test_cayley_alpha_known_values():
+    """Worked by hand (methods.md): p = 0.5, 0.2, 0.9 trained, one masked token (p = 0.01) left
+    out of the batch mean, so f = 0.5 * 1.6/3 = 4/15 and alpha = f + (1 - f) p/(2 - p) =
+    23/45, 47/135, 13/15; loss (1 - p^alpha)/alpha, gate p^alpha."""
+    lp = torch.tensor([0.5, 0.2, 0.9, 0.01]).log()
+    mask = torch.tensor([True, True, True, False])
+    tl = entropic_loss(lp, mask, "cayley")
+    torch.testing.assert_close(tl.alpha, torch.tensor([23 / 45, 47 / 135, 13 / 15, 0.0]))
+    torch.testing.assert_close(tl.loss, torch.tensor([0.583666, 1.232163, 0.100693, 0.0]), atol=2e-6, rtol=0)
+    torch.testing.assert_close(tl.gate, torch.tensor([0.701682, 0.571025, 0.912732, 0.0]), atol=2e-6, rtol=0)
+    # a batch of near-zero p: f + (1 - f) p/(2 - p) ~ 1e-4, clamped up to 0.001
+    tiny = entropic_loss(torch.tensor([1e-4, 1e-4]).log(), torch.tensor([True, True]), "cayley")
+    torch.testing.assert_close(tiny.alpha, torch.tensor([0.001, 0.001]))
 
 
 def test_dft_is_stopgrad_p_times_nll():

@@ -89,9 +89,6 @@ def test_resolve_reward(monkeypatch):
     monkeypatch.setitem(sys.modules, "selfteach.judge.rewards", fake)
     assert resolve_reward("judge:smollm2-135m") == ("judge", "smollm2-135m")
     assert resolve_reward("judge-rule") == ("rule",)
-    monkeypatch.setitem(sys.modules, "selfteach.judge.rewards", types.SimpleNamespace())
-    with pytest.raises(SelfteachError, match="has no judge_reward"):
-        resolve_reward("judge:x")
 
 
 # ---- DPO ----------------------------------------------------------------------------------

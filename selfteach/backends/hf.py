@@ -14,13 +14,8 @@ from collections.abc import Iterator, Sequence
 import torch
 
 from selfteach.backends.base import Generation, Prompt, SamplingParams, Usage
+from selfteach.backends.devices import pick_device
 from selfteach.errors import SelfteachError
-
-
-def pick_device(device: str | None = None) -> str:
-    if device and device != "auto":
-        return device
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def pick_dtype(device: str, dtype: str | None = None) -> torch.dtype:

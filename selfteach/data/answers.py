@@ -316,8 +316,9 @@ class _Verifier:
         if self.proc is not None:
             self.proc.kill()
             self.proc.wait()
-            self.proc.stdin.close()
-            self.proc.stdout.close()
+            for pipe in (self.proc.stdin, self.proc.stdout):  # both PIPE: never None
+                if pipe is not None:
+                    pipe.close()
         self.proc = None
 
     def ask(self, req: dict) -> dict:
@@ -341,9 +342,11 @@ class _Verifier:
         """Let the worker exit (end of its input); kill it if it is busy."""
         if self.proc is not None and self.pid == os.getpid():
             try:
-                self.proc.stdin.close()
+                if self.proc.stdin is not None:
+                    self.proc.stdin.close()
                 self.proc.wait(timeout=1)
-                self.proc.stdout.close()
+                if self.proc.stdout is not None:
+                    self.proc.stdout.close()
             except (OSError, subprocess.TimeoutExpired):
                 self._kill()
         self.proc = None
@@ -369,7 +372,7 @@ def _match(pred: str, gold: str) -> tuple[bool, bool]:
         return True, False
     pn, gn = _plain_number(p), _plain_number(g)
     if pn is not None and gn is not None:
-        return abs(pn - gn) <= Fraction(1, 10**6) * max(1, abs(gn)), False
+        return abs(pn - gn) <= Fraction(1, 10**6) * max(Fraction(1), abs(gn)), False
     pt, gt = _time(p), _time(g)
     if pt or gt:  # math-verify reads 10:30 as 10/30
         if not (pt and gt) or pt[1] != gt[1]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal, overload
 
 from selfteach.errors import SelfteachError
 
@@ -19,6 +19,10 @@ def _type(v: Any) -> str:
     return "null" if v is None else type(v).__name__
 
 
+@overload
+def as_text(v: Any, where: str, name: str, required: Literal[True] = True) -> str: ...
+@overload
+def as_text(v: Any, where: str, name: str, required: bool) -> str | None: ...
 def as_text(v: Any, where: str, name: str, required: bool = True) -> str | None:
     """A non-blank string (or None when not `required`)."""
     if v is None and not required:

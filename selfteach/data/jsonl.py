@@ -23,11 +23,6 @@ def read_jsonl(path: str | Path, finite: bool = True) -> list[dict[str, Any]]:
     return [row for _, row in iter_jsonl_at(path, finite=finite)]
 
 
-def iter_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
-    for _, row in iter_jsonl_at(path):
-        yield row
-
-
 def iter_jsonl_at(path: str | Path, allow_empty: bool = False,
                   finite: bool = True) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, row) for every non-blank line. Every line must be UTF-8 text holding

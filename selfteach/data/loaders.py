@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -209,7 +210,7 @@ def load_problems(spec: str | Path, fields: dict[str, str] | None = None, limit:
         problems = builtin_problems(spec_s.removeprefix("builtin:"), seed=seed or 0)
     else:
         at = read_rows_at(spec_s)
-        problems = [validated(lambda r=r, i=i, n=n: problem_from_row(r, i, fields or {}, f"{spec_s}:{n}"),
+        problems = [validated(partial(problem_from_row, r, i, fields or {}, f"{spec_s}:{n}"),
                               f"{spec_s}:{n}") for i, (n, r) in enumerate(at)]
         check_unique_ids(((p.id, str(n)) for p, (n, _) in zip(problems, at, strict=True)), spec_s)
     if limit is not None:
@@ -236,7 +237,7 @@ def load_claims(spec: str | Path, fields: dict[str, str] | None = None, limit: i
     else:
         at = read_rows_at(spec_s)
         fields = fields or {}
-        claims = [validated(lambda row=row, i=i, n=n: _claim(row, i, fields, f"{spec_s}:{n}"), f"{spec_s}:{n}")
+        claims = [validated(partial(_claim, row, i, fields, f"{spec_s}:{n}"), f"{spec_s}:{n}")
                   for i, (n, row) in enumerate(at)]
         check_unique_ids(((c.id, str(n)) for c, (n, _) in zip(claims, at, strict=True)), spec_s)
     if limit is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -98,3 +98,111 @@ class JudgeItem(_Record):
     best: int | None = None
     subset: str = "default"
     meta: dict[str, Any] = Field(default_factory=dict)
+
+
+# ---- per-item output rows ----------------------------------------------------------------
+# What a method writes, one JSON line per row, to a run directory's outputs file, and what
+# `--resume` reads back (selfteach.runner). Field order is the order on disk: a row written
+# by `Row.to_row()` is byte-identical to the dict rows earlier versions wrote, so existing
+# run directories still resume. NaN is allowed: these are our own measurements.
+
+
+class Row(BaseModel):
+    """A per-item output row. `to_row()` gives the dict written to disk; fields listed in
+    `_optional` are left out when None (they were only ever written when present)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=True)
+    _optional: frozenset[str] = frozenset()
+
+    def to_row(self) -> dict[str, Any]:
+        return self.model_dump(exclude={k for k in self._optional if getattr(self, k) is None})
+
+
+Number = int | float  # kept as written: 1 stays 1, 1.0 stays 1.0 (byte-identical rows)
+
+
+class AccuracyRow(Row):
+    """One problem of `eval accuracy` (outputs.jsonl): k sampled answers and their scores."""
+
+    id: str
+    gold: str | None
+    answers: list[str | None]
+    correct: list[bool]
+    accuracy: Number
+    pass_at_k: Number
+    maj_at_k: Number
+    outputs: list[str]
+    verify_timeouts: int = 0
+    tokens: list[int]
+
+
+class Candidate(Row):
+    """One sampled solution of `improve` (candidates.jsonl); `correct` is for reports only."""
+
+    id: str  # "<problem id>#<j>"
+    problem_id: str
+    prompt: str
+    text: str
+    answer: str | None
+    temperature: float
+    finish_reason: str | None
+    tokens: int
+    correct: bool | None
+
+
+class BudgetPoint(Row):
+    """One budget of one anytime trace: the forced (or natural) answer and its score."""
+
+    budget: int
+    forced: bool
+    answer: str | None
+    pred: str | None
+    score: Number
+
+
+class AnytimeSample(Row):
+    """One reasoning trace of an anytime item, scored at every budget."""
+
+    trace: str
+    trace_tokens: int
+    finished: bool
+    budgets: list[BudgetPoint]
+
+
+class AnytimeRow(Row):
+    """One item of `eval anytime` (outputs.jsonl): quality per budget over its traces."""
+
+    _optional = frozenset({"pdp"})
+
+    id: str
+    gold: str | None
+    scorer: str
+    quality: list[Number]
+    samples: list[AnytimeSample]
+    verify_timeouts: int = 0
+    prompt_tokens: int | None = None
+    pdp: dict[str, Any] | None = None
+
+
+class Judgment(Row):
+    """One item judged K times (judgments.jsonl). The samples keep their mode-specific
+    shapes (multi: order/text/scores/error/tokens/finish; pointwise: texts/scores/errors/
+    tokens; optional meta/forced/raw_error), which judge/voting.py reads."""
+
+    id: str
+    subset: str = "default"
+    prompt: str
+    responses: list[str]
+    best: int | None = None
+    mode: Literal["multi", "pointwise"] = "multi"
+    samples: list[dict[str, Any]]
+    vote: dict[str, Any]
+    error: str | None = None
+
+
+
+def judged_item(row: dict[str, Any]) -> JudgeItem:
+    """The query a judgment row (a `Judgment` as read from judgments.jsonl) judged, as the
+    JudgeItem the judge's prompt builders read."""
+    return JudgeItem(id=str(row["id"]), prompt=row["prompt"], responses=row["responses"],
+                     best=row.get("best"), subset=row.get("subset", "default"))

@@ -30,7 +30,7 @@ def demo_claims(n_countries: int = 16, seed: int = 0):
     claims = builtin_claims("capitals", seed=seed)
     keep: list[str] = []
     for c in claims:
-        if c.group not in keep and len(keep) < n_countries:
+        if c.group is not None and c.group not in keep and len(keep) < n_countries:
             keep.append(c.group)
     return [c for c in claims if c.group in keep]
 

@@ -142,15 +142,14 @@ class MathRule(Rule):
         claim with answer k: min(S_k, S_k - max of the other answers' S)."""
         labels, scores = Rule.zero_shot_rule(self, margins)
         for members in self.groups.values():
-            keyed = [i for i in members if self.keys[i] is not None]
+            keyed = {i: k for i in members if (k := self.keys[i]) is not None}
             sums: dict[str, float] = {}
-            for i in keyed:
-                sums[self.keys[i]] = sums.get(self.keys[i], 0.0) + margins[i]
+            for i, k in keyed.items():
+                sums[k] = sums.get(k, 0.0) + margins[i]
             if not sums:
                 continue
             best = max(sums, key=sums.__getitem__)  # ties: the answer seen first
-            for i in keyed:
-                k = self.keys[i]
+            for i, k in keyed.items():
                 others = [v for kk, v in sums.items() if kk != k]
                 scores[i] = min(sums[k], sums[k] - max(others)) if others else sums[k]
                 labels[i] = k == best and sums[k] >= 0

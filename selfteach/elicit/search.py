@@ -388,13 +388,13 @@ def accuracy(labels: dict[int, bool], claims: list[Claim]) -> float | None:
 
 
 def auroc(margins: dict[int, float], claims: list[Claim]) -> float | None:
-    """Probability that a gold-True claim has a higher margin than a gold-False one."""
-    pos = [margins[i] for i, c in enumerate(claims) if c.gold is True]
-    neg = [margins[i] for i, c in enumerate(claims) if c.gold is False]
-    if not pos or not neg:
-        return None
-    wins = sum((p > q) + 0.5 * (p == q) for p in pos for q in neg)
-    return wins / (len(pos) * len(neg))
+    """Probability that a gold-True claim has a higher margin than a gold-False one
+    (`selfteach.stats.auroc` over the claims with gold and a margin); None without both."""
+    from selfteach.stats import auroc as _auroc
+
+    known = [(margins[i], c.gold) for i, c in enumerate(claims) if c.gold is not None and i in margins]
+    value = _auroc([m for m, _ in known], [g for _, g in known])
+    return None if math.isnan(value) else value
 
 
 def _report(claims, rule, cfg, s, out_labels, searched, final: dict[int, LP], zs: dict[int, LP], u, trajectory,

@@ -15,11 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from selfteach.backends.base import Backend, SamplingParams
 from selfteach.data.answers import answers_match, extract_answer, extract_choice, verify_timeouts
-from selfteach.data.records import Problem
+from selfteach.data.records import AccuracyRow, Problem
 from selfteach.errors import SelfteachError
 from selfteach.evaluate.prompts import solve_prompt
-from selfteach.progress import ProgressBar
-from selfteach.runs import RunDir, crash_point, fixed_batches, item_seed
+from selfteach.runner import Batch, Outputs, run_items
+from selfteach.runs import RunDir
 from selfteach.stats import majority, mean_ci, pass_at_k
 from selfteach.validate import MAX_BATCH, MAX_SAMPLES, MAX_TEMPERATURE, MAX_TOKENS, Seed
 
@@ -42,7 +42,7 @@ class AccuracyConfig(BaseModel):
     serve: bool = Field(False, description="generate on a llama.cpp server started on the model's GGUF")
 
 
-def score_item(problem: Problem, texts: list[str]) -> dict:
+def score_item(problem: Problem, texts: list[str], tokens: list[int]) -> AccuracyRow:
     """Per-item record: answers, correctness, and the item's pass@k / maj@k."""
     kind = "choice" if problem.choices else "math"
     timeouts0 = verify_timeouts()
@@ -56,9 +56,9 @@ def score_item(problem: Problem, texts: list[str]) -> dict:
     maj = majority(answers)
     maj_ok = maj is not None and (maj == str(problem.answer).upper() if kind == "choice" else answers_match(maj, problem.answer))
     k = len(texts)
-    return {"id": problem.id, "gold": problem.answer, "answers": answers, "correct": correct,
-            "accuracy": sum(correct) / k, "pass_at_k": pass_at_k(k, sum(correct), k),
-            "maj_at_k": float(maj_ok), "outputs": texts, "verify_timeouts": timed_out}
+    return AccuracyRow(id=problem.id, gold=problem.answer, answers=answers, correct=correct,
+                       accuracy=sum(correct) / k, pass_at_k=pass_at_k(k, sum(correct), k),
+                       maj_at_k=float(maj_ok), outputs=texts, verify_timeouts=timed_out, tokens=tokens)
 
 
 def summarize(items: list[dict]) -> dict:
@@ -96,26 +96,17 @@ def accuracy(model: str | Backend, problems: list[Problem] | str, samples: int =
     if temperature is None:
         temperature = 0.0 if samples == 1 else 0.7
     params = SamplingParams(n=samples, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
-    done = run.done_rows("outputs.jsonl") if run else {}
-    # Batches have fixed boundaries and are seeded by the ids they hold, so a resumed run
-    # regenerates a partly finished batch with the same composition and seed: the same samples.
-    with ProgressBar(progress, len(problems), sum(p.id in done for p in problems), "evaluating") as bar:
-        for batch in fixed_batches(problems, batch_size):
-            if all(p.id in done for p in batch):
-                continue
-            batch_seed = item_seed(seed, *(p.id for p in batch))
-            gens = backend.generate([solve_prompt(backend, p) for p in batch],
-                                    params.model_copy(update={"seed": batch_seed}))
-            for p, g in zip(batch, gens, strict=True):
-                if p.id in done:
-                    continue
-                item = score_item(p, [x.text for x in g]) | {"tokens": [x.num_tokens for x in g]}
-                done[p.id] = item
-                if run:
-                    run.append("outputs.jsonl", item)
-                    crash_point(f"accuracy:{p.id}")
-                bar.advance(1)
-    items = [done[p.id] for p in problems]
+
+    def solve(batch: Batch[Problem]) -> list[AccuracyRow]:
+        gens = backend.generate([solve_prompt(backend, p) for p in batch.items],
+                                params.model_copy(update={"seed": batch.seed()}))
+        return [score_item(p, [x.text for x in g], [x.num_tokens for x in g])
+                for p, g in zip(batch.items, gens, strict=True)]
+
+    rows = run_items(problems, solve, Outputs("outputs.jsonl", AccuracyRow), seed=seed,
+                     batch_size=batch_size, run=run, label="evaluating", progress=progress,
+                     crash="accuracy")
+    items = [r.to_row() for r in rows]
     return summarize(items) | {"items": items, "usage": backend.usage.as_dict()}
 
 

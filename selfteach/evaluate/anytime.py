@@ -31,10 +31,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from selfteach.backends.base import Backend, Generation, SamplingParams
 from selfteach.data.answers import verify_timeouts
-from selfteach.data.records import Problem
+from selfteach.data.records import AnytimeRow, AnytimeSample, BudgetPoint, Problem
 from selfteach.errors import SelfteachError
 from selfteach.evaluate.scorers import check_scorable, format_question, get_scorer, predicted
-from selfteach.runs import fixed_batches, item_seed
+from selfteach.report.plots import plot_curves
+from selfteach.runner import Batch, Outputs, run_items
 from selfteach.validate import MAX_BATCH, MAX_SAMPLES, MAX_TEMPERATURE, MAX_TOKENS, Seed
 
 PLAIN_SUFFIX = "\nTherefore, the final answer is"
@@ -70,7 +71,7 @@ class AnytimeConfig(BaseModel):
     temperature: float | None = Field(None, ge=0.0, le=MAX_TEMPERATURE, description="trace sampling temperature; None: 0 (greedy) for "
                                                                 "1 sample, 0.7 for more")
     top_p: float = Field(0.95, gt=0.0, le=1.0, description="nucleus mass when sampling")
-    seed: Seed = Field(0, description="sampling seed (per batch: seed + batch index)")
+    seed: Seed = Field(0, description="sampling seed (each batch: this seed and the ids it holds)")
     batch_size: int = Field(8, ge=1, le=MAX_BATCH, description="items per trace-generation batch")
     shared_prefix: bool = Field(True, description="reuse the trace's KV cache for the forced answers when the "
                                                   "backend supports it (HF); False re-reads each prefix")
@@ -247,7 +248,7 @@ def answer_stop(cfg: AnytimeConfig, kinds: list[str]) -> list[str]:
 
 
 def anytime_items(backend: Backend, problems: list[Problem], prompts: list[list[int]], kinds: list[str],
-                  cfg: AnytimeConfig, suffix: str, seed: int) -> list[dict[str, Any]]:
+                  cfg: AnytimeConfig, suffix: str, seed: int) -> list[AnytimeRow]:
     """Run the protocol on a batch of items; one output row per item."""
     budgets = cfg.budgets
     trace_params = SamplingParams(n=cfg.samples, max_new_tokens=budgets[-1], temperature=cfg.trace_temperature,
@@ -266,14 +267,16 @@ def anytime_items(backend: Backend, problems: list[Problem], prompts: list[list[
             per_budget = []
             for b, a in zip(budgets, answers[k], strict=True):
                 text = t.text if a is None else suffix + a.text
-                per_budget.append({"budget": b, "forced": a is not None, "answer": text if a is not None else None,
-                                   "pred": predicted(text, kind), "score": scorer(text, p)})
-            samples.append({"trace": t.text, "trace_tokens": t.num_tokens, "finished": t.finish_reason == "stop",
-                            "budgets": per_budget})
+                per_budget.append(BudgetPoint(budget=b, forced=a is not None,
+                                              answer=None if a is None else text,
+                                              pred=predicted(text, kind), score=scorer(text, p)))
+            samples.append(AnytimeSample(trace=t.text, trace_tokens=t.num_tokens,
+                                         finished=t.finish_reason == "stop", budgets=per_budget))
             k += 1
-        quality = [sum(s["budgets"][j]["score"] for s in samples) / len(samples) for j in range(len(budgets))]
-        rows.append({"id": p.id, "gold": p.answer, "scorer": kind, "quality": quality, "samples": samples,
-                     "verify_timeouts": verify_timeouts() - timeouts0})
+        quality = [sum(s.budgets[j].score for s in samples) / len(samples)
+                   for j in range(len(budgets))]
+        rows.append(AnytimeRow(id=p.id, gold=p.answer, scorer=kind, quality=quality, samples=samples,
+                               verify_timeouts=verify_timeouts() - timeouts0))
     return rows
 
 
@@ -326,36 +329,6 @@ def summarize(rows: list[dict[str, Any]], cfg: AnytimeConfig, extra: dict[str, A
     return {"summary": summary, "curve": curve}
 
 
-def plot_curves(curves: list[dict[str, Any]], out_png: str | Path, title: str | None = None) -> Path:
-    """Quality vs budget, one solid line per curve and its best-so-far dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for c in curves:
-        line, = ax.plot(c["budgets"], c["quality"], marker="o",
-                        label=f"{c.get('label', c['method'])} (AI {c['anytime_index']:.3f})")
-        ax.plot(c["budgets"], c["best_so_far"], linestyle="--", color=line.get_color(), alpha=0.6)
-    ax.set_xscale("log", base=2)
-    ticks = sorted({b for c in curves for b in c["budgets"]})
-    ax.set_xticks(ticks, [str(b) for b in ticks])
-    ax.minorticks_off()
-    ax.set_xlabel("token budget")
-    ax.set_ylabel("quality (accuracy / CSR)")
-    ax.set_ylim(0, max(1e-3, max(max(c["quality"]) for c in curves)) * 1.15)
-    ax.set_title(title or "anytime quality (dashed: best so far)", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
-
-
 def compare_plot(run_dirs: list[str | Path], out_png: str | Path, labels: list[str] | None = None) -> Path:
     """One plot of several `eval anytime` runs (for `selfteach report --compare`). Each run
     dir must hold the anytime.json an anytime run writes; `labels` overrides the legend."""
@@ -389,7 +362,6 @@ def evaluate_anytime(cfg: AnytimeConfig, out: str | Path, resume: bool = False, 
                              seed=cfg.seed)
     if not problems:
         raise SelfteachError(f"{cfg.data}: no items")
-    ids = [p.id for p in problems]  # unique: load_problems rejects a repeated id naming both lines
     kinds = check_scorable(problems, cfg.scorer, cfg.data)
     if cfg.method != "plain":
         from selfteach.evaluate.pdp import check_pdp
@@ -404,48 +376,29 @@ def evaluate_anytime(cfg: AnytimeConfig, out: str | Path, resume: bool = False, 
                              "server's completions mode, not chat mode")
     suffix = cfg.suffix if cfg.suffix is not None else default_suffix(backend)
     run = RunDir.create(out, cfg, resume=resume, seed=cfg.seed, device=getattr(backend, "device", None))
-    done = run.done_ids(OUTPUTS) if resume else set()
-    todo = [(p, k) for p, k in zip(problems, kinds, strict=True) if p.id not in done]
-    # batches at fixed positions, seeded by the ids they hold: a resumed run samples as an
-    # uninterrupted one (a partly written batch is regenerated whole, its done rows skipped)
-    batches = [b for b in fixed_batches(list(zip(problems, kinds, strict=True)), cfg.batch_size)
-               if any(p.id not in done for p, _ in b)]
     usage0 = backend.usage.as_dict()
     t0 = time.time()
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
 
-    with Progress(TextColumn("anytime {task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeRemainingColumn(), disable=not progress, transient=False) as bar:
-        task = bar.add_task(cfg.method, total=len(problems), completed=len(problems) - len(todo))
-        for chunk in batches:
-            probs, ks = [p for p, _ in chunk], [k for _, k in chunk]
-            seed = item_seed(cfg.seed, *(p.id for p in probs))
-            pdp_info: list[dict] = [{} for _ in probs]
-            if cfg.method == "plain":
-                prompts = [build_prompt_ids(backend, format_question(p), cfg.prompt_template, cfg.system)
-                           for p in probs]
-            else:
-                from selfteach.evaluate.pdp import pdp_prompts
+    def evaluate(batch: Batch[tuple[Problem, str]]) -> list[AnytimeRow]:
+        probs, ks = [p for p, _ in batch.items], [k for _, k in batch.items]
+        pdp_info: list[dict] = [{} for _ in probs]
+        if cfg.method == "plain":
+            prompts = [build_prompt_ids(backend, format_question(p), cfg.prompt_template, cfg.system)
+                       for p in probs]
+        else:
+            from selfteach.evaluate.pdp import pdp_prompts
 
-                prompts, pdp_info = pdp_prompts(backend, probs, ks, cfg, suffix, seed)
-            rows = anytime_items(backend, probs, prompts, ks, cfg, suffix, seed)
-            for row, info, prompt in zip(rows, pdp_info, prompts, strict=True):
-                if row["id"] in done:
-                    continue
-                row["prompt_tokens"] = len(prompt)
-                if info:
-                    row["pdp"] = info
-                run.append(OUTPUTS, row)
-            bar.advance(task, sum(p.id not in done for p in probs))
+            prompts, pdp_info = pdp_prompts(backend, probs, ks, cfg, suffix, batch.seed())
+        rows = anytime_items(backend, probs, prompts, ks, cfg, suffix, batch.seed())
+        return [row.model_copy(update={"prompt_tokens": len(prompt), "pdp": info or None})
+                for row, info, prompt in zip(rows, pdp_info, prompts, strict=True)]
+
+    done = run_items(list(zip(problems, kinds, strict=True)), evaluate, Outputs(OUTPUTS, AnytimeRow),
+                     seed=cfg.seed, batch_size=cfg.batch_size, run=run, item_id=lambda pk: pk[0].id,
+                     label=f"anytime {cfg.method}", progress=progress, transient=False,
+                     crash="anytime")
+    rows = [r.to_row() for r in done]
     usage1 = backend.usage.as_dict()
-    keep = set(ids)
-    rows = [r for r in run.read(OUTPUTS) if r["id"] in keep]
     cost = {k: usage1.get(k, 0) - usage0.get(k, 0) for k in usage1 if isinstance(usage1.get(k), int | float)}
     result = summarize(rows, cfg, extra={"suffix": suffix, "seconds_this_session": round(time.time() - t0, 2),
                                          "usage_this_session": cost})

@@ -16,12 +16,12 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 
-from selfteach.backends.base import Backend, SamplingParams
+from selfteach.backends.base import Backend, Generation, SamplingParams
 from selfteach.data.answers import answers_match, extract_answer
-from selfteach.data.records import Problem
+from selfteach.data.records import Candidate, Problem
 from selfteach.errors import SelfteachError
-from selfteach.progress import ProgressBar
-from selfteach.runs import RunDir, crash_point, fixed_batches, item_seed
+from selfteach.runner import Batch, Outputs, run_items
+from selfteach.runs import RunDir
 
 
 def split_samples(n: int, temperatures: Sequence[float]) -> list[tuple[float, int]]:
@@ -44,49 +44,31 @@ def generate_candidates(backend: Backend, problems: list[Problem], n: int = 8,
     from selfteach.evaluate.prompts import solve_prompt
 
     plan = split_samples(n, temperatures)
-    if run:
-        run.done_ids(file)  # drops a torn last line left by an interruption
-    rows = run.read(file) if run else []
-    # a problem counts as done only with all n samples (an interruption can tear a batch)
-    have = Counter(r["problem_id"] for r in rows)
-    done = {pid for pid, c in have.items() if c >= n}
-    if run and len(done) < len(have):
-        rows = [r for r in rows if r["problem_id"] in done]
-        from selfteach.data.jsonl import write_jsonl
 
-        write_jsonl(run.file(file), rows)
-    # Batches sit at fixed positions of `problems` and are seeded by the ids they hold (never
-    # by position in the to-do list), so a resumed run samples exactly as an uninterrupted one.
-    batches = [b for b in fixed_batches(problems, batch_size) if any(p.id not in done for p in b)]
-    n_done = sum(p.id in done for p in problems)
-    with ProgressBar(progress, len(problems), n_done, "candidates") as bar:
-        for batch in batches:
-            prompts = [solve_prompt(backend, p) for p in batch]
-            per_problem: list[list[dict]] = [[] for _ in batch]
-            for ti, (temp, count) in enumerate(plan):
-                params = SamplingParams(n=count, temperature=temp, max_new_tokens=max_new_tokens,
-                                        seed=item_seed(seed, *(p.id for p in batch), f"t{ti}"))
-                for i, gens in enumerate(backend.generate(prompts, params)):
-                    for g in gens:
-                        p = batch[i]
-                        ans = extract_answer(g.text)
-                        per_problem[i].append({
-                            "id": f"{p.id}#{len(per_problem[i])}", "problem_id": p.id, "prompt": prompts[i],
-                            "text": g.text, "answer": ans, "temperature": temp, "finish_reason": g.finish_reason,
-                            "tokens": g.num_tokens,
-                            "correct": None if p.answer is None else answers_match(ans, p.answer)})
-            for p, cands in zip(batch, per_problem, strict=True):
-                if p.id in done:  # written before an interruption (regenerated to keep the batch)
-                    continue
-                for c in cands:
-                    if run:
-                        run.append(file, c)
-                    rows.append(c)
-                crash_point(f"candidates:{p.id}")
-            bar.advance(sum(p.id not in done for p in batch))
-    order = {p.id: i for i, p in enumerate(problems)}
-    return sorted((r for r in rows if r["problem_id"] in order), key=lambda r: (order[r["problem_id"]],
-                                                                               int(r["id"].rsplit("#", 1)[1])))
+    def sample(batch: Batch[Problem]) -> list[list[Candidate]]:
+        prompts = [solve_prompt(backend, p) for p in batch.items]
+        per_problem: list[list[Candidate]] = [[] for _ in batch.items]
+        for ti, (temp, count) in enumerate(plan):
+            params = SamplingParams(n=count, temperature=temp, max_new_tokens=max_new_tokens,
+                                    seed=batch.seed(f"t{ti}"))
+            outs = backend.generate(prompts, params)
+            for p, prompt, cands, gens in zip(batch.items, prompts, per_problem, outs, strict=True):
+                cands.extend([_candidate(p, prompt, len(cands) + j, temp, g)
+                              for j, g in enumerate(gens)])
+        return per_problem
+
+    # a problem counts as done only with all n samples (an interruption can tear a batch)
+    outputs = Outputs(file, Candidate, key="problem_id", per_item=n)
+    rows = run_items(problems, sample, outputs, seed=seed, batch_size=batch_size, run=run,
+                     label="candidates", progress=progress, crash="candidates")
+    return [r.to_row() for r in rows]
+
+
+def _candidate(p: Problem, prompt: str, j: int, temperature: float, g: Generation) -> Candidate:
+    ans = extract_answer(g.text)
+    return Candidate(id=f"{p.id}#{j}", problem_id=p.id, prompt=prompt, text=g.text, answer=ans,
+                     temperature=temperature, finish_reason=g.finish_reason, tokens=g.num_tokens,
+                     correct=None if p.answer is None else answers_match(ans, p.answer))
 
 
 def diversity_stats(candidates: list[dict]) -> dict:

@@ -99,11 +99,8 @@ def icm_labeler(config: dict[str, Any], progress: bool = True) -> Labeler:
     """Label claims with ICM (selfteach.elicit.icm) using the math consistency rule."""
 
     def label(claims: list[Claim], backend, run: RunDir) -> tuple[dict[str, bool], dict]:
-        try:
-            from selfteach.elicit import ICMConfig, icm
-        except ImportError:
-            raise SelfteachError("ICM is not available: selfteach.elicit does not provide icm() in this "
-                                 "installation") from None
+        from selfteach.elicit import ICMConfig, icm
+
         result = icm(claims, backend, task="math", config=ICMConfig(**config) if config else None, run=run,
                      progress=progress)
         return dict(result.labels), {**result.metrics, "margins": dict(result.margins)}

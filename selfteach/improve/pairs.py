@@ -93,7 +93,9 @@ def build_pairs(candidates: list[dict], labels: dict[str, bool], cap: int = 5,
 def _spread(combos: list[tuple[dict, dict]], cap: int) -> list[tuple[dict, dict]]:
     """Up to `cap` combos, preferring ones whose chosen and rejected texts were not used yet,
     so a few pairs cover as many distinct solutions as possible."""
-    picked, used_w, used_l = [], set(), set()
+    picked: list = []
+    used_w: set = set()
+    used_l: set = set()
     rest = []
     for w, lo in combos:
         if len(picked) < cap and w["id"] not in used_w and lo["id"] not in used_l:

@@ -107,33 +107,13 @@ def write_summary(run: RunDir, cfg, train, evals, rounds: list[dict], results: d
 
 
 def _plot_accuracy(path: Path, results: dict[str, dict], k: int) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from selfteach.report.plots import plot_bars
 
     names = list(results)
-    fig, ax = plt.subplots(figsize=(1.6 * len(names) + 2, 3.2))
-    for j, (metric, label) in enumerate((("greedy", "greedy"), ("maj", f"maj@{k}"))):
-        xs, ys, err = [], [], [[], []]
-        for i, n in enumerate(names):
-            m = results[n].get(metric)
-            if not m:
-                continue
-            xs.append(i + 0.38 * j)
-            ys.append(m["mean"])
-            err[0].append(m["mean"] - m["lo"])
-            err[1].append(m["hi"] - m["mean"])
-        if xs:
-            ax.bar(xs, ys, width=0.36, yerr=err, capsize=3, label=label)
-    ax.set_xticks([i + 0.19 for i in range(len(names))], [method_name(n) for n in names], rotation=20, ha="right",
-                  fontsize=7)
-    ax.set_ylabel("accuracy")
-    ax.legend(fontsize=8)
-    ax.set_title("held-out accuracy (95% bootstrap CI)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    plot_bars(path, [method_name(n) for n in names],
+              {label: [results[n].get(metric) for n in names]
+               for metric, label in (("greedy", "greedy"), ("maj", f"maj@{k}"))},
+              "accuracy", "held-out accuracy (95% bootstrap CI)")
 
 
 def _copy_curves(root: Path, rounds: list[dict], results: dict[str, dict]) -> None:

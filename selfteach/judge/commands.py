@@ -124,8 +124,11 @@ def register(app: typer.Typer) -> None:
                 from selfteach.judge.voting import _force, vote
 
                 judge = load_backend(model, backend=backend, serve=serve)
+                from selfteach.data.records import judged_item
+
                 for rec in records:
-                    _force(judge, rec, rec["samples"], JudgePrompt.from_file(prompts, cfg.prompt_style))
+                    _force(judge, judged_item(rec), rec["samples"],
+                           JudgePrompt.from_file(prompts, cfg.prompt_style))
                     rec["vote"] = vote(rec["samples"], len(rec["responses"]))
             if meta_rm:
                 from selfteach.judge.meta import MetaRM

@@ -17,15 +17,16 @@ difference). Features are standardised; classes are re-weighted to balance.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from selfteach.data.records import judged_item
 from selfteach.errors import SelfteachError
 from selfteach.judge.parse import ranks_best_first
 from selfteach.judge.voting import meta_text
+from selfteach.stats import auroc
 from selfteach.validate import MAX_BATCH, MAX_LR, MAX_STEPS, MAX_TOKENS, Seed
 
 
@@ -50,8 +51,10 @@ def labeled_judgments(records: list[dict]) -> list[tuple[str, str, int]]:
     for rec in records:
         if rec.get("best") is None or rec.get("mode", "multi") != "multi" or rec.get("error"):
             continue
+        item = judged_item(rec)
         for s in rec["samples"]:
-            out.append((str(rec["id"]), meta_text(rec, s), int(ranks_best_first(s.get("scores"), rec["best"]))))
+            rank = ranks_best_first(s.get("scores"), rec["best"])
+            out.append((str(rec["id"]), meta_text(item, s), int(rank)))
     return out
 
 
@@ -74,16 +77,6 @@ def features(backend, texts: list[str], max_tokens: int, batch_size: int = 8) ->
         mean = (h * mask.unsqueeze(-1).to(h.device)).sum(1) / mask.sum(1, keepdim=True).to(h.device)
         rows.append(torch.cat([last, mean], dim=-1).cpu())
     return torch.cat(rows)
-
-
-def auroc(scores: list[float], labels: list[int]) -> float:
-    """Area under the ROC curve (probability a positive outranks a negative; ties 1/2)."""
-    pos = [s for s, y in zip(scores, labels, strict=True) if y]
-    neg = [s for s, y in zip(scores, labels, strict=True) if not y]
-    if not pos or not neg:
-        return math.nan
-    wins = sum((p > q) + 0.5 * (p == q) for p in pos for q in neg)
-    return wins / (len(pos) * len(neg))
 
 
 def _fit(x: torch.Tensor, y: torch.Tensor, cfg: MetaConfig) -> torch.nn.Linear:

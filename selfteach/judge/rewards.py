@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 from selfteach.data.records import JudgeItem
+from selfteach.errors import SelfteachError
 from selfteach.judge.parse import parse_scores, ranks_best_first
 
 
@@ -62,14 +64,16 @@ def judge_reward(model_spec: str | None = None, k: int = 1, backend=None, temper
     (`load_backend(model_spec)`) unless a `backend` is given."""
     from selfteach.judge.voting import JudgeConfig, judge_items
 
-    state = {"backend": backend, "calls": 0}
+    if backend is None and not model_spec:
+        raise SelfteachError("judge reward: give a judge model (judge:MODEL) or a backend")
+    state: dict[str, Any] = {"backend": backend, "calls": 0}
     cfg = JudgeConfig(k=k, temperature=temperature, max_new_tokens=max_new_tokens, mode="pointwise", seed=seed)
 
     def _score(prompts, completions) -> list[float]:
         if state["backend"] is None:
             from selfteach.backends import load_backend
 
-            state["backend"] = load_backend(model_spec, **backend_kwargs)
+            state["backend"] = load_backend(str(model_spec), **backend_kwargs)
         items = [JudgeItem(id=f"c{i}", prompt=_query(p) or "(empty prompt)", responses=[_text(c) or "(empty)"])
                  for i, (p, c) in enumerate(zip(prompts, completions, strict=True))]
         state["calls"] += 1
@@ -85,6 +89,7 @@ def judge_reward(model_spec: str | None = None, k: int = 1, backend=None, temper
         async def judge(prompts, completions, **kwargs) -> list[float]:
             return await asyncio.to_thread(_score, prompts, completions)
     else:
-        def judge(prompts, completions, **kwargs) -> list[float]:
+        # named like the async variant: TRL logs a reward function under its __name__
+        def judge(prompts, completions, **kwargs) -> list[float]:  # type: ignore[misc]
             return _score(prompts, completions)
     return judge

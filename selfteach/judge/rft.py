@@ -28,8 +28,9 @@ def _messages(user: str, prompt: JudgePrompt) -> list[dict]:
 def rft_rows(records: list[dict], prompt: JudgePrompt | None = None) -> tuple[list[dict], dict]:
     """(rows, counts) from judged records (see module docstring)."""
     prompt = prompt or JudgePrompt()
-    rows, counts = [], {"items": 0, "kept_items": 0, "dropped_all_right": 0, "dropped_none_right": 0,
-                        "skipped_no_best": 0, "judgments_kept": 0}
+    rows: list[dict] = []
+    counts = {"items": 0, "kept_items": 0, "dropped_all_right": 0, "dropped_none_right": 0,
+              "skipped_no_best": 0, "judgments_kept": 0}
     for rec in records:
         counts["items"] += 1
         if rec.get("best") is None or rec.get("mode", "multi") != "multi" or len(rec["responses"]) < 2:

@@ -15,10 +15,13 @@ from typing import Annotated
 
 from pydantic import Field
 
+from selfteach.data.records import Judgment, judged_item
 from selfteach.errors import SelfteachError
 from selfteach.judge.prompts import DEFAULT_STYLE, PromptStyle
-from selfteach.judge.voting import JudgeConfig, accuracy_at_k, judge_items
-from selfteach.progress import ProgressBar
+from selfteach.judge.voting import JudgeConfig, accuracy_at_k, judge_batch
+from selfteach.report.plots import plot_curve  # noqa: F401  (judge commands import it from here)
+from selfteach.runner import Outputs, run_items
+from selfteach.runs import RunDir
 from selfteach.stats import mean_ci
 from selfteach.validate import MAX_BATCH, MAX_SAMPLES
 
@@ -58,14 +61,14 @@ def run_judge(cfg: JudgeRunConfig, out: str | Path, resume: bool = False, progre
     """Judge every item of `cfg.data` with K = max(cfg.ks) samples; returns the records."""
     from selfteach.judge.data import load_judge_items
     from selfteach.judge.prompts import JudgePrompt
-    from selfteach.runs import RunDir
 
     items = load_judge_items(cfg.data, cfg.limit, pairwise=cfg.mode == "multi", need_best=need_best)
     prompt = JudgePrompt.from_file(cfg.prompts, cfg.prompt_style)
     if cfg.meta_rm and cfg.mode != "multi":
         raise SelfteachError("--meta-rm needs --mode multi (the meta RM rates whole judgments)")
     judge_cfg = JudgeConfig(**{**cfg.model_dump(include=set(JudgeConfig.model_fields)), "k": max(cfg.ks)})
-    done = RunDir(out).done_ids(OUTPUTS)
+    outputs = Outputs(OUTPUTS, Judgment)
+    done = outputs.load(RunDir(out))  # before the model: a finished run needs none
     todo = [it for it in items if it.id not in done]
     if todo and backend is None:  # loaded before the run dir: a model that fails leaves nothing behind
         from selfteach.backends import load_backend
@@ -73,18 +76,17 @@ def run_judge(cfg: JudgeRunConfig, out: str | Path, resume: bool = False, progre
         kw = {"batch_size": cfg.batch_size} if cfg.backend != "openai" and not cfg.model.startswith("http") else {}
         backend = load_backend(cfg.model, backend=cfg.backend, serve=cfg.serve, **kw)
     run = RunDir.create(out, cfg, resume=resume, seed=cfg.seed)
-    if todo:
-        meta = None
-        if cfg.meta_rm:
-            from selfteach.judge.meta import MetaRM
+    meta = None
+    if todo and cfg.meta_rm:
+        from selfteach.judge.meta import MetaRM
 
-            meta = MetaRM.load(cfg.meta_rm, backend=backend)
-        with ProgressBar(progress, len(items), len(items) - len(todo), "judging", transient=False) as bar:
-            judge_items(backend, items, judge_cfg, prompt, on_item=lambda r: run.append(OUTPUTS, r),
-                        advance=bar.advance, meta=meta, done=done)
+        meta = MetaRM.load(cfg.meta_rm, backend=backend)
+    records = run_items(items, lambda batch: judge_batch(backend, batch, judge_cfg, prompt, meta),
+                        outputs, seed=cfg.seed, batch_size=cfg.items_per_call, run=run, label="judging",
+                        progress=progress, transient=False, crash="judge")
+    if todo:
         run.log_metrics({"event": "judged", "items": len(todo), **backend.usage.as_dict()})
-    by_id = {str(r["id"]): r for r in run.read(OUTPUTS)}
-    return [by_id[it.id] for it in items if it.id in by_id]
+    return [r.to_row() for r in records]
 
 
 def rate_records(records: list[dict], meta) -> list[dict]:
@@ -95,7 +97,8 @@ def rate_records(records: list[dict], meta) -> list[dict]:
     for rec in records:
         todo = [s for s in rec["samples"] if "meta" not in s]
         if todo and rec.get("mode", "multi") == "multi" and not rec.get("error"):
-            for s, m in zip(todo, meta.score([meta_text(rec, s) for s in todo]), strict=True):
+            item = judged_item(rec)
+            for s, m in zip(todo, meta.score([meta_text(item, s) for s in todo]), strict=True):
                 s["meta"] = m
     return records
 
@@ -178,32 +181,3 @@ def summarize(records: list[dict], cfg: JudgeRunConfig, title: str) -> dict:
                      + ", ".join(f"{k}: {v}" for k, v in raw.most_common()))
     return {"title": title, "tables": tables, "notes": notes, "curve": curve,
             "failure_rate": n_fail / max(1, len(samples))}
-
-
-def plot_curve(curve: dict, path: Path, title: str) -> Path | None:
-    """accuracy vs k (log2 x axis), one line per subset/overall, meta-RM lines dashed."""
-    if not curve:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, pts in curve.items():
-        ks = sorted(pts)
-        ax.plot(ks, [pts[k] for k in ks], marker="o", linestyle="--" if "meta" in name else "-",
-                linewidth=2.5 if name.startswith("overall") else 1.2, label=name)
-    ax.set_xscale("log", base=2)
-    all_ks = sorted({k for pts in curve.values() for k in pts})
-    ax.set_xticks(all_ks, [str(k) for k in all_ks])
-    ax.axhline(0.5, color="grey", linewidth=0.8, linestyle=":")
-    ax.set_xlabel("k (sampled judgments voting)")
-    ax.set_ylabel("pairwise accuracy")
-    ax.set_ylim(0, 1)
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

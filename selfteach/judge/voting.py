@@ -24,19 +24,18 @@ same).
 
 from __future__ import annotations
 
-import itertools
 import math
 import random
-from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from selfteach.backends.base import Backend, SamplingParams
-from selfteach.data.records import JudgeItem
+from selfteach.data.records import JudgeItem, Judgment
 from selfteach.judge.parse import close_stopped_box, parse_scores
 from selfteach.judge.prompts import JudgePrompt, build_prompt, render
+from selfteach.runner import Batch
 from selfteach.runs import item_seed
 from selfteach.validate import MAX_BATCH, MAX_SAMPLES, MAX_TEMPERATURE, MAX_TOKENS, Seed
 
@@ -116,11 +115,6 @@ def _item_seed(seed: int, item_id: str) -> int:
     return item_seed(seed, item_id)
 
 
-def _chunks(xs: list, size: int) -> Iterator[list]:
-    for i in range(0, len(xs), size):
-        yield xs[i : i + size]
-
-
 def _fits(backend: Backend, text: str, max_new: int) -> bool:
     limit = getattr(backend, "max_length", None)
     return limit is None or len(backend.tokenize(text)) + max_new <= limit
@@ -170,58 +164,70 @@ def _assemble(item: JudgeItem, cfg: JudgeConfig, plan: dict, gens: list[list], s
 
 
 def judge_items(backend: Backend, items: list[JudgeItem], cfg: JudgeConfig, prompt: JudgePrompt | None = None,
-                on_item: Callable[[dict], None] | None = None, advance: Callable[[int], None] | None = None,
-                meta=None, done: set[str] | frozenset[str] = frozenset()) -> list[dict]:
+                meta=None) -> list[dict]:
     """k judgments per item, batched, voted. Returns one record per item:
-    {id, subset, prompt, responses, best, mode, samples: [...], vote, error}. `on_item` is
-    called with each finished record (the CLI appends it to the run directory);
-    `meta`, a `MetaRM`, adds a "meta" rating to every multi-mode sample. Items whose ids
-    are in `done` (written before an interruption) get no record; chunks keep their
-    positions in `items`, so a resumed run samples every other item as an uninterrupted one."""
+    {id, subset, prompt, responses, best, mode, samples: [...], vote, error}; `meta`, a
+    `MetaRM`, adds a "meta" rating to every multi-mode sample. (The judge's run directory,
+    with resume, is `selfteach.judge.runner.run_judge`, through the same item runner.)"""
+    from selfteach.runner import Outputs, run_items
+
+    recs = run_items(items, lambda batch: judge_batch(backend, batch, cfg, prompt, meta),
+                     Outputs("judgments.jsonl", Judgment), seed=cfg.seed,
+                     batch_size=cfg.items_per_call, progress=False)
+    return [r.to_row() for r in recs]
+
+
+def judge_batch(backend: Backend, batch: Batch[JudgeItem], cfg: JudgeConfig,
+                prompt: JudgePrompt | None = None, meta=None) -> list[Judgment | None]:
+    """The k judgments of every item of one batch (`cfg.items_per_call` items sharing
+    generate calls), voted. Items in `batch.done` (written before an interruption) get
+    None, not a judgment."""
     prompt = prompt or JudgePrompt()
-    results = []
-    for chunk in _chunks(items, cfg.items_per_call):
-        if all(it.id in done for it in chunk):
-            continue
-        plans = [_plan(backend, it, cfg, prompt) for it in chunk]
-        # one generate call per distinct samples-per-prompt (normally exactly one)
-        gens: dict[int, list] = {}
-        by_per: dict[int, list[tuple[int, int]]] = {}
-        for ii, pl in enumerate(plans):
-            if not pl["too_long"]:
-                for oi in range(len(pl["texts"])):
-                    by_per.setdefault(pl["per"], []).append((ii, oi))
-        for per, slots in by_per.items():
-            params = SamplingParams(n=per, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                                    top_p=cfg.top_p, seed=_item_seed(cfg.seed, chunk[slots[0][0]].id),
-                                    stop=prompt.stop)
-            out = backend.generate([plans[ii]["texts"][oi] for ii, oi in slots], params)
-            for (ii, oi), g in zip(slots, out, strict=True):
-                gens.setdefault(ii, [None] * len(plans[ii]["texts"]))[oi] = g
-        for ii, (item, pl) in enumerate(zip(chunk, plans, strict=True)):
-            if item.id in done:
-                continue
-            n = len(item.responses)
-            if pl["too_long"]:
-                samples = [{"order": None, "text": "", "scores": None, "error": "too_long", "tokens": 0}
-                           for _ in range(cfg.k)]
-            else:
-                samples = _assemble(item, cfg, pl, gens[ii], prompt.stop)
-            if cfg.force_scores and cfg.mode == "multi" and not pl["too_long"]:
-                _force(backend, item, samples, prompt)
-            if meta is not None and cfg.mode == "multi" and not pl["too_long"]:
-                ratings = meta.score([meta_text(item, s) for s in samples])
-                for s, m in zip(samples, ratings, strict=True):
-                    s["meta"] = m
-            rec = {"id": item.id, "subset": item.subset, "prompt": item.prompt, "responses": item.responses,
-                   "best": item.best, "mode": cfg.mode, "samples": samples, "vote": vote(samples, n),
-                   "error": "too_long" if pl["too_long"] else None}
-            results.append(rec)
-            if on_item:
-                on_item(rec)
-            if advance:
-                advance(1)
-    return results
+    plans = [_plan(backend, it, cfg, prompt) for it in batch.items]
+    gens = _sample(backend, batch, plans, cfg, prompt)
+    return [None if item.id in batch.done
+            else _judgment(backend, item, pl, gens.get(ii), cfg, prompt, meta)
+            for ii, (item, pl) in enumerate(zip(batch.items, plans, strict=True))]
+
+
+def _sample(backend: Backend, batch: Batch[JudgeItem], plans: list[dict], cfg: JudgeConfig,
+            prompt: JudgePrompt) -> dict[int, list]:
+    """The generations of every prompt of the batch, by item index: one generate call per
+    distinct samples-per-prompt (normally exactly one). A call is seeded by the first item
+    it serves (`batch.seed(ids=...)`), as earlier versions did, so judgments repeat theirs."""
+    gens: dict[int, list] = {}
+    by_per: dict[int, list[tuple[int, int]]] = {}
+    for ii, pl in enumerate(plans):
+        if not pl["too_long"]:
+            for oi in range(len(pl["texts"])):
+                by_per.setdefault(pl["per"], []).append((ii, oi))
+    for per, slots in by_per.items():
+        params = SamplingParams(n=per, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                                top_p=cfg.top_p, seed=batch.seed(ids=[batch.ids[slots[0][0]]]),
+                                stop=prompt.stop)
+        out = backend.generate([plans[ii]["texts"][oi] for ii, oi in slots], params)
+        for (ii, oi), g in zip(slots, out, strict=True):
+            gens.setdefault(ii, [None] * len(plans[ii]["texts"]))[oi] = g
+    return gens
+
+
+def _judgment(backend: Backend, item: JudgeItem, pl: dict, gens: list | None, cfg: JudgeConfig,
+              prompt: JudgePrompt, meta) -> Judgment:
+    """One item's samples (forced and meta-rated when asked) and their vote."""
+    if pl["too_long"]:
+        samples = [{"order": None, "text": "", "scores": None, "error": "too_long", "tokens": 0}
+                   for _ in range(cfg.k)]
+    else:
+        samples = _assemble(item, cfg, pl, gens or [], prompt.stop)
+    if cfg.force_scores and cfg.mode == "multi" and not pl["too_long"]:
+        _force(backend, item, samples, prompt)
+    if meta is not None and cfg.mode == "multi" and not pl["too_long"]:
+        for s, m in zip(samples, meta.score([meta_text(item, s) for s in samples]), strict=True):
+            s["meta"] = m
+    return Judgment(id=item.id, subset=item.subset, prompt=item.prompt, responses=item.responses,
+                    best=item.best, mode=cfg.mode, samples=samples,
+                    vote=vote(samples, len(item.responses)),
+                    error="too_long" if pl["too_long"] else None)
 
 
 FORCE_PREFIX = "\nScores: \\boxed{"
@@ -242,12 +248,12 @@ def read_scores(backend: Backend, prefixes: list[str], n: int, lo: int = 1, hi: 
     return chosen
 
 
-def _force(backend: Backend, item: JudgeItem | dict, samples: list[dict], prompt: JudgePrompt | None = None) -> None:
+def _force(backend: Backend, item: JudgeItem, samples: list[dict],
+           prompt: JudgePrompt | None = None) -> None:
     """Read the scores of failed multi-mode samples from the judge's own next-token
     distribution after its judgment + "Scores: \\boxed{" (see `JudgeConfig.force_scores`).
     The original failure reason is kept as `raw_error`; applying it twice is a no-op."""
-    get = (lambda f: item[f]) if isinstance(item, dict) else (lambda f: getattr(item, f))
-    responses = get("responses")
+    responses = item.responses
     failed = [s for s in samples if s.get("scores") is None and s.get("order") and s.get("error") != "too_long"]
     if not failed:
         return
@@ -257,8 +263,8 @@ def _force(backend: Backend, item: JudgeItem | dict, samples: list[dict], prompt
         if s.get("forced"):  # a previous forced line is replaced
             text = text[: text.rfind(FORCE_PREFIX)]
         s["text"] = text.rstrip()
-        prefixes.append(render(backend, get("prompt"), [responses[i] for i in s["order"]], prompt) + s["text"]
-                        + FORCE_PREFIX)
+        shown = render(backend, item.prompt, [responses[i] for i in s["order"]], prompt)
+        prefixes.append(shown + s["text"] + FORCE_PREFIX)
     for s, shown in zip(failed, read_scores(backend, prefixes, len(responses)), strict=True):
         scores = [0] * len(responses)
         for pos, orig in enumerate(s["order"]):
@@ -267,12 +273,11 @@ def _force(backend: Backend, item: JudgeItem | dict, samples: list[dict], prompt
                  raw_error=s.get("raw_error") or s.get("error"), error=None, forced=True)
 
 
-def meta_text(item: JudgeItem | dict, sample: dict, prompt: JudgePrompt | None = None) -> str:
+def meta_text(item: JudgeItem, sample: dict, prompt: JudgePrompt | None = None) -> str:
     """What the meta RM reads: the judge's query (responses in the sample's order) and the
     judgment (principles + critiques + scores)."""
-    get = (lambda f: item[f]) if isinstance(item, dict) else (lambda f: getattr(item, f))
-    order = sample.get("order") or list(range(len(get("responses"))))
-    shown = build_prompt(get("prompt"), [get("responses")[i] for i in order], prompt)
+    order = sample.get("order") or list(range(len(item.responses)))
+    shown = build_prompt(item.prompt, [item.responses[i] for i in order], prompt)
     return f"{shown}\n\n[Judgment]\n{sample.get('text', '')}"
 
 
@@ -290,8 +295,3 @@ def accuracy_at_k(record: dict, k: int, meta_k: int | None = None) -> float | No
         chunk = samples[r * k : (r + 1) * k]
         vals.append(credit(vote(chunk, n, meta_k=meta_k), best, n))
     return sum(vals) / len(vals)
-
-
-def all_orders(n: int) -> list[tuple[int, ...]]:
-    """Every permutation of n responses (used by tests of the balanced design)."""
-    return list(itertools.permutations(range(n)))

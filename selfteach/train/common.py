@@ -23,14 +23,14 @@ import json
 import os
 import shutil
 import sys
-import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from selfteach.backends.devices import pick_device as pick_device  # re-exported: dpo, grpo
 from selfteach.data.jsonl import atomic_write_text
 from selfteach.errors import SelfteachError
 from selfteach.runs import crash_point
@@ -42,27 +42,57 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    model: str = Field("smollm2-135m", description="model spec to train: alias, directory, .gguf file or hub id")
+    model: str = Field(
+        "smollm2-135m", description="model spec to train: alias, directory, .gguf file or hub id"
+    )
     learning_rate: float = Field(5e-6, gt=0, le=MAX_LR, description="AdamW peak learning rate")
-    epochs: float = Field(1.0, gt=0, le=MAX_EPOCHS, description="passes over the training data (ignored when max_steps > 0)")
+    epochs: float = Field(
+        1.0,
+        gt=0,
+        le=MAX_EPOCHS,
+        description="passes over the training data (ignored when max_steps > 0)",
+    )
     max_steps: MaxSteps = Field(-1, description="optimizer steps; -1 = run `epochs` epochs")
-    batch_size: int = Field(4, ge=1, le=MAX_BATCH, description="examples per device per forward pass")
-    grad_accum: int = Field(1, ge=1, le=MAX_BATCH, description="gradient accumulation steps (global batch = batch_size x grad_accum x processes)")
-    max_length: int = Field(512, ge=16, le=MAX_TOKENS, description="truncate prompt+completion to this many tokens")
-    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="share of steps with linear learning-rate warm-up")
-    lr_scheduler: str = Field("linear", description="transformers scheduler name: linear, cosine, constant, ...")
+    batch_size: int = Field(
+        4, ge=1, le=MAX_BATCH, description="examples per device per forward pass"
+    )
+    grad_accum: int = Field(
+        1,
+        ge=1,
+        le=MAX_BATCH,
+        description="gradient accumulation steps "
+        "(global batch = batch_size x grad_accum x processes)",
+    )
+    max_length: int = Field(
+        512, ge=16, le=MAX_TOKENS, description="truncate prompt+completion to this many tokens"
+    )
+    warmup_ratio: float = Field(
+        0.0, ge=0, lt=1, description="share of steps with linear learning-rate warm-up"
+    )
+    lr_scheduler: str = Field(
+        "linear", description="transformers scheduler name: linear, cosine, constant, ..."
+    )
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
-    lora: bool = Field(False, description="train a LoRA adapter (peft) instead of all weights; merged when saved")
+    lora: bool = Field(
+        False, description="train a LoRA adapter (peft) instead of all weights; merged when saved"
+    )
     lora_r: int = Field(16, ge=1, le=4096, description="LoRA rank")
     lora_alpha: int = Field(32, ge=1, description="LoRA scaling alpha")
     lora_dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto (cuda if available, else cpu), cpu or cuda")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto (cuda if available, else cpu), cpu or cuda"
+    )
     seed: Seed = Field(0, description="seed for data order, LoRA init and sampling")
-    logging_steps: int = Field(1, ge=1, description="log loss/metrics every this many optimizer steps")
-    gradient_checkpointing: bool = Field(False, description="trade compute for memory (useful on GPU for long sequences)")
+    logging_steps: int = Field(
+        1, ge=1, description="log loss/metrics every this many optimizer steps"
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="trade compute for memory (useful on GPU for long sequences)"
+    )
     save_model: bool = Field(True, description="save the trained (merged) model to OUT/model")
-    save_steps: int = Field(50, ge=1, description="checkpoint every N optimizer steps (and at the end), "
-                                                   "for --resume")
+    save_steps: int = Field(
+        50, ge=1, description="checkpoint every N optimizer steps (and at the end), for --resume"
+    )
 
 
 @dataclass
@@ -74,48 +104,64 @@ class TrainResult:
     metrics: dict[str, Any] = field(default_factory=dict)  # train_runtime, steps, final loss, ...
 
 
-def pick_device(device: str = "auto") -> str:
+def precision_kwargs(device: str) -> dict[str, Any]:
+    """fp32 on CPU with `use_cpu=True`, bf16 autocast on GPU (see platform notes) unless the
+    GPU has no bf16 (pre-Ampere: fp32 there, as transformers would refuse bf16)."""
     import torch
 
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda"):
-        raise SelfteachError(f"--device {device!r}: choose auto, cpu or cuda")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise SelfteachError("--device cuda: no CUDA device is available")
-    return device
-
-
-def precision_kwargs(device: str) -> dict[str, Any]:
-    """fp32 on CPU with `use_cpu=True`, bf16 on GPU (see platform notes)."""
     if device == "cpu":
         return {"use_cpu": True, "bf16": False, "fp16": False}
-    return {"bf16": True, "fp16": False}
+    return {"bf16": not torch.cuda.is_available() or torch.cuda.is_bf16_supported(), "fp16": False}
 
 
-def load_trainable(spec: str, device: str = "cpu"):
-    """(model, tokenizer) from a model spec; fp32 on CPU, bf16 on GPU. The model stays on
-    CPU memory: the Trainer/accelerate places it (and shards it under DeepSpeed)."""
+def load_trainable(spec: str, device: str = "cpu", fp32: bool = False) -> tuple[Any, Any]:
+    """(model, tokenizer) from a model spec; fp32 on CPU, bf16 on GPU unless `fp32` (then fp32
+    master weights under bf16 autocast, as `train sft` does). The model stays in CPU memory:
+    the Trainer/accelerate places it (and shards it under DeepSpeed)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from selfteach.backends.models import resolve
 
     path = resolve(spec)
-    dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    dtype = torch.float32 if device == "cpu" or fp32 else torch.bfloat16
     try:
         tok = AutoTokenizer.from_pretrained(str(path))
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
     except OSError as e:
         raise SelfteachError(f"model {spec!r}: cannot load ({str(e).splitlines()[0]})") from None
-    if getattr(model, "hf_quantizer", None) is not None:  # GGUF marker blocks fine-tuning
-        model.hf_quantizer.remove_quantization_config(model)
+    quantizer: Any = getattr(model, "hf_quantizer", None)
+    if quantizer is not None:  # GGUF marker blocks fine-tuning
+        quantizer.remove_quantization_config(model)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return model, tok
 
 
-def lora_config(cfg: TrainConfig):
+class LoraOptions(Protocol):
+    """The LoRA fields of TrainConfig and SFTRunConfig."""
+
+    lora: bool
+    lora_r: int
+    lora_alpha: int
+    lora_dropout: float
+
+
+class TrainerOptions(Protocol):
+    """The optimisation fields every selfteach trainer config has (TrainConfig, SFTRunConfig)."""
+
+    learning_rate: float
+    epochs: float
+    max_steps: int
+    batch_size: int
+    grad_accum: int
+    warmup_ratio: float
+    weight_decay: float
+    seed: int
+    save_steps: int
+
+
+def lora_config(cfg: LoraOptions) -> Any:
     """A peft LoRA config over all linear layers except the LM head, or None."""
     if not cfg.lora:
         return None
@@ -125,18 +171,25 @@ def lora_config(cfg: TrainConfig):
                       target_modules="all-linear", task_type="CAUSAL_LM")
 
 
-def trl_common_kwargs(cfg: TrainConfig, out: Path, device: str) -> dict[str, Any]:
-    """TrainingArguments fields shared by DPOConfig / GRPOConfig / SFTConfig."""
+def trainer_kwargs(cfg: TrainerOptions, checkpoints: Path, device: str) -> dict[str, Any]:
+    """TrainingArguments fields every selfteach trainer sets the same way (checkpoints go to
+    `checkpoints`, two kept, for --resume)."""
     return dict(
-        output_dir=str(out / "trainer"), learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs,
+        output_dir=str(checkpoints), learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum, warmup_steps=cfg.warmup_ratio,  # <1 means a ratio
-        lr_scheduler_type=cfg.lr_scheduler, weight_decay=cfg.weight_decay, seed=cfg.seed,
-        logging_steps=cfg.logging_steps, report_to="none",
-        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2,  # for --resume
-        activation_checkpointing=cfg.gradient_checkpointing, disable_tqdm=False,
+        # <1 means a ratio
+        gradient_accumulation_steps=cfg.grad_accum, warmup_steps=cfg.warmup_ratio,
+        weight_decay=cfg.weight_decay, seed=cfg.seed, report_to="none",
+        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2,
         dataloader_num_workers=0, **precision_kwargs(device),
     )
+
+
+def trl_common_kwargs(cfg: TrainConfig, out: Path, device: str) -> dict[str, Any]:
+    """TrainingArguments fields shared by DPOConfig / GRPOConfig (checkpoints in OUT/trainer)."""
+    return trainer_kwargs(cfg, out / "trainer", device) | dict(
+        lr_scheduler_type=cfg.lr_scheduler, logging_steps=cfg.logging_steps,
+        activation_checkpointing=cfg.gradient_checkpointing, disable_tqdm=False)
 
 
 def is_main_process() -> bool:
@@ -148,28 +201,38 @@ def finish(trainer, cfg: TrainConfig, out: Path, title: str) -> TrainResult:
     history = [dict(h) for h in trainer.state.log_history]
     metrics = next((h for h in reversed(history) if "train_runtime" in h), {})
     losses = [h["loss"] for h in history if "loss" in h]
-    metrics = {**metrics, "train_loss": mean_train_loss(history),  # over all steps, across resumes
-               "global_step": trainer.state.global_step,
-               "first_loss": losses[0] if losses else None, "final_loss": losses[-1] if losses else None}
-    model_dir = None
-    if cfg.save_model:
-        model_dir = out / "model"
-        trainer.accelerator.wait_for_everyone()
-        model = trainer.accelerator.unwrap_model(trainer.model)
-        if hasattr(model, "merge_and_unload"):  # LoRA: one plain model directory any backend loads
-            model = model.merge_and_unload()
-        if is_main_process():
-            model.save_pretrained(str(model_dir), safe_serialization=True)
-            trainer.processing_class.save_pretrained(str(model_dir))
+    metrics = {
+        **metrics,
+        "train_loss": mean_train_loss(history),  # over all steps, across resumes
+        "global_step": trainer.state.global_step,
+        "first_loss": losses[0] if losses else None,
+        "final_loss": losses[-1] if losses else None,
+    }
+    model_dir = save_model(trainer, out / "model") if cfg.save_model else None
     if is_main_process():
         out.mkdir(parents=True, exist_ok=True)
-        (out / "train_log.jsonl").write_text("".join(json.dumps(h, default=str) + "\n" for h in history))
+        (out / "train_log.jsonl").write_text(
+            "".join(json.dumps(h, default=str) + "\n" for h in history)
+        )
         plot_curves(history, out / "train_curves.png", title)
         # written last and atomically: its presence marks a finished run (see finished_result)
         atomic_write_text(out / "train_metrics.json", json.dumps(metrics, indent=2, default=str))
         for ckpt in (out / "trainer").glob("checkpoint-*"):  # large, and only --resume needs them
             shutil.rmtree(ckpt, ignore_errors=True)
     return TrainResult(model_dir=model_dir, log_history=history, metrics=metrics)
+
+
+def save_model(trainer: Any, model_dir: Path) -> Path:
+    """The trained model (LoRA merged in: one plain directory any backend loads) and its
+    tokenizer, saved to `model_dir` by the main process."""
+    trainer.accelerator.wait_for_everyone()
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    if is_main_process():
+        model.save_pretrained(str(model_dir), safe_serialization=True)
+        trainer.processing_class.save_pretrained(str(model_dir))
+    return model_dir
 
 
 def finished_result(out: Path) -> TrainResult | None:
@@ -244,7 +307,11 @@ def checkpoint_problem(path: Path) -> str | None:
         return "trainer_state.json is torn"
     index = path / "model.safetensors.index.json"
     try:
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.exists() else []
+        shards = (
+            sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            if index.exists()
+            else []
+        )
     except (OSError, ValueError, KeyError, AttributeError):
         return f"{index.name} is torn"
     weights = [path / f for f in shards] or [path / w for w in _WEIGHTS if (path / w).exists()]
@@ -312,6 +379,38 @@ def crash_points():
     return CrashPoints()
 
 
+def progress_callback(label: str, enabled: bool = True) -> Any:
+    """A TrainerCallback drawing selfteach's progress bar (steps done / total, time left and the
+    latest loss) in place of the Trainer's tqdm bar and per-step log lines."""
+    from transformers import TrainerCallback
+
+    from selfteach.progress import ProgressBar
+
+    class Progress(TrainerCallback):
+        bar: ProgressBar | None = None
+        step = 0
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.step = state.global_step
+            self.bar = ProgressBar(enabled, state.max_steps, state.global_step, label).__enter__()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.advance(state.global_step - self.step)
+                self.step = state.global_step
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if self.bar is not None and logs and "loss" in logs:
+                self.bar.describe(f"{label} loss {float(logs['loss']):.4f}")
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.__exit__(None, None, None)
+                self.bar = None
+
+    return Progress()
+
+
 CURVE_KEYS = ["loss", "rewards/margins", "rewards/accuracies", "reward", "kl", "learning_rate"]
 
 
@@ -338,11 +437,3 @@ def plot_curves(history: list[dict[str, Any]], path: Path, title: str) -> Path |
     plt.close(fig)
     return path
 
-
-class Timer:
-    def __enter__(self):
-        self.t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        self.seconds = time.perf_counter() - self.t0

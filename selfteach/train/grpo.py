@@ -19,7 +19,7 @@ so GRPO trains on exactly the distribution it is measured on.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -77,7 +77,7 @@ def prompts_dataset(problems: list[Problem], tokenizer):
 
     from selfteach.evaluate.prompts import solve_prompt
 
-    shim = _ChatShim(tokenizer)
+    shim: Any = _ChatShim(tokenizer)  # stands in for the Backend solve_prompt takes
     return Dataset.from_list([{"prompt": solve_prompt(shim, p), "answer": p.answer} for p in problems])
 
 
@@ -86,7 +86,7 @@ def grpo_config(args: GRPOArgs, out: Path, device: str):
 
     if args.loss_type not in LOSS_TYPES:
         raise SelfteachError(f"--loss-type {args.loss_type!r}: choose {', '.join(LOSS_TYPES)}")
-    extra = {"scale_rewards": "none"} if args.loss_type == "dr_grpo" else {}
+    extra: dict[str, Any] = {"scale_rewards": "none"} if args.loss_type == "dr_grpo" else {}
     if args.loss_type == "dapo" and args.epsilon_high is None:
         extra["epsilon_high"] = 0.28
     elif args.epsilon_high is not None:
@@ -123,7 +123,9 @@ def train_grpo(problems: list[Problem], args: GRPOArgs | None = None, out: str |
     device = pick_device(args.device)
     if model is None:
         model, tokenizer = load_trainable(args.model, device)
-    trainer = GRPOTrainer(model=model, reward_funcs=reward, args=grpo_config(args, out, device),
+    # TRL types reward functions as returning list[float | None]; ours return list[float]
+    trainer = GRPOTrainer(model=model, reward_funcs=reward,  # type: ignore[arg-type]
+                          args=grpo_config(args, out, device),
                           train_dataset=prompts_dataset(problems, tokenizer), processing_class=tokenizer,
                           peft_config=lora_config(args), callbacks=[crash_points()])
     trainer.train(resume_from_checkpoint=ckpt)

@@ -14,7 +14,6 @@ the dataset's `answer` column arrives as a keyword argument.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 
 from selfteach.data.answers import is_correct
@@ -41,16 +40,6 @@ def gold_answer_reward(prompts: list, completions: list, answer: list[str | None
 gold_answer_reward.__name__ = "gold_answer"
 
 
-def _judge_module():
-    try:
-        return importlib.import_module("selfteach.judge.rewards")
-    except ModuleNotFoundError as e:
-        if e.name in ("selfteach.judge.rewards", "selfteach.judge"):
-            raise SelfteachError("reward judge: selfteach.judge.rewards is not available in this installation "
-                                 "(the judge rewards are provided by the judge package)") from None
-        raise
-
-
 def resolve_reward(spec: str, **kw) -> RewardFunc:
     """`gold-answer` | `judge:MODEL` | `judge-rule` -> a TRL reward function."""
     spec = spec.strip()
@@ -60,13 +49,11 @@ def resolve_reward(spec: str, **kw) -> RewardFunc:
         model = spec.removeprefix("judge:").strip()
         if not model:
             raise SelfteachError("--reward judge:MODEL: missing model after 'judge:'")
-        mod = _judge_module()
-        if not hasattr(mod, "judge_reward"):
-            raise SelfteachError("reward judge:MODEL: selfteach.judge.rewards has no judge_reward()")
-        return mod.judge_reward(model, **kw)
+        from selfteach.judge.rewards import judge_reward
+
+        return judge_reward(model, **kw)
     if spec == "judge-rule":
-        mod = _judge_module()
-        if not hasattr(mod, "judge_rule_reward"):
-            raise SelfteachError("reward judge-rule: selfteach.judge.rewards has no judge_rule_reward()")
-        return mod.judge_rule_reward(**kw)
+        from selfteach.judge.rewards import judge_rule_reward
+
+        return judge_rule_reward(**kw)
     raise SelfteachError(f"--reward {spec!r}: choose gold-answer, judge:MODEL or judge-rule")

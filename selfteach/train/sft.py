@@ -22,25 +22,30 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field
 from transformers import TrainerCallback
+from trl import SFTConfig, SFTTrainer
+from trl.trainer.utils import add_fused_lm_head
 
 from selfteach.data.checks import as_text
 from selfteach.errors import SelfteachError
 from selfteach.runs import RunDir
-from selfteach.train.common import crash_points, last_complete_checkpoint, mean_train_loss
+from selfteach.train.common import (
+    crash_points,
+    last_complete_checkpoint,
+    load_trainable,
+    lora_config,
+    mean_train_loss,
+    pick_device,
+    progress_callback,
+    save_model,
+    trainer_kwargs,
+)
 from selfteach.train.diagnostics import Diagnostics
 from selfteach.train.objectives import OBJECTIVES, check_objective, entropic_loss, reduce_loss
 from selfteach.validate import MAX_BATCH, MAX_EPOCHS, MAX_LR, MAX_STEPS, MAX_TOKENS, MaxSteps, Seed
-
-try:  # TRL is a dependency; the import is here so the error names what is missing
-    from trl import SFTConfig, SFTTrainer
-    from trl.trainer.utils import add_fused_lm_head
-except ImportError as e:  # pragma: no cover
-    raise SelfteachError(f"train sft needs trl ({e})") from None
 
 
 class SFTRunConfig(BaseModel):
@@ -48,32 +53,72 @@ class SFTRunConfig(BaseModel):
 
     model_config = ConfigDict(allow_inf_nan=False)
 
-    model: str = Field("smollm2-135m", description="model alias, local directory, .gguf file or hub id")
-    data: str = Field("", description="JSONL/parquet/dataset dir with prompt/completion, messages, or problems; "
-                                      "or builtin:arithmetic")
-    objective: str = Field("nll", description=f"one of {', '.join(OBJECTIVES)} (see selfteach.train.objectives)")
-    alpha: float | None = Field(None, description="alpha for objective=deformed (0 < alpha <= 1); others take none")
+    model: str = Field(
+        "smollm2-135m", description="model alias, local directory, .gguf file or hub id"
+    )
+    data: str = Field(
+        "",
+        description="JSONL/parquet/dataset dir with prompt/completion, messages, or problems; "
+        "or builtin:arithmetic",
+    )
+    objective: str = Field(
+        "nll", description=f"one of {', '.join(OBJECTIVES)} (see selfteach.train.objectives)"
+    )
+    alpha: float | None = Field(
+        None, description="alpha for objective=deformed (0 < alpha <= 1); others take none"
+    )
     lora: bool = Field(False, description="train a LoRA adapter (peft) instead of all weights")
     lora_r: int = Field(16, ge=1, description="LoRA rank")
-    lora_alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = lora_alpha / lora_r)")
+    lora_alpha: int = Field(
+        32, ge=1, description="LoRA scaling numerator (scale = lora_alpha / lora_r)"
+    )
     lora_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the LoRA branch")
-    max_steps: MaxSteps = Field(-1, description="optimizer steps; -1 means `epochs` passes over the data")
-    epochs: float = Field(1.0, gt=0, le=MAX_EPOCHS, description="passes over the data when max_steps is -1 (authors: 1)")
-    learning_rate: float = Field(5e-5, gt=0, le=MAX_LR, description="peak learning rate (authors: 5e-5 for 1.5-7B models)")
+    max_steps: MaxSteps = Field(
+        -1, description="optimizer steps; -1 means `epochs` passes over the data"
+    )
+    epochs: float = Field(
+        1.0,
+        gt=0,
+        le=MAX_EPOCHS,
+        description="passes over the data when max_steps is -1 (authors: 1)",
+    )
+    learning_rate: float = Field(
+        5e-5, gt=0, le=MAX_LR, description="peak learning rate (authors: 5e-5 for 1.5-7B models)"
+    )
     batch_size: int = Field(4, ge=1, le=MAX_BATCH, description="examples per device step")
-    grad_accum: int = Field(1, ge=1, le=MAX_BATCH, description="gradient accumulation steps (global batch = batch_size x this)")
-    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="share of steps with linear warmup (authors: 0.1)")
+    grad_accum: int = Field(
+        1,
+        ge=1,
+        le=MAX_BATCH,
+        description="gradient accumulation steps (global batch = batch_size x this)",
+    )
+    warmup_ratio: float = Field(
+        0.1, ge=0, lt=1, description="share of steps with linear warmup (authors: 0.1)"
+    )
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (authors: 0.01)")
     adam_beta2: float = Field(0.95, gt=0, lt=1, description="AdamW beta2 (authors: 0.95)")
-    max_length: int | None = Field(None, ge=8, le=MAX_TOKENS, description="longest allowed example in tokens; default the model "
-                                                           "context. Longer examples are an error, not truncated")
-    diag_every: int = Field(10, ge=1, le=MAX_STEPS, description="write token diagnostics to metrics.jsonl every N steps")
-    save_steps: int = Field(50, ge=1, le=MAX_STEPS, description="checkpoint every N steps (for --resume)")
+    max_length: int | None = Field(
+        None,
+        ge=8,
+        le=MAX_TOKENS,
+        description="longest allowed example in tokens; default the model "
+        "context. Longer examples are an error, not truncated",
+    )
+    diag_every: int = Field(
+        10, ge=1, le=MAX_STEPS, description="write token diagnostics to metrics.jsonl every N steps"
+    )
+    save_steps: int = Field(
+        50, ge=1, le=MAX_STEPS, description="checkpoint every N steps (for --resume)"
+    )
     seed: Seed = Field(0, description="seed for data order, LoRA init and dropout")
-    fields: dict[str, str] = Field(default_factory=dict, description="field mapping for problem data "
-                                                                      "(question=..., answer=..., solution=...)")
+    fields: dict[str, str] = Field(
+        default_factory=dict,
+        description="field mapping for problem data (question=..., answer=..., solution=...)",
+    )
     limit: int | None = Field(None, ge=1, description="use only the first N examples")
-    device: str = Field("auto", description="auto (cuda if available), cpu or cuda")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto (cuda if available), cpu or cuda"
+    )
 
 
 # ---- data --------------------------------------------------------------------------------
@@ -108,20 +153,27 @@ def load_sft_rows(data: str | Path | list[dict], fields: dict[str, str] | None =
         where = f"{name}:{n}"
         if not isinstance(row, dict):
             raise SelfteachError(f"{where}: expected an object, got {type(row).__name__}")
-        if "question" in row and "prompt" not in row and row.get("completion"):  # a problem with its completion
+        # a problem with its completion
+        if "question" in row and "prompt" not in row and row.get("completion"):
             out.append({"question": as_text(row["question"], where, "question"),
                         "completion": _completion(row["completion"], where)})
         elif has_pc or "completion" in row:
             if "prompt" not in row:
                 raise SelfteachError(f"{where}: missing field 'prompt'")
-            out.append({"prompt": _prompt(row["prompt"], where), "completion": _completion(row.get("completion"),
-                                                                                           where)})
+            out.append(
+                {
+                    "prompt": _prompt(row["prompt"], where),
+                    "completion": _completion(row.get("completion"), where),
+                }
+            )
         elif "messages" in row:
             msgs = row["messages"]
             if not isinstance(msgs, list) or len(msgs) < 2 or not _is_messages(msgs) \
                     or msgs[-1].get("role") != "assistant":
-                raise SelfteachError(f"{where}: field 'messages' must end with an assistant message (the "
-                                     "completion), in a list of {role, content} messages")
+                raise SelfteachError(
+                    f"{where}: field 'messages' must end with an assistant message (the "
+                    "completion), in a list of {role, content} messages"
+                )
             out.append({"prompt": msgs[:-1], "completion": [msgs[-1]]})
         else:
             out.append(_problem_row(row, i, fields or {}, where))
@@ -131,16 +183,26 @@ def load_sft_rows(data: str | Path | list[dict], fields: dict[str, str] | None =
 
 
 def _is_messages(v: Any) -> bool:
-    return isinstance(v, list) and bool(v) and all(
-        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in v)
+    return (
+        isinstance(v, list)
+        and bool(v)
+        and all(
+            isinstance(m, dict)
+            and isinstance(m.get("role"), str)
+            and isinstance(m.get("content"), str)
+            for m in v
+        )
+    )
 
 
 def _prompt(v: Any, where: str) -> str | list:
     """A prompt: text (may be empty: plain language modelling) or chat messages."""
     if isinstance(v, str) or _is_messages(v):
         return v
-    raise SelfteachError(f"{where}: field 'prompt': expected text or a list of {{role, content}} messages, "
-                         f"got {'null' if v is None else type(v).__name__}")
+    raise SelfteachError(
+        f"{where}: field 'prompt': expected text or a list of {{role, content}} messages, "
+        f"got {'null' if v is None else type(v).__name__}"
+    )
 
 
 def _completion(v: Any, where: str) -> str | list:
@@ -155,7 +217,8 @@ def _completion(v: Any, where: str) -> str | list:
 def _problem_row(row: dict, i: int, fields: dict[str, str], where: str) -> dict[str, Any]:
     from selfteach.data.loaders import problem_from_row, validated
 
-    if "question" in row and "meta" in row and "id" in row and not fields:  # a Problem record (builtin)
+    # a Problem record (builtin)
+    if "question" in row and "meta" in row and "id" in row and not fields:
         q, sol, ans = row["question"], row.get("solution"), row.get("answer")
     else:
         prob = validated(lambda: problem_from_row(row, i, fields, where), where)
@@ -164,8 +227,10 @@ def _problem_row(row: dict, i: int, fields: dict[str, str], where: str) -> dict[
         return {"question": q, "completion": str(sol).strip()}
     if ans not in (None, ""):
         return {"question": q, "completion": answer_completion(str(ans))}
-    raise SelfteachError(f"{where}: no completion: need 'completion' (with 'prompt'), 'messages', or a problem "
-                         "with a solution or answer (map one with --field answer=FIELD)")
+    raise SelfteachError(
+        f"{where}: no completion: need 'completion' (with 'prompt'), 'messages', or a problem "
+        "with a solution or answer (map one with --field answer=FIELD)"
+    )
 
 
 def format_rows(rows: list[dict[str, Any]], chat: bool) -> list[dict[str, Any]]:
@@ -194,11 +259,12 @@ class EntropicSFTTrainer(SFTTrainer):
 
     def __init__(self, *args, objective: str = "nll", alpha: float | None = None,
                  diagnostics: Diagnostics | None = None, **kwargs):
-        self.objective = objective
+        self.objective: str = objective
         self.alpha = check_objective(objective, alpha)
         self.diagnostics = diagnostics
         super().__init__(*args, **kwargs)
-        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        model: Any = self.model  # a PreTrainedModel, or a PeftModel around one
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
         # Re-patch the head TRL installed, asking for log sum pi^2 too (one more fold per tile).
         add_fused_lm_head(base, outputs=("log_probs", "entropy", "log_sum_sq_probs", "is_top1"))
 
@@ -220,56 +286,34 @@ class EntropicSFTTrainer(SFTTrainer):
         m["mean_alpha"].append((tl.alpha.sum() / n).item())
         m["mean_p"].append((tl.p.sum() / n).item())
         if mode == "train":
-            self._total_train_tokens += int(inputs["attention_mask"].sum()) if "attention_mask" in inputs else 0
+            self._total_train_tokens += (
+                int(inputs["attention_mask"].sum()) if "attention_mask" in inputs else 0
+            )
             if self.diagnostics is not None:
-                self.diagnostics.update(tl.p, out.entropy.detach(), out.log_sum_sq_probs, tl.gate, tl.alpha, mask)
+                self.diagnostics.update(
+                    tl.p, out.entropy.detach(), out.log_sum_sq_probs, tl.gate, tl.alpha, mask
+                )
         m["num_tokens"] = [self._total_train_tokens]
         return (loss, out) if return_outputs else loss
 
 
 class _RunCallback(TrainerCallback):
-    """Trainer logs -> metrics.jsonl, diagnostics every N steps, and a rich progress bar."""
+    """Trainer logs -> metrics.jsonl, and token diagnostics every `diag_every` steps."""
 
-    def __init__(self, run: RunDir | None, diagnostics: Diagnostics | None, progress: bool = True):
-        self.run, self.diag, self.show = run, diagnostics, progress
-        self.progress = self.task = None
-        self.last_loss: float | None = None
-
-    def on_train_begin(self, args, state, control, **kw):
-        if self.show:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-            )
-
-            self.progress = Progress(TextColumn("sft"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                                     TextColumn("{task.description}"), console=Console(stderr=True))
-            self.progress.start()
-            self.task = self.progress.add_task("", total=state.max_steps, completed=state.global_step)
+    def __init__(self, run: RunDir | None, diagnostics: Diagnostics):
+        self.run, self.diag = run, diagnostics
 
     def on_step_end(self, args, state, control, **kw):
-        if self.diag is not None and state.global_step % self.diag.every == 0:
+        if state.global_step % self.diag.every == 0:
             self.diag.flush(state.global_step)
-        if self.progress is not None:
-            desc = f"loss {self.last_loss:.4f}" if self.last_loss is not None else ""
-            self.progress.update(self.task, completed=state.global_step, description=desc)
 
     def on_log(self, args, state, control, logs=None, **kw):
-        logs = dict(logs or {})
-        if "loss" in logs:
-            self.last_loss = float(logs["loss"])
         if self.run is not None and logs:
             self.run.log_metrics({"kind": "train", "step": state.global_step, **logs})
 
     def on_train_end(self, args, state, control, **kw):
-        if self.diag is not None and self.diag._buf:
+        if self.diag._buf:
             self.diag.flush(state.global_step)
-        if self.progress is not None:
-            self.progress.stop()
 
 
 def _check_lengths(dataset, limit: int, context: int, max_length: int | None) -> None:
@@ -278,62 +322,61 @@ def _check_lengths(dataset, limit: int, context: int, max_length: int | None) ->
     for i, ex in enumerate(dataset):
         n = len(ex["input_ids"])
         if n > limit:
-            what = f"--max-length {max_length}" if max_length and max_length < context else f"the model context {context}"
-            raise SelfteachError(f"example {i + 1}: {n} tokens, longer than {what}; shorten it or drop it "
-                                 "(examples are not truncated: that would cut the completion)")
+            what = (
+                f"--max-length {max_length}"
+                if max_length and max_length < context
+                else f"the model context {context}"
+            )
+            raise SelfteachError(
+                f"example {i + 1}: {n} tokens, longer than {what}; shorten it or drop it "
+                "(examples are not truncated: that would cut the completion)"
+            )
         if "completion_mask" in cols and sum(ex["completion_mask"]) == 0:
             raise SelfteachError(f"example {i + 1}: completion has no tokens")
 
 
-def build_trainer(cfg: SFTRunConfig, rows: list[dict] | None = None, run: RunDir | None = None,
-                  progress: bool = False, output_dir: str | Path | None = None) -> EntropicSFTTrainer:
+def build_trainer(
+    cfg: SFTRunConfig,
+    rows: list[dict] | None = None,
+    run: RunDir | None = None,
+    progress: bool = False,
+    output_dir: str | Path | None = None,
+) -> EntropicSFTTrainer:
     """A ready EntropicSFTTrainer for `cfg` (data checked, nothing trained yet)."""
     import datasets
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from selfteach.backends.hf import pick_device
-    from selfteach.backends.models import resolve
 
     alpha = check_objective(cfg.objective, cfg.alpha)
     rows = rows if rows is not None else load_sft_rows(cfg.data, cfg.fields, cfg.limit)
-    path = resolve(cfg.model)
-    try:
-        tok = AutoTokenizer.from_pretrained(str(path))
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
-    except OSError as e:
-        raise SelfteachError(f"model {cfg.model!r}: cannot load ({str(e).splitlines()[0]})") from None
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
+    device = pick_device(cfg.device)
+    # fp32 master weights, bf16 autocast on GPU
+    model, tok = load_trainable(cfg.model, device, fp32=True)
     rows = format_rows(rows, chat=bool(getattr(tok, "chat_template", None)))
     context = int(getattr(model.config.get_text_config(), "max_position_embeddings", 0) or 2048)
     limit = min(context, cfg.max_length or context)
-    device = pick_device(cfg.device)
-    cuda = device.startswith("cuda")
+    checkpoints = Path(output_dir or (run.file("checkpoints") if run else "sft-out"))
     args = SFTConfig(
-        output_dir=str(output_dir or (run.file("checkpoints") if run else "sft-out")),
-        max_steps=cfg.max_steps, num_train_epochs=cfg.epochs, learning_rate=cfg.learning_rate,
-        per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
-        lr_scheduler_type="cosine", warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
-        adam_beta1=0.9, adam_beta2=cfg.adam_beta2, seed=cfg.seed, data_seed=cfg.seed,
+        **trainer_kwargs(cfg, checkpoints, device),
+        lr_scheduler_type="cosine", adam_beta1=0.9, adam_beta2=cfg.adam_beta2, data_seed=cfg.seed,
         completion_only_loss=True, max_length=None,  # lengths are checked, never truncated
-        use_cpu=not cuda, bf16=cuda and torch.cuda.is_bf16_supported(), activation_checkpointing=False,
-        logging_steps=1, save_steps=cfg.save_steps, save_total_limit=2, save_only_model=False,
-        report_to="none", disable_tqdm=True, dataset_num_proc=None,
+        activation_checkpointing=False, logging_steps=1, save_only_model=False,
+        disable_tqdm=True, dataset_num_proc=None,  # progress_callback draws the bar
     )
-    peft_config = None
-    if cfg.lora:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                                 target_modules="all-linear", task_type="CAUSAL_LM")
     diag = Diagnostics(run, every=cfg.diag_every, objective=cfg.objective)
-    trainer = EntropicSFTTrainer(model=model, args=args, train_dataset=datasets.Dataset.from_list(rows),
-                                 processing_class=tok, peft_config=peft_config, objective=cfg.objective,
-                                 alpha=alpha, diagnostics=diag,
-                                 callbacks=[_RunCallback(run, diag, progress), crash_points()])
+    trainer = EntropicSFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=datasets.Dataset.from_list(rows),
+        processing_class=tok,
+        peft_config=lora_config(cfg),
+        objective=cfg.objective,
+        alpha=alpha,
+        diagnostics=diag,
+        callbacks=[_RunCallback(run, diag), progress_callback("sft", progress), crash_points()],
+    )
     from transformers.trainer_callback import PrinterCallback
 
-    trainer.remove_callback(PrinterCallback)  # logs go to metrics.jsonl and the progress bar instead
+    # logs go to metrics.jsonl and the progress bar instead
+    trainer.remove_callback(PrinterCallback)
     _check_lengths(trainer.train_dataset, limit, context, cfg.max_length)
     return trainer
 
@@ -353,13 +396,18 @@ def train_sft(model: str, data: str | Path | list[dict], out: str | Path, object
     if unknown:
         raise SelfteachError(f"train_sft: unknown option {unknown[0]!r}")
     check_objective(objective, alpha)
-    cfg = SFTRunConfig(model=model, data="<list>" if isinstance(data, list) else str(data), objective=objective,
-                       alpha=alpha, **options)
+    cfg = SFTRunConfig(
+        model=model,
+        data="<list>" if isinstance(data, list) else str(data),
+        objective=objective,
+        alpha=alpha,
+        **options,
+    )
     rows = load_sft_rows(data, cfg.fields, cfg.limit)  # bad data fails before a run dir is made
     out = Path(out)
     if resume and (out / "result.json").exists():  # finished already: nothing to resume
         return json.loads((out / "result.json").read_text())
-    # Build (load, tokenize, check lengths) before writing the run dir, so bad data leaves no run behind.
+    # Build (load, tokenize, check lengths) before writing the run dir: bad data leaves no run.
     trainer = build_trainer(cfg, rows, RunDir(out), progress=progress)
     run = RunDir.create(out, cfg, resume=resume, seed=cfg.seed, device=cfg.device)
     ckpt = last_complete_checkpoint(run.file("checkpoints")) if resume else None
@@ -368,22 +416,26 @@ def train_sft(model: str, data: str | Path | list[dict], out: str | Path, object
     t0 = time.time()
     trainer.train(resume_from_checkpoint=ckpt)
     seconds = time.time() - t0
-    model_out = trainer.model
-    if cfg.lora:  # merge the adapter: out/model is then a plain model any backend loads
-        model_out = model_out.merge_and_unload()
-    model_out.save_pretrained(str(run.file("model")))
-    trainer.processing_class.save_pretrained(str(run.file("model")))
+    save_model(trainer, run.file("model"))
     logs = [h for h in trainer.state.log_history if "loss" in h]
     summary = {
-        "objective": objective, "alpha": alpha, "model": model, "examples": len(rows),
+        "objective": objective,
+        "alpha": alpha,
+        "model": model,
+        "examples": len(rows),
         "steps": trainer.state.global_step,
         "train_loss": round(float(mean_train_loss(trainer.state.log_history) or math.nan), 6),
         "final_loss": logs[-1]["loss"] if logs else math.nan,
-        "mean_gate": _mean([h.get("mean_gate") for h in logs]), "mean_alpha": _mean([h.get("mean_alpha") for h in logs]),
-        "mean_p_first": logs[0].get("mean_p") if logs else None, "mean_p_last": logs[-1].get("mean_p") if logs else None,
-        "train_seconds": round(seconds, 2), "out": str(run.path), "model_dir": str(run.file("model")),
+        "mean_gate": _mean([h.get("mean_gate") for h in logs]),
+        "mean_alpha": _mean([h.get("mean_alpha") for h in logs]),
+        "mean_p_first": logs[0].get("mean_p") if logs else None,
+        "mean_p_last": logs[-1].get("mean_p") if logs else None,
+        "train_seconds": round(seconds, 2),
+        "out": str(run.path),
+        "model_dir": str(run.file("model")),
         "resumed_from": ckpt,
     }
+    assert trainer.diagnostics is not None  # build_trainer always attaches them
     trainer.diagnostics.finish(f"SFT {objective} on {model}", extra_notes=[
         f"{summary['steps']} steps on {len(rows)} examples, train loss {summary['train_loss']}, "
         f"{summary['train_seconds']} s."])
