@@ -4,7 +4,8 @@
 
 - generation: greedy, 64 new tokens, 8 chat prompts (math word problems); batch 1 = one
   prompt at a time; batch 8 = hf one left-padded batch / served 8 concurrent requests on 8
-  slots. tok/s = generated tokens / wall seconds. Goal: served >= 5x at batch 1, >= 2x at 8.
+  slots, after a warm-up of 8 other chat prompts (the slots hold the system prompt, as in a
+  pipeline). tok/s = generated tokens / wall seconds. Goal: served >= 5x at batch 1, >= 2x at 8.
 - ICM label scoring: `FastScorer.score_all` (the ICM fast scorer: leave-one-block-out shared
   contexts, 2 blocks, 256-token budget, gold labels as the snapshot) over 128 built-in capital
   claims (task "exclusive"); claims/s. hf reads each block's context once (prefix KV cache);
@@ -12,12 +13,19 @@
   Goal: served >= 3x.
 - agreement: share of the 128 claims whose argmax label (True/False) is the same on both
   backends, in context (the scoring row) and zero-shot on the first 64 (issue 11, item 4).
+- raw HTTP: the same server and prompts, plain `/v1/completions` requests with no sampling or
+  log-prob fields (what a bare client sends): the served backend's own overhead is the gap
+  between this row and the served row.
+- prompt tokens/s: prompt tokens evaluated per wall second while scoring (hf: prefix once +
+  every suffix; served: what llama.cpp reports it evaluated, i.e. after its prompt cache).
+  Label scoring is prompt processing, so this rate bounds claims/s on either backend.
 - engine: if the source-built llama-server exists (`make server`), the same generation rows
   on it, same GGUF and threads, to compare the two engines.
 
-    flock /tmp/selfteach-model.lock python -m benchmarks.run_all bench_served   # ~15-25 min on 2 busy cores
+    /work/bin/quiet python -m benchmarks.run_all bench_served   # ~10 min on 2 quiet cores
 
-Threads: SERVED_BENCH_THREADS (default 1: the machine is shared).
+Threads: SERVED_BENCH_THREADS, a comma list (default "1,2"): every row is measured at each
+thread count, the same for both backends (torch threads = server threads).
 """
 
 from __future__ import annotations
@@ -42,14 +50,38 @@ def _timed(fn):
     return time.perf_counter() - t, out
 
 
-def generation_rows(backends: dict, new_tokens: int = 64) -> list[dict]:
+def raw_http_tok_per_s(backend, prompts: list[str], new_tokens: int) -> tuple[float, int]:
+    """(seconds, tokens) for plain greedy completions on the served backend's server, one
+    at a time over one kept-alive connection, without our client."""
+    import http.client
+    import json
+    from urllib.parse import urlsplit
+
+    url = urlsplit(backend.base_url)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=600)
+    tokens, t = 0, time.perf_counter()
+    for p in prompts:
+        body = {"model": backend.model, "prompt": p, "max_tokens": new_tokens, "temperature": 0.0}
+        conn.request("POST", f"{url.path}/completions", json.dumps(body), {"Content-Type": "application/json"})
+        tokens += json.loads(conn.getresponse().read())["usage"]["completion_tokens"]
+    seconds = time.perf_counter() - t
+    conn.close()
+    return seconds, tokens
+
+
+def generation_rows(backends: dict, new_tokens: int = 64, raw: str | None = None) -> list[dict]:
+    """Greedy generation at batch 1 and 8 on each backend (the first is the baseline); `raw`:
+    the name of a served backend whose server also gets the raw-HTTP row."""
     from selfteach.backends.base import SamplingParams
 
     params = SamplingParams(max_new_tokens=new_tokens, temperature=0.0)
     rows, base = [], {}
     for name, b in backends.items():
         prompts = [b.chat_prompt(q) for q in QUESTIONS]
-        b.generate(prompts[:1], SamplingParams(max_new_tokens=4))  # warm-up
+        # warm-up, 8 other questions at once: a served run's slots then hold the chat
+        # template's system prompt, as they do in a pipeline's steady state (a cold slot
+        # reads it again: ~30 tokens at 60-70 prompt tok/s per thread)
+        b.generate([b.chat_prompt(f"Say the number {i}.") for i in range(8)], SamplingParams(max_new_tokens=2))
         for batch in (1, 8):
             if batch == 1:
                 s, res = _timed(lambda b=b, p=prompts: [b.generate([x], params)[0] for x in p])
@@ -60,6 +92,11 @@ def generation_rows(backends: dict, new_tokens: int = 64) -> list[dict]:
             rows.append({"name": "greedy generation", "backend": name, "mode": f"batch {batch}",
                          "seconds": round(s, 2), "tokens": tokens, "tok_per_s": tokens / s,
                          "speedup": (tokens / s) / base[batch]})
+        if name == raw:
+            s, tokens = raw_http_tok_per_s(b, prompts, new_tokens)
+            rows.append({"name": "greedy generation", "backend": f"{name}, raw HTTP", "mode": "batch 1",
+                         "seconds": round(s, 2), "tokens": tokens, "tok_per_s": tokens / s,
+                         "speedup": (tokens / s) / base[1]})
     return rows
 
 
@@ -75,11 +112,14 @@ def scoring_rows(backends: dict, n: int = 128) -> tuple[list[dict], dict]:
     rows, labels, base = [], {}, None
     for name, b in backends.items():
         scorer = FastScorer(claims, b, Template(), 256, blocks=2)
+        b.usage.reset()
         s, lp = _timed(lambda sc=scorer: sc.score_all(gold))
         labels[name] = {i: v[0] > v[1] for i, v in lp.items()}
         base = base or n / s
+        read = b.usage.extra.get("evaluated_prompt_tokens", b.usage.prompt_tokens)
         rows.append({"name": f"ICM fast scorer, {n} claims", "backend": name, "mode": "score_all, 2 blocks",
-                     "seconds": round(s, 2), "claims_per_s": n / s, "speedup": (n / s) / base})
+                     "seconds": round(s, 2), "claims_per_s": n / s, "speedup": (n / s) / base,
+                     "prompt_tok_per_s": read / s})
     return rows, labels
 
 
@@ -92,9 +132,24 @@ def agreement_rows(backends: dict, labels: dict) -> list[dict]:
     prompts = [f"Claim: {c.claim}\nI think this claim is" for c in load_claims("builtin:capitals", limit=64)]
     rows = [backends[k].label_logprobs(prompts, DEFAULT_LABEL_VARIANTS) for k in (a, b)]
     zs = sum(max(x, key=x.get) == max(y, key=y.get) for x, y in zip(*rows, strict=True)) / len(prompts)
-    return [{"name": "argmax label agreement", "backend": f"{a} vs {b}", "mode": "128 claims in context",
-             "agreement": ctx}, {"name": "argmax label agreement", "backend": f"{a} vs {b}",
-                                 "mode": "64 claims zero-shot", "agreement": zs}]
+    out = [{"name": "argmax label agreement", "backend": f"{a} vs {b}", "mode": "128 claims in context",
+            "agreement": ctx}, {"name": "argmax label agreement", "backend": f"{a} vs {b}",
+                                "mode": "64 claims zero-shot", "agreement": zs}]
+    # the same zero-shot read-out served from an F32 re-encoding of the GGUF: the same weight
+    # values without llama.cpp's quantised dot products, to tell kernels from our code
+    from selfteach.backends.llama_server import f32_gguf
+    from selfteach.backends.served import serve_backend
+
+    f32 = serve_backend(str(f32_gguf(MODEL)), engine="xllamacpp")
+    try:
+        rf = f32.label_logprobs(prompts, DEFAULT_LABEL_VARIANTS)
+    finally:
+        f32.close()
+    zf = sum(max(x, key=x.get) == max(y, key=y.get) for x, y in zip(rows[0], rf, strict=True)) / len(prompts)
+    gap = max(abs((x["True"] - x["False"]) - (y["True"] - y["False"])) for x, y in zip(rows[0], rf, strict=True))
+    out.append({"name": "argmax label agreement", "backend": f"{a} vs served xllamacpp (F32 of the GGUF)",
+                "mode": "64 claims zero-shot", "agreement": zf, "note": f"largest margin gap {gap:.3f} nats"})
+    return out
 
 
 def main() -> list[dict]:
@@ -106,34 +161,40 @@ def main() -> list[dict]:
     from selfteach.backends.served import serve_backend
     from selfteach.errors import SelfteachError
 
-    threads = int(os.environ.get("SERVED_BENCH_THREADS", "1"))
-    os.environ["SELFTEACH_SERVE_THREADS"] = str(threads)
-    torch.set_num_threads(threads)
+    threads_list = [int(t) for t in os.environ.get("SERVED_BENCH_THREADS", "1,2").split(",")]
     load = os.getloadavg()
-    other = None
     hf = HFBackend(MODEL, batch_size=16)
-    served = serve_backend(MODEL, engine="xllamacpp")
-    ftype = gguf_file_type(served.gguf)
-    try:
-        backends = {"hf (fp32)": hf, f"served xllamacpp ({ftype})": served}
-        rows = generation_rows(backends)
-        score, labels = scoring_rows(backends)
-        rows += score + agreement_rows(backends, labels)
-    finally:
-        served.close()
-    if server_binary() is not None:  # the other engine, same GGUF and threads
+    rows: list[dict] = []
+    for threads in threads_list:
+        os.environ["SELFTEACH_SERVE_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+        served = serve_backend(MODEL, engine="xllamacpp")
+        ftype = gguf_file_type(served.gguf)
+        hf_name, served_name = f"hf (fp32), {threads} thr", f"served xllamacpp ({ftype}), {threads} thr"
         try:
-            other = serve_backend(MODEL, engine="llama-server")
-        except SelfteachError as e:  # a failed start is a result for the engine choice, not a crash
-            rows.append({"name": "engine llama-server (source build)", "note": f"failed to start: {str(e)[:160]}"})
-            other = None
-    if other is not None:
-        try:
-            rows += [r for r in generation_rows({"hf (fp32)": hf, f"served llama-server ({ftype})": other})
-                     if r["backend"] != "hf (fp32)"]
+            backends = {hf_name: hf, served_name: served}
+            rows += generation_rows(backends, raw=served_name)
+            score, labels = scoring_rows(backends)
+            rows += score
+            if threads == threads_list[0]:  # the numbers do not depend on the thread count
+                rows += agreement_rows(backends, labels)
         finally:
-            other.close()
-    note = (f"{MODEL}, {threads} CPU thread(s) for both backends; load average before "
+            served.close()
+        if server_binary() is not None:  # the other engine, same GGUF and threads
+            try:
+                other = serve_backend(MODEL, engine="llama-server")
+            except SelfteachError as e:  # a failed start is a result for the engine choice, not a crash
+                rows.append({"name": "engine llama-server (source build)",
+                             "note": f"failed to start: {str(e)[:160]}"})
+                other = None
+            if other is not None:
+                try:
+                    rows += [r for r in generation_rows({hf_name: hf, f"served llama-server ({ftype}), "
+                                                                      f"{threads} thr": other})
+                             if r["backend"] != hf_name]
+                finally:
+                    other.close()
+    note = (f"{MODEL}, the same CPU thread count for both backends in each row; load average before "
             f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}, after {os.getloadavg()[0]:.1f} (1/5/15 min)")
     rows.append({"name": "conditions", "note": note})
     return rows

@@ -12,26 +12,27 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import typer
+from pydantic import BaseModel, Field
 from rich.console import Console
 from rich.table import Table
 
-from selfteach.backends.options import server_options
+from selfteach.cliconfig import config_command, out_option
 
 
-def register(app: typer.Typer) -> None:
-    @app.command()
-    @server_options
-    def demo(
-        model: str = typer.Option("smollm2-135m", help="model for the accuracy step"),
-        data: str = typer.Option("builtin:arithmetic", help="problems for the accuracy step"),
-        limit: int = typer.Option(50, min=1, help="problems to evaluate"),
-        icm_model: str = typer.Option("gemma3-270m", help="model for the ICM step"),
-        skip_icm: bool = typer.Option(False, help="only run the accuracy step"),
-        out: Path = typer.Option(Path("runs/demo"), help="run directory root"),
-    ) -> None:
-        """Run the end-to-end demo on the embedded models and print a results table."""
-        run_demo(model, data, limit, icm_model, skip_icm, out)
+class DemoConfig(BaseModel):
+    """Settings of `selfteach demo`."""
+
+    model: str = Field("smollm2-135m", description="model for the accuracy step")
+    data: str = Field("builtin:arithmetic", description="problems for the accuracy step")
+    limit: int = Field(50, ge=1, description="problems to evaluate")
+    icm_model: str = Field("gemma3-270m", description="model for the ICM step")
+    skip_icm: bool = Field(False, description="only run the accuracy step")
+
+
+@config_command(DemoConfig, options=[out_option("runs/demo", "run directory root")], server=True)
+def demo(config: DemoConfig, out: Path) -> None:
+    """Run the end-to-end demo on the embedded models and print a results table."""
+    run_demo(config.model, config.data, config.limit, config.icm_model, config.skip_icm, out)
 
 
 def run_demo(model: str, data: str, limit: int, icm_model: str, skip_icm: bool, out: Path) -> None:
@@ -47,20 +48,32 @@ def run_demo(model: str, data: str, limit: int, icm_model: str, skip_icm: bool, 
     cfg = AccuracyConfig(model=model, data=data, limit=limit, max_new_tokens=160, batch_size=10)
     res = run_accuracy(cfg, acc_dir)
     a = res["accuracy"]
-    rows.append([f"accuracy of {model}, {a['n']} problems", f"{a['mean']:.3f} [{a['lo']:.3f}, {a['hi']:.3f}]",
-                 f"{time.time() - t0:.0f} s"])
+    rows.append(
+        [
+            f"accuracy of {model}, {a['n']} problems",
+            f"{a['mean']:.3f} [{a['lo']:.3f}, {a['hi']:.3f}]",
+            f"{time.time() - t0:.0f} s",
+        ]
+    )
     dirs.append(acc_dir)
     if not skip_icm:
         from selfteach.elicit import demo_summary
 
         t1 = time.time()
-        console.print(f"[bold]2/2 ICM[/bold]: {icm_model} labels built-in capital claims without labels")
+        console.print(
+            f"[bold]2/2 ICM[/bold]: {icm_model} labels built-in capital claims without labels"
+        )
         icm_dir = out / f"{stamp}-icm"
         s = demo_summary(model=icm_model, out=icm_dir)
         for name in ("zero-shot", "zero-shot + rule", "random few-shot", "ICM", "golden context"):
             if name in s:
-                rows.append([f"{icm_model} label accuracy: {name}", f"{s[name]:.3f} (n={s.get('claims', '?')})",
-                             f"{time.time() - t1:.0f} s" if name == "ICM" else ""])
+                rows.append(
+                    [
+                        f"{icm_model} label accuracy: {name}",
+                        f"{s[name]:.3f} (n={s.get('claims', '?')})",
+                        f"{time.time() - t1:.0f} s" if name == "ICM" else "",
+                    ]
+                )
         dirs.append(icm_dir)
     table = Table(title="selfteach demo")
     for c in ("step", "result [95% CI]", "time"):

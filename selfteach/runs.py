@@ -14,6 +14,7 @@ import platform
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import zlib
 from importlib import metadata
@@ -93,6 +94,43 @@ def crash_point(where: str) -> None:
 ID_FILES = ("outputs.jsonl", "judgments.jsonl")
 
 
+# ---- where a run may go (`--out`) ----------------------------------------------------
+def check_out(out: str | Path | None, resume: bool = False, option: str = "--out", kind: str = "dir") -> Path:
+    """`out` as a Path, after checking it can be a run directory (`kind="dir"`) or an
+    output file (`kind="file"`): not empty, not an existing file (resp. directory), not
+    under a file, writable, and (for a run directory) not a finished run unless resuming.
+    Nothing is created."""
+    if out is None or not str(out).strip():
+        raise SelfteachError(f"{option} {str(out or '')!r}: empty; give a {'directory' if kind == 'dir' else 'file'}")
+    path = Path(str(out)).expanduser()
+    shown = f"{option} {str(out)}"
+    if kind == "dir" and path.exists() and not path.is_dir():
+        raise SelfteachError(f"{shown}: is a file, not a run directory")
+    if kind == "file" and path.is_dir():
+        raise SelfteachError(f"{shown}: is a directory; give a file name")
+    parent = path if kind == "dir" else path.parent
+    existing = parent
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise SelfteachError(f"{shown}: {existing} is a file, cannot create a directory under it")
+    _probe_writable(existing, shown)
+    if kind == "dir" and not resume and (path / "config.yaml").exists():
+        raise SelfteachError(f"{path}: run directory exists; pass --resume to continue it or choose another --out")
+    return path
+
+
+def _probe_writable(folder: Path, shown: str) -> None:
+    """os.access says yes to root even on read-only mounts: try a temporary file instead."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise SelfteachError(f"{shown}: not writable ({e.strerror or type(e).__name__} in {folder})") from None
+
+
 class RunDir:
     """A run directory. `RunDir.create(path, config, resume=...)` refuses to overwrite a
     finished run's config unless resuming with the same config."""
@@ -103,11 +141,9 @@ class RunDir:
     @classmethod
     def create(cls, path: str | Path, config: BaseModel | dict, resume: bool = False, seed: int | None = None,
                device: str | None = None) -> RunDir:
-        """Check `path` (selfteach.validate.check_out), then write config.yaml and env.json.
+        """Check `path` (`check_out`), then write config.yaml and env.json.
         Callers validate options, data and the model first, so a failed start leaves no
         directory behind and the retry is not refused."""
-        from selfteach.validate import check_out
-
         run = cls(check_out(path, resume=resume))
         cfg = config.model_dump(mode="json") if isinstance(config, BaseModel) else dict(config)
         cfg_file = run.path / "config.yaml"

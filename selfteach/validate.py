@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import re
-import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlparse
@@ -30,6 +29,7 @@ from selfteach.errors import SelfteachError
 SEED_MAX = 2**32 - 1
 Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
 
+
 def _steps(v: int) -> int:
     if v == 0 or v < -1:
         raise ValueError("must be -1 (train for --epochs) or a positive number of steps")
@@ -38,10 +38,10 @@ def _steps(v: int) -> int:
 
 # Upper bounds: far above any sensible run, low enough that a typo fails instead of
 # running for days or exhausting memory (`judge eval --k 100000000000`).
-MAX_SAMPLES = 1024        # samples / judgments / candidates per item
-MAX_BATCH = 4096          # items or sequences per batch
-MAX_TOKENS = 131072       # generated tokens or context length
-MAX_STEPS = 10_000_000    # optimizer or search steps
+MAX_SAMPLES = 1024  # samples / judgments / candidates per item
+MAX_BATCH = 4096  # items or sequences per batch
+MAX_TOKENS = 131072  # generated tokens or context length
+MAX_STEPS = 10_000_000  # optimizer or search steps
 MAX_TEMPERATURE = 10.0
 MAX_LR = 1.0
 MAX_EPOCHS = 10_000.0
@@ -51,9 +51,15 @@ MaxSteps = Annotated[int, Field(le=MAX_STEPS), AfterValidator(_steps)]
 
 # Config fields whose command-line option is not `--` + the field name with dashes.
 OPTION_NAMES = {
-    "learning_rate": "--lr", "fields": "--field", "ks": "--k", "sft_learning_rate": "--sft-lr",
-    "grpo.learning_rate": "--grpo-lr", "grpo.loss_type": "--grpo-loss-type", "dpo.learning_rate": "--lr",
-    "budgets": "--budgets", "shared_prefix": "--no-shared-prefix",
+    "learning_rate": "--lr",
+    "fields": "--field",
+    "ks": "--k",
+    "sft_learning_rate": "--sft-lr",
+    "grpo.learning_rate": "--grpo-lr",
+    "grpo.loss_type": "--grpo-loss-type",
+    "dpo.learning_rate": "--lr",
+    "budgets": "--budgets",
+    "shared_prefix": "--no-shared-prefix",
 }
 
 
@@ -85,6 +91,8 @@ def config_error(e: ValidationError, names: dict[str, str] | None = None) -> Sel
         msg = "must be a finite number"
     elif err.get("type") == "literal_error":
         msg = "choose " + msg.removeprefix("Input should be ")
+    elif " is not one of " in msg:  # typer's check of a Literal option
+        msg = "choose " + msg.split(" is not one of ", 1)[1].rstrip(".")
     else:
         msg = msg.replace("Input should be", "must be")
     if "input" in err and not isinstance(err["input"], dict):
@@ -101,40 +109,15 @@ def build(model_cls: type, names: dict[str, str] | None = None, **values: Any) -
 
 
 # ---- --out ------------------------------------------------------------------------------
-def check_out(out: str | Path | None, resume: bool = False, option: str = "--out", kind: str = "dir") -> Path:
-    """`out` as a Path, after checking it can be a run directory (`kind="dir"`) or an
-    output file (`kind="file"`): not empty, not an existing file (resp. directory), not
-    under a file, writable, and (for a run directory) not a finished run unless resuming.
-    Nothing is created."""
-    if out is None or not str(out).strip():
-        raise SelfteachError(f"{option} {str(out or '')!r}: empty; give a {'directory' if kind == 'dir' else 'file'}")
-    path = Path(str(out)).expanduser()
-    shown = f"{option} {str(out)}"
-    if kind == "dir" and path.exists() and not path.is_dir():
-        raise SelfteachError(f"{shown}: is a file, not a run directory")
-    if kind == "file" and path.is_dir():
-        raise SelfteachError(f"{shown}: is a directory; give a file name")
-    parent = path if kind == "dir" else path.parent
-    existing = parent
-    while not existing.exists():
-        if existing.parent == existing:
-            break
-        existing = existing.parent
-    if existing.exists() and not existing.is_dir():
-        raise SelfteachError(f"{shown}: {existing} is a file, cannot create a directory under it")
-    _probe_writable(existing, shown)
-    if kind == "dir" and not resume and (path / "config.yaml").exists():
-        raise SelfteachError(f"{path}: run directory exists; pass --resume to continue it or choose another --out")
-    return path
+def check_out(
+    out: str | Path | None, resume: bool = False, option: str = "--out", kind: str = "dir"
+) -> Path:
+    """`selfteach.runs.check_out`: where a run directory (or output file) may go. It lives
+    with `RunDir`, which knows what makes a directory a finished run and checks again on
+    `create`; `runs` imports nothing from here, so the two modules form no cycle."""
+    from selfteach.runs import check_out as check
 
-
-def _probe_writable(folder: Path, shown: str) -> None:
-    """os.access says yes to root even on read-only mounts: try a temporary file instead."""
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as e:
-        raise SelfteachError(f"{shown}: not writable ({e.strerror or type(e).__name__} in {folder})") from None
+    return check(out, resume=resume, option=option, kind=kind)
 
 
 # ---- --model ----------------------------------------------------------------------------
@@ -148,8 +131,10 @@ def check_model_spec(model: str | None, backend: str = "auto", option: str = "--
     if model is None:
         return
     if not model.strip():
-        raise SelfteachError(f"{option} '': empty; give an alias (see `selfteach models`), a directory, "
-                             "a .gguf file, a hub id or a server URL")
+        raise SelfteachError(
+            f"{option} '': empty; give an alias (see `selfteach models`), a directory, "
+            "a .gguf file, a hub id or a server URL"
+        )
     if model.startswith(("http://", "https://")):
         _check_url(model, option)
         return
@@ -168,13 +153,17 @@ def check_model_spec(model: str | None, backend: str = "auto", option: str = "--
         if not path.is_dir():
             raise SelfteachError(f"{option} {model}: expected a model directory or a .gguf file")
         if not (path / "config.json").is_file():
-            raise SelfteachError(f"{option} {model}: not a model directory (no config.json); give a directory "
-                                 "saved with save_pretrained, e.g. a run's model/")
+            raise SelfteachError(
+                f"{option} {model}: not a model directory (no config.json); give a directory "
+                "saved with save_pretrained, e.g. a run's model/"
+            )
         return
     if _HUB_ID.match(model) and not model.startswith("."):
         return
-    raise SelfteachError(f"unknown model {model!r}: not an alias ({', '.join(ALIASES)}), "
-                         "a local directory, a .gguf file, or a hub id")
+    raise SelfteachError(
+        f"unknown model {model!r}: not an alias ({', '.join(ALIASES)}), "
+        "a local directory, a .gguf file, or a hub id"
+    )
 
 
 def _check_url(url: str, option: str) -> None:
@@ -199,8 +188,11 @@ def check_params(command: str, params: dict[str, Any]) -> None:
     backend = params.get("backend") or "auto"
     for name in MODEL_PARAMS:
         if isinstance(params.get(name), str) or (name == "model" and "backend" in params):
-            check_model_spec(params.get(name), backend if name == "model" else "auto",
-                             "--" + name.replace("_", "-"))
+            check_model_spec(
+                params.get(name),
+                backend if name == "model" else "auto",
+                "--" + name.replace("_", "-"),
+            )
     if "out" in params and not command.endswith(" report"):
         out = check_out(params["out"], resume=bool(params.get("resume")) or _accumulates(command))
         if params.get("resume") and out.is_dir():
@@ -214,3 +206,62 @@ def check_params(command: str, params: dict[str, Any]) -> None:
 def _accumulates(command: str) -> bool:
     """Commands whose --out may already hold a run (they add to it, as before)."""
     return command.endswith(("train-meta", "rft-data", " demo", "train dpo", "train grpo"))
+
+
+# ---- --config FILE ----------------------------------------------------------------------
+def read_settings(
+    path: str | Path, accepted: set[str], command: str
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The settings of a `--config` file (a run's config.yaml, the run directory holding
+    it, or any YAML mapping) and the line of each key. A file that does not read, is not a
+    mapping, or has a key `command` does not take is one line naming the file (and line).
+    Returns the settings and, per key, "FILE:LINE" for the errors its value may cause."""
+    import difflib
+
+    import yaml
+
+    f = Path(str(path)).expanduser()
+    if f.is_dir():
+        f = f / "config.yaml"
+    if not f.is_file():
+        missing = (
+            "no config.yaml in that directory"
+            if Path(str(path)).expanduser().is_dir()
+            else "file not found"
+        )
+        raise SelfteachError(f"--config {path}: {missing}")
+    try:
+        text = f.read_text(encoding="utf-8")
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except UnicodeDecodeError as e:
+        raise SelfteachError(
+            f"{f}: not UTF-8 (byte 0x{e.object[e.start]:02x} at offset {e.start})"
+        ) from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f":{mark.line + 1}" if mark is not None else ""
+        raise SelfteachError(
+            f"{f}{at}: malformed YAML ({getattr(e, 'problem', None) or type(e).__name__})"
+        ) from None
+    except RecursionError:
+        raise SelfteachError(f"{f}: nested too deeply to read") from None
+    if data is None:
+        return {}, {}
+    if not isinstance(data, dict):
+        raise SelfteachError(
+            f"{f}: expected a mapping of settings (key: value lines), got {type(data).__name__}"
+        )
+    lines = (
+        {str(k.value): k.start_mark.line + 1 for k, _ in node.value}
+        if isinstance(node, yaml.MappingNode)
+        else {}
+    )
+    for key in data:
+        if not isinstance(key, str) or key not in accepted:
+            hint = difflib.get_close_matches(str(key), sorted(accepted), n=1)
+            raise SelfteachError(
+                f"{f}:{lines.get(str(key), 1)}: unknown setting {key!r} for {command}"
+                + (f" (did you mean {hint[0]!r}?)" if hint else "")
+            )
+    return data, {k: f"{f}:{lines.get(k, 1)}" for k in data}

@@ -627,9 +627,12 @@ def test_cli_fix_and_schedule_options_reach_the_search(tmp_path):
 
 
 def test_cli_defaults_are_the_config_defaults():
-    from selfteach.elicit.commands import _DEFAULT
+    """The options are generated from ICMConfig: every field's option defaults to the field's default."""
+    from selfteach.elicit.commands import elicit
 
-    assert _DEFAULT == {k: ICMConfig.model_fields[k].default for k in ("schedule", "fix", "init", "leave_out")}
+    defaults = {f.key: f.default for f in elicit.spec.fields}
+    assert {"schedule", "fix", "init", "leave_out", "objective", "t0", "keep_best"} <= set(defaults)
+    assert defaults == {k: ICMConfig.model_fields[k].get_default(call_default_factory=True) for k in defaults}
 
 
 def test_cli_init_and_label_words_reach_the_search(tmp_path):

@@ -40,6 +40,7 @@ class Fake:
         self.top: list[tuple[str, float]] = [(" True", math.log(0.3)), ("True", math.log(0.1)),
                                              (" False", math.log(0.2))]
         self.owner = "llamacpp"
+        self.timings: object = None  # llama.cpp's "timings" object on generation answers
         self.inflight = self.max_inflight = 0
         self.lock = threading.Lock()
 
@@ -69,7 +70,8 @@ class Fake:
                       "logprobs": {"content": steps} if body.get("logprobs") else None}
             choice.update({"message": {"role": "assistant", "content": text}} if chat else {"text": text})
             out.append(choice)
-        return {"choices": out, "usage": {"prompt_tokens": 3, "completion_tokens": 4 * len(out)}}
+        answer = {"choices": out, "usage": {"prompt_tokens": 3, "completion_tokens": 4 * len(out)}}
+        return answer if self.timings is None else {**answer, "timings": self.timings}
 
 
 def _handler(fake: Fake):
@@ -209,6 +211,20 @@ def test_generate_n_samples_stop_seed_and_token_ids(fake):
     assert (req["n"], req["seed"], req["stop"], req["temperature"], req["top_p"]) == (2, 5, ["."], 0.7, 0.9)
     (g,), = b.generate(["hi"], SamplingParams(max_new_tokens=4))
     assert (g.text, g.finish_reason) == ("0ab.", "length")
+
+
+def test_llamacpp_timings_are_summed_into_usage_and_malformed_ones_ignored(fake):
+    b = OpenAIBackend(fake.url)
+    fake.timings = {"prompt_n": 2, "prompt_ms": 1.5, "predicted_n": 4, "predicted_ms": 3.0}
+    b.generate(["hi", "ho"], SamplingParams(max_new_tokens=4))
+    extra = b.usage.extra
+    assert (extra["evaluated_prompt_tokens"], extra["server_prompt_ms"], extra["server_decode_ms"]) == (4, 3.0, 6.0)
+    fake.timings = {"prompt_n": "2", "prompt_ms": -1.0, "predicted_ms": True}
+    b.generate(["hi"], SamplingParams(max_new_tokens=4))
+    fake.timings = ["not", "an", "object"]
+    b.generate(["hi"], SamplingParams(max_new_tokens=4))
+    assert (extra["evaluated_prompt_tokens"], extra["server_prompt_ms"], extra["server_decode_ms"]) == (4, 3.0, 6.0)
+    assert b.usage.calls == 4
 
 
 def test_token_id_prompt_is_sent_as_ids_with_bos_when_the_model_wants_one(fake):

@@ -13,7 +13,6 @@ from typer.testing import CliRunner
 from selfteach.errors import SelfteachError
 from selfteach.train.objectives import entropic_loss, token_stats
 from selfteach.train.sft import SFTRunConfig, build_trainer, load_sft_rows, train_sft
-from selfteach.train.sft_command import register_sft
 
 ROWS = [{"prompt": f"What is {a} plus {b}?", "completion": f"The answer is {a + b}."}
         for a, b in [(2, 2), (3, 5), (7, 1), (6, 3), (4, 4), (9, 2)]]
@@ -27,10 +26,11 @@ def data(tmp_path):
 
 
 def _app():
+    from selfteach.train.commands import train_app
+
     app = typer.Typer()
-    train_app = typer.Typer()
     app.add_typer(train_app, name="train")
-    register_sft(train_app)
+    app.command("noop")(lambda: None)  # a second command keeps "train" a group
     return app
 
 

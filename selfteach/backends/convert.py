@@ -60,8 +60,7 @@ QUANTS = {"F32": "f32", "F16": "f16", "Q8_0": "q8_0", "Q4_K_M": "f16"}  # Q4_K_M
 
 
 def converter_dir() -> Path:
-    from selfteach.backends.llama_server import VERSION
-    from selfteach.backends.models import cache_dir
+    from selfteach.backends.models import VERSION, cache_dir
 
     return cache_dir() / f"llama.cpp-{VERSION}" / "convert"
 
@@ -96,7 +95,7 @@ def to_gguf(model_dir: Path, quant: str = "Q8_0") -> Path:
                              "(scripts/fetch_converter.sh)")
     quantize = None
     if quant == "Q4_K_M":
-        from selfteach.backends.llama_server import server_binary
+        from selfteach.backends.models import server_binary
 
         quantize = server_binary("llama-quantize")
         if quantize is None:

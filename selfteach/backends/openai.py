@@ -44,7 +44,15 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
-from selfteach.backends.base import Generation, Prompt, SamplingParams, Usage
+from selfteach.backends.base import (
+    Backend,
+    ChatTemplate,
+    Generation,
+    Prompt,
+    SamplingParams,
+    TokenContinuation,
+    Usage,
+)
 from selfteach.backends.transport import Aborted, BadResponse, Transport
 from selfteach.errors import SelfteachError
 
@@ -193,8 +201,11 @@ def _as_int(name: str, value: Any) -> int:
         raise SelfteachError(f"{name} {value!r}: expected an integer") from None
 
 
-class OpenAIBackend:
-    """`Backend` over an OpenAI-compatible server. See the module docstring.
+class OpenAIBackend(Backend, TokenContinuation, ChatTemplate):
+    """`Backend` over an OpenAI-compatible server. See the module docstring. Capabilities:
+    `TokenContinuation` in completions mode (`continues_token_prompts`), `ChatTemplate`
+    (known with a local tokenizer); the shared-prefix ones need a KV cache this process does
+    not hold (a server's prefix cache does that work).
 
     Args:
         base_url: the API root, e.g. `http://127.0.0.1:8000/v1` (vLLM) or
@@ -249,6 +260,16 @@ class OpenAIBackend:
         self.name = f"{self.base_url}#{self.model}"
         self.tokenizer = self._load_tokenizer(tokenizer)
         self._bos: list[int] | None = None
+
+    @property
+    def continues_token_prompts(self) -> bool:
+        """`TokenContinuation`: the completions API takes token ids; the chat API takes text only."""
+        return self.mode == "completions"
+
+    @property
+    def chat_template(self) -> str | None:
+        """`ChatTemplate`: the local tokenizer's, if given (the server's own is not read)."""
+        return getattr(self.tokenizer, "chat_template", None) or None
 
     def __repr__(self) -> str:  # never shows the key
         return f"OpenAIBackend({self.base_url!r}, model={self.model!r}, mode={self.mode!r}, kind={self.kind!r})"
@@ -314,9 +335,18 @@ class OpenAIBackend:
             self.usage.prompt_tokens += _nonneg_int(_get(u, "prompt_tokens"))
             self.usage.generated_tokens += _nonneg_int(_get(u, "completion_tokens"))
             cached = _nonneg_int(_get(details, "cached_tokens") if isinstance(details, dict) else 0)
+            extra = self.usage.extra
             if cached:
-                extra = self.usage.extra
                 extra["cached_prompt_tokens"] = extra.get("cached_prompt_tokens", 0) + cached
+            # llama.cpp's own account: prompt tokens it evaluated (the rest came from its
+            # prompt cache) and its compute time, which tells server time from ours
+            timings = _get(resp, "timings")
+            if isinstance(timings, dict):
+                for key, name in (("prompt_n", "evaluated_prompt_tokens"), ("prompt_ms", "server_prompt_ms"),
+                                  ("predicted_ms", "server_decode_ms")):
+                    value = _get(timings, key)
+                    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+                        extra[name] = extra.get(name, 0) + value
 
     def _http(self, path: str, payload: dict, key: str, kind: type) -> Any:
         """`answer[key]` of a POST to a non-OpenAI endpoint at the server root (tokenize,

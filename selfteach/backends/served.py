@@ -20,6 +20,7 @@ import atexit
 import os
 from pathlib import Path
 
+from selfteach.backends.base import PrefixScoring, ServedProcess
 from selfteach.backends.llama_server import LlamaServer
 from selfteach.backends.openai import OpenAIBackend
 from selfteach.errors import SelfteachError
@@ -77,8 +78,9 @@ def gguf_for(spec: str, quant: str = "Q8_0") -> Path:
     raise SelfteachError(f"--serve {spec}: needs a GGUF alias, a .gguf file or a local model directory")
 
 
-class ServedBackend(OpenAIBackend):
-    """An `OpenAIBackend` on a llama.cpp server it owns; `close()` stops the server."""
+class ServedBackend(OpenAIBackend, PrefixScoring, ServedProcess):
+    """An `OpenAIBackend` on a llama.cpp server it owns (`ServedProcess`: `close()` stops the
+    server), scoring ICM's shared contexts through the slot's prompt cache (`PrefixScoring`)."""
 
     def __init__(self, server: LlamaServer, **kwargs):
         self.server = server
@@ -95,7 +97,13 @@ class ServedBackend(OpenAIBackend):
         """ICM's fast scorer: many claims after one shared context. llama.cpp's slots do not
         share KV, so concurrent requests would each read the context again (8 slots: 8 times);
         one at a time, the slot that cached the context serves them all, reading only each
-        suffix (the prompt cache; vLLM's prefix cache makes concurrency free there)."""
+        suffix (the prompt cache; vLLM's prefix cache makes concurrency free there).
+
+        Scoring is then llama.cpp's prompt processing of the suffixes, measured at 60-70
+        prompt tokens/s per thread on the 2-core box (Qwen2.5-Coder-0.5B Q4_K_M, 16 to 512
+        tokens per batch: 59.5 -> 71.5 tok/s), so even sharing the context across all slots
+        could batch the suffixes for at most ~1.2x (1 thread) / ~1.3x (2 threads): not worth
+        a second read of the context per slot (docs/benchmarks.md, bench_served)."""
         return [self.label_logprobs([prefix + s], labels)[0] for s in suffixes]
 
     def _send(self, method: str, path: str, payload: dict | None = None, check=None):

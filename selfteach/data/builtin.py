@@ -238,14 +238,31 @@ def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
+MAX_SUMS = 1_000_000
+
+
+def _sums_count(name: str) -> int | None:
+    """`sums` = 128 claims; `sums-N` = N claims (1..1,000,000; the first 128 equal `sums`'s),
+    for measuring ICM on claim sets far larger than a context. None: not a sums set."""
+    if name == "sums":
+        return 128
+    head, _, n = name.partition("-")
+    if head != "sums" or not n:
+        return None
+    if not n.isdigit() or not 1 <= int(n) <= MAX_SUMS:
+        raise SelfteachError(f"builtin:{name}: sums-N needs N in 1..{MAX_SUMS}, e.g. sums-10000")
+    return int(n)
+
+
 def builtin_claims(name: str, seed: int = 0, wrong_per_subject: int | None = None) -> list[Claim]:
-    """A built-in claim set (`FACT_FAMILIES` or `sums`) generated offline from `seed`."""
+    """A built-in claim set (`FACT_FAMILIES`, `sums` or `sums-N`) generated offline from `seed`."""
     if name in FACT_FAMILIES:
         return fact_claims(name, seed, wrong_per_subject)
-    if name == "sums":
+    n = _sums_count(name)
+    if n is not None:
         rng = random.Random(seed)
         claims = []
-        for i in range(128):
+        for i in range(n):
             a, b = rng.randint(2, 60), rng.randint(2, 60)
             right = rng.random() < 0.5
             c = a + b if right else a + b + rng.choice([-10, -2, -1, 1, 2, 10])
@@ -253,4 +270,4 @@ def builtin_claims(name: str, seed: int = 0, wrong_per_subject: int | None = Non
                                 group=f"sum-{i}", key=str(c), gold=right))
         return claims
     raise SelfteachError(f"builtin:{name}: unknown built-in claim set "
-                         f"(choose: {', '.join(CLAIM_SETS)})")
+                         f"(choose: {', '.join(CLAIM_SETS)}, sums-N)")

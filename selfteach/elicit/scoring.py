@@ -6,7 +6,7 @@ of the word (" True", "True", " true", ...) and renormalised over the two labels
 paper reads the two label words only; renormalising makes P independent of the mass the
 model puts on unrelated tokens, which varies with context length).
 
-Two scorers with one interface (`predict`, `total_logp`, `after_step`, `score_all`):
+Scorers with one interface (`predict`, `total_logp`, `after_step`, `score_all`):
 
 - `ExactScorer` (`--scoring exact`): the naive loop of the reference code. Every U(D) is
   computed from scratch: |D| prompts, each with the other |D|-1 labeled examples in
@@ -29,6 +29,12 @@ Two scorers with one interface (`predict`, `total_logp`, `after_step`, `score_al
      small and cheap, rare once it is large.
   The deferred cross-effects are the approximation; `benchmarks/bench_icm.py` measures
   its cost and its label accuracy against the exact loop.
+- `SampledScorer` (`context_claims` = K; a departure from the paper, for claim sets that do
+  not fit a context): FastScorer with many small chunks instead of 2 blocks, each chunk's
+  context K labeled claims sampled from the snapshot, so prompts and per-step cost do not
+  grow with N. Without a shared-prefix backend its requests are independent prompts,
+  all of a rescoring in one batched call, so any backend, or a pool of endpoints, can
+  answer them; `benchmarks/bench_icm_scale.py` measures it.
 
 Contexts are the labeled examples ordered by group (related claims sit together) and
 cut to `max_context_tokens` from the far end; the scored example is never cut (it is a
@@ -41,12 +47,20 @@ import math
 import random
 from collections.abc import Iterable
 
+from selfteach.backends.base import (
+    ContextLimit,
+    LabelReader,
+    LastTokenScoring,
+    PrefixScoring,
+    Tokenizes,
+)
 from selfteach.data.records import Claim
 from selfteach.elicit.templates import Template
 
 LP = tuple[float, float]  # (log P(True), log P(False)), renormalised over the two labels
 
 
+REFRESH_SCALE = 256  # bounded contexts: the refresh period grows with |D| beyond this (SampledScorer)
 FLOOR = math.log(1e-5)  # a label the backend could not read (-inf, NaN) gets at most this (authors' eps)
 
 
@@ -78,7 +92,7 @@ def term(lp: LP, label: bool, margin: bool = False) -> float:
 
 
 class _Base:
-    def __init__(self, claims: list[Claim], backend, template: Template, max_context_tokens: int,
+    def __init__(self, claims: list[Claim], backend: LabelReader, template: Template, max_context_tokens: int,
                  leave_out: str = "claim"):
         self.claims, self.backend, self.template = claims, backend, template
         # leave_out="group": a claim is scored without its own group's claims in context
@@ -88,6 +102,7 @@ class _Base:
                 members.setdefault(c.group, []).append(i)
         self.left_out = {i: (members[c.group] if leave_out == "group" and c.group is not None else [i])
                          for i, c in enumerate(claims)}
+        self.group_members = members
         self.labels_spec = template.labels()
         order: dict[str, int] = {}
         for c in claims:
@@ -97,9 +112,9 @@ class _Base:
         self.rank = {i: (order.get(c.group, len(order) + i) if c.group is not None else len(order) + i, i)
                      for i, c in enumerate(claims)}
         self.budget = max_context_tokens
-        limit = getattr(backend, "max_length", None)
-        tok = getattr(backend, "tokenize", None)
-        if tok is not None:
+        limit = backend.max_length if isinstance(backend, ContextLimit) else None
+        if isinstance(backend, Tokenizes):
+            tok = backend.tokenize
             self.example_len = {i: len(tok(template.example(c, True) + template.separator))
                                 for i, c in enumerate(claims)}
             if limit:
@@ -112,7 +127,10 @@ class _Base:
     def context(self, labels: dict[int, bool], exclude: Iterable[int]) -> str:
         """Labeled examples except `exclude`, grouped, cut from the far end to the budget."""
         skip = set(exclude)
-        members = sorted((i for i in labels if i not in skip), key=self.rank.__getitem__)
+        return self._render(labels, sorted((i for i in labels if i not in skip), key=self.rank.__getitem__))
+
+    def _render(self, labels: dict[int, bool], members: list[int]) -> str:
+        """The examples `members` in this order, cut from the far end (the front) to the budget."""
         kept: list[int] = []
         used = 0
         for i in reversed(members):  # keep the examples nearest the query
@@ -128,22 +146,25 @@ class _Base:
         if not idx:
             return {}
         sufs = [self.template.suffix(self.claims[i], bool(prefix)) for i in idx]
-        shared = getattr(self.backend, "label_logprobs_shared_prefix", None)
-        if shared is not None and prefix:
-            rows = shared(prefix, sufs, self.labels_spec)
+        if prefix and isinstance(self.backend, PrefixScoring):  # the context is read once
+            rows = self.backend.label_logprobs_shared_prefix(prefix, sufs, self.labels_spec)
         else:
-            fn = getattr(self.backend, "label_logprobs_last", None) or self.backend.label_logprobs
-            rows = fn([prefix + s for s in sufs], self.labels_spec)
+            rows = self._label_logprobs([prefix + s for s in sufs])
         return {i: normalise(r) for i, r in zip(idx, rows, strict=True)}
 
     def _score_each(self, prompts: list[tuple[int, str]]) -> dict[int, LP]:
         """Each claim with its own context (no sharing), batched in one call."""
         if not prompts:
             return {}
-        fn = getattr(self.backend, "label_logprobs_last", None) or self.backend.label_logprobs
         texts = [ctx + self.template.suffix(self.claims[i], bool(ctx)) for i, ctx in prompts]
-        rows = fn(texts, self.labels_spec)
+        rows = self._label_logprobs(texts)
         return {i: normalise(r) for (i, _), r in zip(prompts, rows, strict=True)}
+
+    def _label_logprobs(self, texts: list[str]) -> list[dict[str, float]]:
+        """Label read-outs of full prompts: at the last position only where the backend can."""
+        if isinstance(self.backend, LastTokenScoring):
+            return self.backend.label_logprobs_last(texts, self.labels_spec)
+        return self.backend.label_logprobs(texts, self.labels_spec)
 
     def zero_shot(self) -> dict[int, LP]:
         """No context: the model's own prior labels (a baseline and a diagnostic)."""
@@ -169,7 +190,7 @@ class ExactScorer(_Base):
         scores = self._score_each([(i, self.context(labels, self.left_out[i])) for i in labels])
         return sum(term(scores[i], y, margin) for i, y in labels.items())
 
-    def after_step(self, step: int, labels: dict[int, bool]) -> bool:
+    def after_step(self, step: int, labels: dict[int, bool], changed: int | None = None) -> bool:
         return False
 
     def refresh(self, labels: dict[int, bool]) -> None:
@@ -185,7 +206,7 @@ class FastScorer(_Base):
 
     name = "fast"
 
-    def __init__(self, claims: list[Claim], backend, template: Template, max_context_tokens: int,
+    def __init__(self, claims: list[Claim], backend: LabelReader, template: Template, max_context_tokens: int,
                  blocks: int = 2, refresh_every: int = 64, refresh_frac: float = 0.25, seed: int = 0,
                  leave_out: str = "claim"):
         super().__init__(claims, backend, template, max_context_tokens, leave_out)
@@ -227,17 +248,22 @@ class FastScorer(_Base):
         self.cache = {}
         self._fill(labels)
 
-    def after_step(self, step: int, labels: dict[int, bool]) -> bool:
+    def after_step(self, step: int, labels: dict[int, bool], changed: int | None = None) -> bool:
         """Refresh when the labels moved enough since the snapshot (a share `refresh_frac`
         of it changed or was added: refreshes are cheap while D is small and rarer as it
-        grows), or after `refresh_every` steps with any change. Returns True if refreshed."""
-        changed = sum(self.snapshot.get(i) != y for i, y in labels.items())
-        due = step - self.last_refresh >= self.refresh_every
+        grows), or after `refresh_every` steps with any change. Returns True if refreshed.
+        `changed`: the number of labels that differ from the snapshot, if the caller keeps it."""
+        if changed is None:
+            changed = sum(self.snapshot.get(i) != y for i, y in labels.items())
+        due = self._due(step)
         if changed and (due or changed >= self.refresh_frac * max(len(self.snapshot), 8)):
             self.refresh(labels)
             self.last_refresh = step
             return True
         return False
+
+    def _due(self, step: int) -> bool:
+        return step - self.last_refresh >= self.refresh_every
 
     def score_all(self, labels: dict[int, bool]) -> dict[int, LP]:
         self.snapshot = dict(labels)
@@ -255,10 +281,107 @@ class FastScorer(_Base):
         self.cache = {int(i): (float(v[0]), float(v[1])) for i, v in state.get("cache", {}).items()}
 
 
-def make_scorer(kind: str, claims: list[Claim], backend, template: Template, max_context_tokens: int,
+class SampledScorer(FastScorer):
+    """Bounded contexts (`ICMConfig.context_claims` = K): a scored claim sees at most K
+    labeled claims sampled from the snapshot, not all of D, so a prompt's length and a
+    step's cost do not grow with the number of claims.
+
+    Claims are split into fixed random chunks of `share` claims; a chunk's claims share one
+    context (read once through the prefix cache, like FastScorer's blocks), drawn afresh at
+    every refresh from a seed of (run seed, refresh count, chunk): deterministic, so a
+    resumed run draws the same contexts, and independent of which backend or endpoint
+    answers. The draw leaves out the chunk's own claims (and their groups with
+    leave_out="group"); select="related" first takes the labeled claims of the chunk's groups
+    (the nearest by subject), then fills up at random. The examples are cut to the token
+    budget from the far end as usual.
+
+    Refreshes: as FastScorer's (a share `refresh_frac` of the labels changed, or
+    `refresh_every` steps passed), except that the period grows with D beyond
+    `REFRESH_SCALE` labeled claims (every refresh_every x |D| / 256 steps): a full
+    rescoring costs O(|D|) scorings, so a fixed period would make a step's cost grow with
+    |D|; this keeps it O(1) per step, and equal to FastScorer's schedule up to 256 claims.
+    """
+
+    def __init__(self, claims: list[Claim], backend: LabelReader, template: Template, max_context_tokens: int,
+                 k: int, share: int = 8, select: str = "random", refresh_every: int = 64,
+                 refresh_frac: float = 0.25, seed: int = 0, leave_out: str = "claim"):
+        super().__init__(claims, backend, template, max_context_tokens, blocks=2, refresh_every=refresh_every,
+                         refresh_frac=refresh_frac, seed=seed, leave_out=leave_out)
+        self.k, self.select, self.seed = k, select, seed
+        perm = list(range(len(claims)))
+        random.Random(f"icm-chunks-{seed}").shuffle(perm)
+        self.n_blocks = max(1, math.ceil(len(claims) / share))
+        self.block = {i: r // share for r, i in enumerate(perm)}
+        chunks: dict[int, list[int]] = {}
+        for i in sorted(self.block):
+            chunks.setdefault(self.block[i], []).append(i)
+        self.excluded = {b: {j for i in m for j in self.left_out[i]} for b, m in chunks.items()}
+        self.chunk_groups = {b: sorted({self.claims[i].group for i in m if self.claims[i].group is not None})
+                             for b, m in chunks.items()}
+        self.version = 0  # refreshes so far: part of the context seed
+        self.pool: list[int] = []  # the snapshot's labeled claims, sorted: what contexts are drawn from
+
+    def _snap(self, labels: dict[int, bool]) -> None:
+        self.snapshot = dict(labels)
+        self.pool = sorted(self.snapshot)
+        self.version += 1
+        self.cache = {}
+
+    def _prefix(self, b: int) -> str:
+        excl = self.excluded[b]
+        chosen: list[int] = []
+        if self.select == "related":
+            near = [j for g in self.chunk_groups[b] for j in self.group_members[g]
+                    if j in self.snapshot and j not in excl]
+            chosen = near[-self.k:]
+        taken = set(chosen)
+        rng = random.Random(f"icm-context-{self.seed}-{self.version}-{b}")
+        draw = rng.sample(self.pool, min(len(self.pool), self.k + len(excl) + len(taken)))
+        fill = [j for j in draw if j not in excl and j not in taken][:self.k - len(chosen)]
+        # related examples last: nearest the query, and the last to be cut by the budget
+        return self._render(self.snapshot, fill + chosen)
+
+    def _fill(self, idx: Iterable[int]) -> None:
+        """Score uncached claims. A backend that reads a shared prefix once gets one call per
+        chunk (FastScorer); any other gets every prompt in one batched call of independent
+        requests, which an endpoint pool can spread (the prompts are the same either way)."""
+        if isinstance(self.backend, PrefixScoring):
+            super()._fill(idx)
+            return
+        todo = sorted({i for i in idx if i not in self.cache}, key=lambda i: (self.block[i], i))
+        prefixes = {b: self._prefix(b) for b in sorted({self.block[i] for i in todo})}
+        self.cache.update(self._score_each([(i, prefixes[self.block[i]]) for i in todo]))
+
+    def refresh(self, labels: dict[int, bool]) -> None:
+        self._snap(labels)
+        self._fill(labels)
+
+    def _due(self, step: int) -> bool:
+        return step - self.last_refresh >= self.refresh_every * max(1.0, len(self.snapshot) / REFRESH_SCALE)
+
+    def score_all(self, labels: dict[int, bool]) -> dict[int, LP]:
+        self._snap(labels)
+        self._fill(range(len(self.claims)))
+        return dict(self.cache)
+
+    def state(self) -> dict:
+        return {**super().state(), "version": self.version}
+
+    def load_state(self, state: dict) -> None:
+        super().load_state(state)
+        self.version = int(state.get("version", 0))
+        self.pool = sorted(self.snapshot)
+
+
+def make_scorer(kind: str, claims: list[Claim], backend: LabelReader, template: Template, max_context_tokens: int,
                 blocks: int, refresh_every: int, refresh_frac: float, seed: int,
-                leave_out: str = "claim") -> ExactScorer | FastScorer:
+                leave_out: str = "claim", context_claims: int | None = None, context_share: int = 8,
+                context_select: str = "random") -> ExactScorer | FastScorer:
     if kind == "exact":
         return ExactScorer(claims, backend, template, max_context_tokens, leave_out)
+    if context_claims is not None:
+        return SampledScorer(claims, backend, template, max_context_tokens, k=context_claims,
+                             share=context_share, select=context_select, refresh_every=refresh_every,
+                             refresh_frac=refresh_frac, seed=seed, leave_out=leave_out)
     return FastScorer(claims, backend, template, max_context_tokens, blocks=blocks,
                       refresh_every=refresh_every, refresh_frac=refresh_frac, seed=seed, leave_out=leave_out)

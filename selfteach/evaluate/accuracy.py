@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from selfteach.backends.base import Backend, SamplingParams
+from selfteach.backends.base import Backend, OnDevice, SamplingParams
 from selfteach.data.answers import answers_match, extract_answer, extract_choice, verify_timeouts
 from selfteach.data.records import AccuracyRow, Problem
 from selfteach.errors import SelfteachError
@@ -33,7 +33,7 @@ class AccuracyConfig(BaseModel):
     data: str = Field("builtin:arithmetic", description="data spec: JSONL/parquet/dataset dir or builtin:NAME")
     limit: int | None = Field(None, ge=1, description="evaluate the first N problems only")
     samples: int = Field(1, ge=1, le=MAX_SAMPLES, description="k samples per problem (pass@k, maj@k)")
-    temperature: float = Field(0.0, ge=0.0, le=MAX_TEMPERATURE, description="0 = greedy; with samples > 1 use e.g. 0.7")
+    temperature: float = Field(0.0, ge=0.0, le=MAX_TEMPERATURE, description="0 = greedy (with samples > 1, 0 means 0.7; config.yaml records what ran)")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling mass")
     max_new_tokens: int = Field(256, ge=1, le=MAX_TOKENS, description="cap on generated tokens per sample")
     batch_size: int = Field(8, ge=1, le=MAX_BATCH, description="problems per generation batch")
@@ -127,7 +127,8 @@ def run_accuracy(config: AccuracyConfig, out: str | Path, resume: bool = False, 
                              seed=config.seed)
     backend = load_backend(config.model, serve=config.serve)  # before the run dir: a bad model leaves nothing behind
     config = effective_config(config)  # config.yaml and the summary record the temperature that ran
-    run = RunDir.create(out, config, resume=resume, seed=config.seed, device=getattr(backend, "device", None))
+    device = backend.device if isinstance(backend, OnDevice) else None
+    run = RunDir.create(out, config, resume=resume, seed=config.seed, device=device)
     result = accuracy(backend, problems, samples=config.samples, temperature=config.temperature,
                       max_new_tokens=config.max_new_tokens, top_p=config.top_p, seed=config.seed,
                       batch_size=config.batch_size, run=run, progress=progress)

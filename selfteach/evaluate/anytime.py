@@ -29,18 +29,25 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from selfteach.backends.base import Backend, Generation, SamplingParams
+from selfteach.backends.base import Backend, OnDevice, SamplingParams, TokenContinuation, require
 from selfteach.data.answers import verify_timeouts
 from selfteach.data.records import AnytimeRow, AnytimeSample, BudgetPoint, Problem
 from selfteach.errors import SelfteachError
+from selfteach.evaluate.forced_answers import (  # noqa: F401  (PLAIN_SUFFIX, ...: importable from here too)
+    DEFAULT_TEMPLATE,
+    PLAIN_SUFFIX,
+    THINK_SUFFIX,
+    build_prompt_ids,
+    default_suffix,
+    force_answers,
+    forced_answer_plan,
+    stop_strings,
+)
 from selfteach.evaluate.scorers import check_scorable, format_question, get_scorer, predicted
 from selfteach.report.plots import plot_curves
 from selfteach.runner import Batch, Outputs, run_items
 from selfteach.validate import MAX_BATCH, MAX_SAMPLES, MAX_TEMPERATURE, MAX_TOKENS, Seed
 
-PLAIN_SUFFIX = "\nTherefore, the final answer is"
-THINK_SUFFIX = "\n\n</think>\n\n**Final Answer**\n"
-DEFAULT_TEMPLATE = "{question}\n\nThink step by step, then give the final answer."
 OUTPUTS = "outputs.jsonl"
 
 
@@ -150,14 +157,6 @@ def check_template(template: str, required: set[str], name: str) -> None:
                              + (f" (only {{{', '.join(sorted(required))}}})" if required else " (takes no slots)"))
 
 
-def default_suffix(backend: Backend) -> str:
-    """The forced-answer suffix for a model family: thinking chat templates (a `<think>`
-    block) get the `</think>` suffix, everything else the plain one."""
-    tok = getattr(backend, "tokenizer", None)
-    template = getattr(tok, "chat_template", None) or ""
-    return THINK_SUFFIX if "<think>" in str(template) else PLAIN_SUFFIX
-
-
 # ---- metrics ---------------------------------------------------------------------------
 
 def check_quality(quality: list[float], budgets: list[int] | None = None, where: str = "quality") -> None:
@@ -201,50 +200,8 @@ def anytime_index(budgets: list[int], quality: list[float], q_max: float = 1.0) 
 
 # ---- the protocol ----------------------------------------------------------------------
 
-def build_prompt_ids(backend: Backend, question: str, template: str = DEFAULT_TEMPLATE,
-                     system: str | None = None) -> list[int]:
-    """Token ids of the reasoning prompt: the template in the model's chat format."""
-    return backend.tokenize(backend.chat_prompt(template.format(question=question), system=system))
-
-
-def forced_answer_plan(trace: Generation, budgets: list[int]) -> list[int | None]:
-    """Per budget: how many trace tokens to keep before the forced answer, or None when the
-    trace ended on its own within the budget (then it is answered as is)."""
-    finished = trace.finish_reason == "stop"
-    return [None if finished and trace.num_tokens <= b else min(b, trace.num_tokens) for b in budgets]
-
-
-def force_answers(backend: Backend, prompts: list[list[int]], traces: list[Generation], budgets: list[int],
-                  suffix_ids: list[int], params: SamplingParams, shared_prefix: bool = True
-                  ) -> list[list[Generation | None]]:
-    """Forced answers after `prompt + trace[:b] + suffix` for every trace and budget (None
-    where the trace finished within b). Truncation is at exact token counts."""
-    plans = [forced_answer_plan(t, budgets) for t in traces]
-    out: list[list[Generation | None]] = [[None] * len(budgets) for _ in traces]
-    if shared_prefix and hasattr(backend, "generate_from_shared_prefix"):
-        rows = [(i, [j for j, k in enumerate(plan) if k is not None]) for i, plan in enumerate(plans)]
-        rows = [(i, js) for i, js in rows if js]
-        if rows:
-            prefixes = [prompts[i] + traces[i].token_ids for i, _ in rows]
-            cuts = [[len(prompts[i]) + plans[i][j] for j in js] for i, js in rows]
-            gens = backend.generate_from_shared_prefix(prefixes, cuts, suffix_ids, params)
-            for (i, js), row in zip(rows, gens, strict=True):
-                for j, g in zip(js, row, strict=True):
-                    out[i][j] = g
-        return out
-    flat = [(i, j) for i, plan in enumerate(plans) for j, k in enumerate(plan) if k is not None]
-    if flat:
-        gens = backend.generate([prompts[i] + traces[i].token_ids[: plans[i][j]] + suffix_ids for i, j in flat],
-                                params)
-        for (i, j), g in zip(flat, gens, strict=True):
-            out[i][j] = g[0]
-    return out
-
-
 def answer_stop(cfg: AnytimeConfig, kinds: list[str]) -> list[str]:
-    if cfg.answer_stop is not None:
-        return cfg.answer_stop
-    return [] if "trip" in kinds else ["\n\n"]
+    return stop_strings(cfg.answer_stop, kinds)
 
 
 def anytime_items(backend: Backend, problems: list[Problem], prompts: list[list[int]], kinds: list[str],
@@ -371,11 +328,10 @@ def evaluate_anytime(cfg: AnytimeConfig, out: str | Path, resume: bool = False, 
         from selfteach.backends import load_backend
 
         backend = load_backend(cfg.model, cfg.backend, serve=cfg.serve)
-    if getattr(backend, "mode", None) == "chat":  # the chat API cannot continue a token prefix
-        raise SelfteachError(f"--model {cfg.model}: anytime evaluation continues exact token prefixes; use the "
-                             "server's completions mode, not chat mode")
+    require(backend, TokenContinuation, "eval anytime")  # traces are cut at exact token counts
     suffix = cfg.suffix if cfg.suffix is not None else default_suffix(backend)
-    run = RunDir.create(out, cfg, resume=resume, seed=cfg.seed, device=getattr(backend, "device", None))
+    device = backend.device if isinstance(backend, OnDevice) else None
+    run = RunDir.create(out, cfg, resume=resume, seed=cfg.seed, device=device)
     usage0 = backend.usage.as_dict()
     t0 = time.time()
 

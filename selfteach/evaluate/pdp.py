@@ -22,12 +22,12 @@ Gold scores of the attempts are logged afterwards for analysis only (`attempt_sc
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal, Protocol
 
 from selfteach.backends.base import Backend, SamplingParams, label_variants
 from selfteach.data.records import Problem
 from selfteach.errors import SelfteachError
-from selfteach.evaluate.anytime import AnytimeConfig, answer_stop, build_prompt_ids, force_answers
+from selfteach.evaluate.forced_answers import build_prompt_ids, force_answers, stop_strings
 from selfteach.evaluate.scorers import format_question, get_scorer, predicted
 
 POINTWISE = ("Problem:\n{question}\n\nProposed solution:\n{attempt}\n\n"
@@ -36,12 +36,31 @@ PAIRWISE = ("Problem:\n{question}\n\nSolution A:\n{a}\n\nSolution B:\n{b}\n\n"
             "Which solution is better reasoned and more likely correct? Answer A or B.")
 
 
-def pdp_budget(cfg: AnytimeConfig) -> int:
+class PDPSettings(Protocol):
+    """The settings PDP reads: fields of `selfteach.evaluate.anytime.AnytimeConfig`, named
+    here rather than imported because `anytime` runs PDP (the dependency goes one way)."""
+
+    method: Literal["plain", "pdp", "pdp+"]
+    budgets: list[int]
+    prompt_template: str
+    system: str | None
+    top_p: float
+    answer_tokens: int
+    answer_stop: list[str] | None
+    shared_prefix: bool
+    pdp_k: int
+    pdp_budget: int | None
+    pdp_pairs: int
+    pdp_judge: Literal["pointwise", "pairwise", "vote"]
+    pdp_temperature: float
+
+
+def pdp_budget(cfg: PDPSettings) -> int:
     """Token budget of each attempt: `pdp_budget`, or the median budget of the grid."""
     return cfg.pdp_budget or cfg.budgets[(len(cfg.budgets) - 1) // 2]
 
 
-def check_pdp(cfg: AnytimeConfig, kinds: list[str]) -> None:
+def check_pdp(cfg: PDPSettings, kinds: list[str]) -> None:
     """Bad PDP settings fail before any generation."""
     need = 2 * cfg.pdp_pairs if cfg.method == "pdp" else cfg.pdp_pairs
     if need > cfg.pdp_k:
@@ -96,7 +115,7 @@ def pdp_block(attempts: list[str], order: list[int], method: str, pairs: int) ->
     raise SelfteachError(f"--method {method!r}: choose plain, pdp or pdp+")
 
 
-def pdp_prompts(backend: Backend, problems: list[Problem], kinds: list[str], cfg: AnytimeConfig, suffix: str,
+def pdp_prompts(backend: Backend, problems: list[Problem], kinds: list[str], cfg: PDPSettings, suffix: str,
                 seed: int) -> tuple[list[list[int]], list[dict[str, Any]]]:
     """Prompt ids with self-ranked attempts in context, and per-item details for the log."""
     budget = pdp_budget(cfg)
@@ -107,7 +126,7 @@ def pdp_prompts(backend: Backend, problems: list[Problem], kinds: list[str], cfg
     flat_prompts = [base[i] for i, ts in enumerate(att) for _ in ts]
     flat = [t for ts in att for t in ts]
     answers = force_answers(backend, flat_prompts, flat, [budget], backend.tokenize(suffix),
-                            SamplingParams(max_new_tokens=cfg.answer_tokens, stop=answer_stop(cfg, kinds), seed=seed),
+                            SamplingParams(max_new_tokens=cfg.answer_tokens, stop=stop_strings(cfg.answer_stop, kinds), seed=seed),
                             cfg.shared_prefix)
     texts = [t.text + (suffix + a[0].text if a[0] is not None else "") for t, a in zip(flat, answers, strict=True)]
     prompts, infos = [], []

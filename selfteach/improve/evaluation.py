@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from selfteach.backends.base import Backend
 from selfteach.data.records import Problem
 from selfteach.runs import RunDir
 from selfteach.stats import bootstrap_ci
 
 
-def evaluate_model(backend, problems: list[Problem], samples: int = 4, temperature: float = 0.7,
+def evaluate_model(backend: Backend, problems: list[Problem], samples: int = 4, temperature: float = 0.7,
                    max_new_tokens: int = 128, seed: int = 0, batch_size: int = 8, run_path: Path | None = None,
                    progress: bool = True) -> dict:
     """{"greedy": {mean, lo, hi, n}, "maj": {...} (when samples > 1), "k", "items": {id: [greedy, maj]}}."""

@@ -34,6 +34,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from selfteach.backends.base import Backend, LabelReader, ServedProcess
 from selfteach.data.jsonl import write_jsonl
 from selfteach.data.records import Claim, Problem
 from selfteach.errors import SelfteachError
@@ -46,7 +47,7 @@ from selfteach.train.grpo import GRPOArgs
 from selfteach.validate import MAX_LR, MAX_SAMPLES, MAX_TEMPERATURE, MAX_TOKENS, Seed
 
 BASELINES = ("grpo", "sft-icm", "sft-gold")
-Labeler = Callable[[list[Claim], Any, RunDir], tuple[dict[str, bool], dict]]
+Labeler = Callable[[list[Claim], LabelReader, RunDir], tuple[dict[str, bool], dict]]
 
 
 class ImproveConfig(BaseModel):
@@ -98,7 +99,7 @@ class ImproveConfig(BaseModel):
 def icm_labeler(config: dict[str, Any], progress: bool = True) -> Labeler:
     """Label claims with ICM (selfteach.elicit.icm) using the math consistency rule."""
 
-    def label(claims: list[Claim], backend, run: RunDir) -> tuple[dict[str, bool], dict]:
+    def label(claims: list[Claim], backend: LabelReader, run: RunDir) -> tuple[dict[str, bool], dict]:
         from selfteach.elicit import ICMConfig, icm
 
         result = icm(claims, backend, task="math", config=ICMConfig(**config) if config else None, run=run,
@@ -144,11 +145,11 @@ class Improver:
     def __init__(self, cfg: ImproveConfig, run: RunDir, labeler: Labeler | None = None, progress: bool = True):
         self.cfg, self.run, self.progress = cfg, run, progress
         self.labeler = labeler or icm_labeler(cfg.icm, progress)
-        self._backends: dict[str, Any] = {}
+        self._backends: dict[str, Backend] = {}
         self.timings: dict[str, float] = {}
 
     # backends are cached by model spec; freed when the spec is no longer needed
-    def backend(self, spec: str):
+    def backend(self, spec: str) -> Backend:
         if spec not in self._backends:
             from selfteach.backends import load_backend
 
@@ -160,7 +161,7 @@ class Improver:
         for spec in list(self._backends):
             if spec not in keep:
                 backend = self._backends.pop(spec)
-                if hasattr(backend, "server"):  # a served model: stop its server, free its cores
+                if isinstance(backend, ServedProcess):  # a served model: stop its server, free its cores
                     backend.close()
         gc.collect()
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from selfteach.backends.base import Backend, HiddenStates, require
 from selfteach.data.records import judged_item
 from selfteach.errors import SelfteachError
 from selfteach.judge.parse import ranks_best_first
@@ -59,24 +60,12 @@ def labeled_judgments(records: list[dict]) -> list[tuple[str, str, int]]:
 
 
 @torch.inference_mode()
-def features(backend, texts: list[str], max_tokens: int, batch_size: int = 8) -> torch.Tensor:
+def features(backend: Backend, texts: list[str], max_tokens: int, batch_size: int = 8) -> torch.Tensor:
     """[len(texts), 2*hidden]: last-token and mean final hidden state of the backbone."""
-    base = backend.model.base_model
-    tok = backend.tokenizer
-    rows = []
-    for i in range(0, len(texts), batch_size):
-        ids = [tok.encode(t, add_special_tokens=False)[-max_tokens:] for t in texts[i : i + batch_size]]
-        width = max(len(x) for x in ids)
-        inp = torch.full((len(ids), width), tok.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(ids), width), dtype=torch.long)
-        for r, x in enumerate(ids):
-            inp[r, : len(x)] = torch.tensor(x)
-            mask[r, : len(x)] = 1
-        h = base(input_ids=inp.to(backend.device), attention_mask=mask.to(backend.device)).last_hidden_state.float()
-        last = h[torch.arange(len(ids)), mask.sum(1).to(h.device) - 1]
-        mean = (h * mask.unsqueeze(-1).to(h.device)).sum(1) / mask.sum(1, keepdim=True).to(h.device)
-        rows.append(torch.cat([last, mean], dim=-1).cpu())
-    return torch.cat(rows)
+    model: HiddenStates = require(backend, HiddenStates, "meta RM")
+    seqs = [backend.tokenize(t)[-max_tokens:] for t in texts]
+    states = model.hidden_states(seqs, batch_size=batch_size)
+    return torch.stack([torch.cat([h[-1], h.mean(0)]) for h in states])
 
 
 def _fit(x: torch.Tensor, y: torch.Tensor, cfg: MetaConfig) -> torch.nn.Linear:
@@ -98,7 +87,7 @@ class MetaRM:
     right). Load with `MetaRM.load(dir, backend=...)`; pass the judge's backend when it is
     the same model as the backbone, to avoid loading it twice."""
 
-    def __init__(self, backend, head: torch.nn.Linear, mean: torch.Tensor, std: torch.Tensor, info: dict):
+    def __init__(self, backend: Backend, head: torch.nn.Linear, mean: torch.Tensor, std: torch.Tensor, info: dict):
         self.backend, self.head, self.mean, self.std, self.info = backend, head, mean, std, info
 
     @torch.inference_mode()
@@ -116,7 +105,7 @@ class MetaRM:
         return path
 
     @classmethod
-    def load(cls, path: str | Path, backend=None) -> MetaRM:
+    def load(cls, path: str | Path, backend: Backend | None = None) -> MetaRM:
         p = Path(path)
         p = p / "meta_rm.json" if p.is_dir() else p
         if not p.is_file():
@@ -127,10 +116,10 @@ class MetaRM:
             mean, std = torch.tensor(blob.pop("mean")), torch.tensor(blob.pop("std"))
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise SelfteachError(f"{p}: not a meta RM file ({type(e).__name__}: {e})") from None
-        if backend is None or getattr(backend, "name", None) != blob["backbone"]:
-            from selfteach.backends.hf import HFBackend
+        if backend is None or backend.name != blob["backbone"] or not isinstance(backend, HiddenStates):
+            from selfteach.backends import load_backend
 
-            backend = HFBackend(blob["backbone"])
+            backend = load_backend(blob["backbone"], "hf")
         head = torch.nn.Linear(len(weight), 1)
         with torch.no_grad():
             head.weight.copy_(weight[None])
@@ -138,7 +127,7 @@ class MetaRM:
         return cls(backend, head, mean, std, blob)
 
 
-def train_meta(records: list[dict], cfg: MetaConfig, backend=None) -> MetaRM:
+def train_meta(records: list[dict], cfg: MetaConfig, backend: Backend | None = None) -> MetaRM:
     """Fit the meta RM on judged records (from `judge run`/`judge eval` outputs)."""
     data = labeled_judgments(records)
     if not data:
@@ -148,9 +137,9 @@ def train_meta(records: list[dict], cfg: MetaConfig, backend=None) -> MetaRM:
         which = "right" if labels[0] else "wrong"
         raise SelfteachError(f"all {len(labels)} judgments are {which}: the meta RM needs both right and wrong ones")
     if backend is None:
-        from selfteach.backends.hf import HFBackend
+        from selfteach.backends import load_backend
 
-        backend = HFBackend(cfg.backbone)
+        backend = load_backend(cfg.backbone, "hf")
     x = features(backend, [t for _, t, _ in data], cfg.max_tokens, cfg.batch_size)
     y = torch.tensor(labels, dtype=torch.float32)
     ids = sorted({i for i, _, _ in data})

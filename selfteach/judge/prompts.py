@@ -23,6 +23,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from selfteach.backends.base import Backend
 from selfteach.errors import SelfteachError
 
 SYSTEM = "You are a careful and impartial judge. You grade answers to a user's query."
@@ -156,7 +157,7 @@ def build_prompt(query: str, responses: list[str], prompt: JudgePrompt | None = 
     return template.format(n=len(responses), query=query.strip(), responses=shown)
 
 
-def render(backend, query: str, responses: list[str], prompt: JudgePrompt | None = None) -> str:
+def render(backend: Backend, query: str, responses: list[str], prompt: JudgePrompt | None = None) -> str:
     """The full text sent to the model: the user message inside the chat template."""
     prompt = prompt or JudgePrompt()
     user = build_prompt(query, responses, prompt)

@@ -19,6 +19,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from selfteach.backends.base import Backend
 from selfteach.data.records import JudgeItem
 from selfteach.errors import SelfteachError
 from selfteach.judge.parse import parse_scores, ranks_best_first
@@ -56,7 +57,7 @@ def judge_rule_reward(correct: float = 1.0, wrong: float = -1.0) -> Callable[...
     return judge_rule
 
 
-def judge_reward(model_spec: str | None = None, k: int = 1, backend=None, temperature: float = 0.5,
+def judge_reward(model_spec: str | None = None, k: int = 1, backend: Backend | None = None, temperature: float = 0.5,
                  max_new_tokens: int = 384, fail_reward: float = 0.5, asynchronous: bool = False,
                  seed: int = 0, **backend_kwargs) -> Callable:
     """Pointwise generative-judge reward in [0, 1]: (mean valid score - 1) / 9, or

@@ -31,7 +31,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from selfteach.backends.base import Backend, SamplingParams
+from selfteach.backends.base import Backend, ContextLimit, SamplingParams
 from selfteach.data.records import JudgeItem, Judgment
 from selfteach.judge.parse import close_stopped_box, parse_scores
 from selfteach.judge.prompts import JudgePrompt, build_prompt, render
@@ -116,7 +116,7 @@ def _item_seed(seed: int, item_id: str) -> int:
 
 
 def _fits(backend: Backend, text: str, max_new: int) -> bool:
-    limit = getattr(backend, "max_length", None)
+    limit = backend.max_length if isinstance(backend, ContextLimit) else None
     return limit is None or len(backend.tokenize(text)) + max_new <= limit
 
 
