@@ -133,9 +133,6 @@ def test_dpo_two_processes_equal_one(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="train sft creates its run directory on every rank: rank 1 "
-                   "stops with 'run directory exists; pass --resume' (found 2026-12-02, not fixed "
-                   "here: train/sft.py is being refactored on another branch)")
 def test_sft_two_processes_equal_one(tmp_path):
     data = tmp_path / "sft.jsonl"
     data.write_text(

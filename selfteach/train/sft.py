@@ -34,6 +34,7 @@ from selfteach.errors import SelfteachError
 from selfteach.runs import RunDir
 from selfteach.train.common import (
     crash_points,
+    is_main_process,
     last_complete_checkpoint,
     load_trainable,
     lora_config,
@@ -408,8 +409,15 @@ def train_sft(model: str, data: str | Path | list[dict], out: str | Path, object
     if resume and (out / "result.json").exists():  # finished already: nothing to resume
         return json.loads((out / "result.json").read_text())
     # Build (load, tokenize, check lengths) before writing the run dir: bad data leaves no run.
-    trainer = build_trainer(cfg, rows, RunDir(out), progress=progress)
-    run = RunDir.create(out, cfg, resume=resume, seed=cfg.seed, device=cfg.device)
+    # Under `accelerate launch` only rank 0 creates and writes the run directory (metrics,
+    # diagnostics, result); the other ranks train into the same checkpoints folder.
+    main = is_main_process()
+    trainer = build_trainer(cfg, rows, RunDir(out) if main else None, progress=progress and main,
+                            output_dir=None if main else str(out / "checkpoints"))
+    if main:
+        RunDir.create(out, cfg, resume=resume, seed=cfg.seed, device=cfg.device)
+    trainer.accelerator.wait_for_everyone()  # the directory exists before any rank reads it
+    run = RunDir(out)
     ckpt = last_complete_checkpoint(run.file("checkpoints")) if resume else None
     if resume:
         _drop_logs_after(run, _checkpoint_step(ckpt))
@@ -435,6 +443,8 @@ def train_sft(model: str, data: str | Path | list[dict], out: str | Path, object
         "model_dir": str(run.file("model")),
         "resumed_from": ckpt,
     }
+    if not main:
+        return summary
     assert trainer.diagnostics is not None  # build_trainer always attaches them
     trainer.diagnostics.finish(f"SFT {objective} on {model}", extra_notes=[
         f"{summary['steps']} steps on {len(rows)} examples, train loss {summary['train_loss']}, "
