@@ -47,8 +47,12 @@ def main(model: str = "smollm2-135m", n_items: int = 4, budgets: list[int] | Non
         return out, time.perf_counter() - t, be.usage.as_dict()
 
     traces, t_full, u_full = timed(lambda: [g[0] for g in be.generate(prompts, trace_params)])
-    kv, t_kv, u_kv = timed(lambda: force_answers(be, prompts, traces, budgets, suffix, ans, shared_prefix=True))
-    ids, t_ids, u_ids = timed(lambda: force_answers(be, prompts, traces, budgets, suffix, ans, shared_prefix=False))
+    kv, t_kv, u_kv = timed(
+        lambda: force_answers(be, prompts, traces, budgets, suffix, ans, shared_prefix=True)
+    )
+    ids, t_ids, u_ids = timed(
+        lambda: force_answers(be, prompts, traces, budgets, suffix, ans, shared_prefix=False)
+    )
 
     def naive():
         out = [[None] * len(budgets) for _ in prompts]
@@ -62,7 +66,9 @@ def main(model: str = "smollm2-135m", n_items: int = 4, budgets: list[int] | Non
 
     nv, t_naive, u_naive = timed(naive)
     fast = [[a.text if a is not None else traces[i].text for a in row] for i, row in enumerate(kv)]
-    agree = sum(x == y for r1, r2 in zip(fast, nv, strict=True) for x, y in zip(r1, r2, strict=True))
+    agree = sum(
+        x == y for r1, r2 in zip(fast, nv, strict=True) for x, y in zip(r1, r2, strict=True)
+    )
     total = len(prompts) * len(budgets)
     same_ids = all(a is b or (a is not None and b is not None and a.token_ids == b.token_ids)
                    for r1, r2 in zip(kv, ids, strict=True) for a, b in zip(r1, r2, strict=True))
@@ -71,15 +77,35 @@ def main(model: str = "smollm2-135m", n_items: int = 4, budgets: list[int] | Non
     g_full = u_full["generated_tokens"]
     runs = [
         ("full generation (trace to b_T)", t_full, g_full, f"reference; {common}"),
-        ("8 budgets, shared KV cache", t_full + t_kv, g_full + u_kv["generated_tokens"],
-         f"trace + {forced} forced answers from the KV cache; same tokens as the token-id path: {same_ids}"),
-        ("8 budgets, token-id prompts", t_full + t_ids, g_full + u_ids["generated_tokens"],
-         "trace + forced answers, each prefix re-read (prefill) without a cache"),
-        ("8 budgets, naive regenerate", t_naive, u_naive["generated_tokens"],
-         f"trace regenerated per budget; answers equal to the shared-KV path: {agree}/{total}"),
+        (
+            "8 budgets, shared KV cache",
+            t_full + t_kv,
+            g_full + u_kv["generated_tokens"],
+            f"trace + {forced} forced answers from the KV cache; same tokens as the token-id path: {same_ids}",
+        ),
+        (
+            "8 budgets, token-id prompts",
+            t_full + t_ids,
+            g_full + u_ids["generated_tokens"],
+            "trace + forced answers, each prefix re-read (prefill) without a cache",
+        ),
+        (
+            "8 budgets, naive regenerate",
+            t_naive,
+            u_naive["generated_tokens"],
+            f"trace regenerated per budget; answers equal to the shared-KV path: {agree}/{total}",
+        ),
     ]
-    rows = [{"name": name, "seconds": round(secs, 2), "x_full": round(secs / t_full, 2), "generated_tokens": gen,
-             "note": note} for name, secs, gen, note in runs]
+    rows = [
+        {
+            "name": name,
+            "seconds": round(secs, 2),
+            "x_full": round(secs / t_full, 2),
+            "generated_tokens": gen,
+            "note": note,
+        }
+        for name, secs, gen, note in runs
+    ]
     return rows
 
 

@@ -25,7 +25,10 @@ TEMPLATE = "Claim: {claim}\nI think this claim is"
 # The single-token variants of DEFAULT_LABEL_VARIANTS for SmolLM2 (" TRUE"/" FALSE" span 2-3
 # tokens: hf scores them with extra forwards, the server only reads its top 20), so every row
 # does the same work: one forward / one request per claim.
-LABELS = {"True": [" True", "True", " true", "true"], "False": [" False", "False", " false", "false"]}
+LABELS = {
+    "True": [" True", "True", " true", "true"],
+    "False": [" False", "False", " false", "false"],
+}
 GEN_PROMPTS = ["Once upon a time", "The capital of France is", "In a shocking finding, scientists",
                "def fibonacci(n):", "The best way to learn a language is", "Water boils at",
                "My favourite book is", "The history of Rome begins"]
@@ -57,21 +60,43 @@ def scoring_rows(hf, remote_by_name: dict) -> list[dict]:
         one, _ = _timed(lambda lb=labels: [hf.label_logprobs([p], lb) for p in prompts], repeat=2)
         batched, _ = _timed(lambda lb=labels: hf.label_logprobs(prompts, lb), repeat=2)
         rows += [
-            {"name": "score 64 claims", "backend": "hf", "mode": "one prompt per call", "seconds": one,
-             "claims_per_s": 64 / one, "speedup": 1.0, "note": f"{what}; SmolLM2-135M fp32, 1 thread"},
-            {"name": "score 64 claims", "backend": "hf", "mode": f"batched ({hf.batch_size} per forward)",
-             "seconds": batched, "claims_per_s": 64 / batched, "speedup": one / batched,
-             "note": f"{what}; target >= 3x over one prompt per call"},
+            {
+                "name": "score 64 claims",
+                "backend": "hf",
+                "mode": "one prompt per call",
+                "seconds": one,
+                "claims_per_s": 64 / one,
+                "speedup": 1.0,
+                "note": f"{what}; SmolLM2-135M fp32, 1 thread",
+            },
+            {
+                "name": "score 64 claims",
+                "backend": "hf",
+                "mode": f"batched ({hf.batch_size} per forward)",
+                "seconds": batched,
+                "claims_per_s": 64 / batched,
+                "speedup": one / batched,
+                "note": f"{what}; target >= 3x over one prompt per call",
+            },
         ]
     one = rows[-2]["seconds"]  # server rows below use the single-token variants
     for name, (remote1, remote8) in remote_by_name.items():
-        remote8.label_logprobs(prompts[:8], LABELS)  # warm-up (and fills the prompt cache of those 8)
+        # warm-up (and fills the prompt cache of those 8)
+        remote8.label_logprobs(prompts[:8], LABELS)
         s1, _ = _timed(lambda r=remote1: r.label_logprobs(prompts, LABELS), repeat=2)
         s8, _ = _timed(lambda r=remote8: r.label_logprobs(prompts, LABELS), repeat=2)
         for mode, s in (("1 request in flight", s1), ("8 requests in flight", s8)):
-            rows.append({"name": "score 64 claims", "backend": f"openai ({name})", "mode": mode, "seconds": s,
-                         "claims_per_s": 64 / s, "speedup": one / s,
-                         "note": "single-token variants; 1 token + top-20 logprobs per claim; speedup vs hf one per call"})
+            rows.append(
+                {
+                    "name": "score 64 claims",
+                    "backend": f"openai ({name})",
+                    "mode": mode,
+                    "seconds": s,
+                    "claims_per_s": 64 / s,
+                    "speedup": one / s,
+                    "note": "single-token variants; 1 token + top-20 logprobs per claim; speedup vs hf one per call",
+                }
+            )
     return rows
 
 
@@ -84,8 +109,15 @@ def generation_rows(hf, remote_by_name: dict, new_tokens: int = 32) -> list[dict
         return sum(g.num_tokens for row in rows for g in row)
 
     def row(backend: str, batch: int, seconds: float, tokens: int, note: str) -> dict:
-        return {"name": "greedy generation", "backend": backend, "mode": f"batch {batch}", "seconds": seconds,
-                "tokens": tokens, "tok_per_s": tokens / seconds, "note": note}
+        return {
+            "name": "greedy generation",
+            "backend": backend,
+            "mode": f"batch {batch}",
+            "seconds": seconds,
+            "tokens": tokens,
+            "tok_per_s": tokens / seconds,
+            "note": note,
+        }
 
     out = []
     hf.generate(GEN_PROMPTS[:1], SamplingParams(max_new_tokens=4))  # warm-up
@@ -96,7 +128,15 @@ def generation_rows(hf, remote_by_name: dict, new_tokens: int = 32) -> list[dict
     for name, (remote1, remote8) in remote_by_name.items():
         remote8.generate(GEN_PROMPTS, SamplingParams(max_new_tokens=2))  # warm-up
         s, res = _timed(lambda r=remote1: r.generate(GEN_PROMPTS, params), repeat=2)
-        out.append(row(f"openai ({name})", 1, s, count(res), "llama-server -t 1 -np 8, one request at a time"))
+        out.append(
+            row(
+                f"openai ({name})",
+                1,
+                s,
+                count(res),
+                "llama-server -t 1 -np 8, one request at a time",
+            )
+        )
         s, res = _timed(lambda r=remote8: r.generate(GEN_PROMPTS, params), repeat=2)
         out.append(row(f"openai ({name})", 8, s, count(res), "8 concurrent requests on 8 slots"))
     return out
@@ -123,12 +163,16 @@ def main() -> list[dict]:
         remotes: dict = {}
         if engine is not None:
             for name, f32 in ((f"{engine} F32", True), (f"{engine} Q4_1", False)):
-                server = stack.enter_context(LlamaServer("smollm2-135m", f32=f32, threads=1, parallel=8))
+                server = stack.enter_context(
+                    LlamaServer("smollm2-135m", f32=f32, threads=1, parallel=8)
+                )
                 remotes[name] = (stack.enter_context(OpenAIBackend(server.url, max_concurrency=1)),
                                  stack.enter_context(OpenAIBackend(server.url, max_concurrency=8)))
         rows = scoring_rows(hf, remotes) + generation_rows(hf, remotes)
     if not remotes:
-        rows.append({"name": "server rows skipped", "note": "no llama.cpp engine (pip install xllamacpp)"})
+        rows.append(
+            {"name": "server rows skipped", "note": "no llama.cpp engine (pip install xllamacpp)"}
+        )
     return rows
 
 

@@ -59,13 +59,21 @@ def make_pairs(model: str, path: Path, n: int = 32) -> None:
     rows = []
     for p in builtin_problems("arithmetic", n=n):
         user = f"{p.question}\n\nSolve the problem. End with 'The answer is N.' where N is the final number."
-        prompt = tok.apply_chat_template([{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True) \
-            if getattr(tok, "chat_template", None) else f"Question: {user}\nAnswer:"
+        prompt = (
+            tok.apply_chat_template(
+                [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True
+            )
+            if getattr(tok, "chat_template", None)
+            else f"Question: {user}\nAnswer:"
+        )
         a = int(p.answer)
-        rows.append(PreferencePair(
-            prompt=prompt,
-            chosen=f"Let's work it out step by step. From the question, the result is {a}. The answer is {a}.",
-            rejected=f"I think we should combine the numbers differently, which gives {a + 3}. The answer is {a + 3}."))
+        rows.append(
+            PreferencePair(
+                prompt=prompt,
+                chosen=f"Let's work it out step by step. From the question, the result is {a}. The answer is {a}.",
+                rejected=f"I think we should combine the numbers differently, which gives {a + 3}. The answer is {a + 3}.",
+            )
+        )
     path.write_text("".join(r.model_dump_json() + "\n" for r in rows))
 
 
@@ -75,12 +83,37 @@ def run_arm(arm: str, model: str, pairs: Path, steps: int, precompute: bool) -> 
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     with tempfile.TemporaryDirectory() as tmp:
         if arm == "selfteach":
-            cmd = [str(Path(sys.executable).parent / "selfteach"), "train", "dpo", "--pairs", str(pairs), "--model",
-                   model, "--out", tmp, "--max-steps", str(steps), "--batch-size", "4", "--lr", "5e-6",
-                   "--max-length", "512", "--precompute-ref" if precompute else "--no-precompute-ref"]
+            cmd = [
+                str(Path(sys.executable).parent / "selfteach"),
+                "train",
+                "dpo",
+                "--pairs",
+                str(pairs),
+                "--model",
+                model,
+                "--out",
+                tmp,
+                "--max-steps",
+                str(steps),
+                "--batch-size",
+                "4",
+                "--lr",
+                "5e-6",
+                "--max-length",
+                "512",
+                "--precompute-ref" if precompute else "--no-precompute-ref",
+            ]
         else:
-            cmd = [sys.executable, "-c", PLAIN_TRL, str(resolve(model)), str(pairs), tmp, str(steps),
-                   "1" if precompute else "0"]
+            cmd = [
+                sys.executable,
+                "-c",
+                PLAIN_TRL,
+                str(resolve(model)),
+                str(pairs),
+                tmp,
+                str(steps),
+                "1" if precompute else "0",
+            ]
         t0 = time.time()
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
         wall = time.time() - t0
@@ -90,7 +123,11 @@ def run_arm(arm: str, model: str, pairs: Path, steps: int, precompute: bool) -> 
             res = json.loads(proc.stdout[proc.stdout.rindex('{\n  "model_dir"'):])
         else:
             res = json.loads(proc.stdout[proc.stdout.rindex("RESULT") + 6:].splitlines()[0])
-    return {"train_runtime": float(res["train_runtime"]), "steps": int(res["global_step"]), "wall": wall}
+    return {
+        "train_runtime": float(res["train_runtime"]),
+        "steps": int(res["global_step"]),
+        "wall": wall,
+    }
 
 
 def main(model: str = "smollm2-135m", steps: int = 8, repeats: int = 2) -> list[dict]:
@@ -103,14 +140,23 @@ def main(model: str = "smollm2-135m", steps: int = 8, repeats: int = 2) -> list[
             for _ in range(repeats):
                 for arm in ("trl", "selfteach"):  # alternate, so load drift hits both arms alike
                     runs[arm].append(run_arm(arm, model, pairs, steps, precompute))
-            sps = {arm: statistics.median(r["steps"] / r["train_runtime"] for r in rs) for arm, rs in runs.items()}
+            sps = {
+                arm: statistics.median(r["steps"] / r["train_runtime"] for r in rs)
+                for arm, rs in runs.items()
+            }
             for arm in ("trl", "selfteach"):
-                rows.append({"name": f"{arm} precompute_ref={precompute}", "model": model, "steps": steps,
-                             "steps_per_s": round(sps[arm], 4),
-                             "s_per_step": round(1 / sps[arm], 3),
-                             "process_wall_s": round(statistics.median(r["wall"] for r in runs[arm]), 1),
-                             "ratio_vs_trl": round(sps[arm] / sps["trl"], 3),
-                             "note": f"median of {repeats}; batch 4, 32 pairs, fp32 CPU"})
+                rows.append(
+                    {
+                        "name": f"{arm} precompute_ref={precompute}",
+                        "model": model,
+                        "steps": steps,
+                        "steps_per_s": round(sps[arm], 4),
+                        "s_per_step": round(1 / sps[arm], 3),
+                        "process_wall_s": round(statistics.median(r["wall"] for r in runs[arm]), 1),
+                        "ratio_vs_trl": round(sps[arm] / sps["trl"], 3),
+                        "note": f"median of {repeats}; batch 4, 32 pairs, fp32 CPU",
+                    }
+                )
     return rows
 
 

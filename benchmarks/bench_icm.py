@@ -39,12 +39,24 @@ def run_one(backend, claims, scoring: str, iters: int, context: int, seed: int) 
     wall = time.perf_counter() - t
     m = res.metrics
     icm_seconds = sum(m["cost"].get(k, {}).get("seconds", 0.0) for k in ("search", "final"))
-    return {"labels": res.labels, "row": {
-        "name": f"icm-{scoring}", "scoring": scoring, "claims": len(claims), "steps": iters,
-        "labeled_by_search": m["labeled_by_search"], "model_calls": m["model_calls"],
-        "prompt_tokens": m["prompt_tokens"], "icm_seconds": round(icm_seconds, 1),
-        "total_seconds": round(wall, 1), "accuracy": m["accuracy"], "zero_shot_accuracy": m["zero_shot_accuracy"],
-        "calls_per_claim": m["calls_per_claim"], "tokens_per_claim": m["tokens_per_claim"]}}
+    return {
+        "labels": res.labels,
+        "row": {
+            "name": f"icm-{scoring}",
+            "scoring": scoring,
+            "claims": len(claims),
+            "steps": iters,
+            "labeled_by_search": m["labeled_by_search"],
+            "model_calls": m["model_calls"],
+            "prompt_tokens": m["prompt_tokens"],
+            "icm_seconds": round(icm_seconds, 1),
+            "total_seconds": round(wall, 1),
+            "accuracy": m["accuracy"],
+            "zero_shot_accuracy": m["zero_shot_accuracy"],
+            "calls_per_claim": m["calls_per_claim"],
+            "tokens_per_claim": m["tokens_per_claim"],
+        },
+    }
 
 
 def main() -> list[dict]:
@@ -62,18 +74,27 @@ def main() -> list[dict]:
     backend = HFBackend(model)
     out = {s: run_one(backend, claims, s, iters, context, seed=0) for s in ("fast", "exact")}
     fast, exact = out["fast"]["row"], out["exact"]["row"]
-    agree = sum(out["fast"]["labels"][k] == v for k, v in out["exact"]["labels"].items()) / len(claims)
-    note = (f"{model}, builtin:capitals x{len(claims)}, task exclusive, {iters} annealing steps, context budget "
-            f"{context} tokens, seed 0, 1 CPU thread")
+    agree = sum(out["fast"]["labels"][k] == v for k, v in out["exact"]["labels"].items()) / len(
+        claims
+    )
+    note = (
+        f"{model}, builtin:capitals x{len(claims)}, task exclusive, {iters} annealing steps, context budget "
+        f"{context} tokens, seed 0, 1 CPU thread"
+    )
     for r in (fast, exact):
         r["model"] = model
         r["note"] = note
-    ratio = {"name": "exact / fast", "model": model, "claims": len(claims), "steps": iters,
-             "model_calls": round(exact["model_calls"] / max(fast["model_calls"], 1), 1),
-             "prompt_tokens": round(exact["prompt_tokens"] / max(fast["prompt_tokens"], 1), 1),
-             "icm_seconds": round(exact["icm_seconds"] / max(fast["icm_seconds"], 1e-9), 1),
-             "accuracy": round((fast["accuracy"] or 0) - (exact["accuracy"] or 0), 4),
-             "note": f"ratios (exact/fast); accuracy = fast - exact; label agreement fast vs exact {agree:.3f}"}
+    ratio = {
+        "name": "exact / fast",
+        "model": model,
+        "claims": len(claims),
+        "steps": iters,
+        "model_calls": round(exact["model_calls"] / max(fast["model_calls"], 1), 1),
+        "prompt_tokens": round(exact["prompt_tokens"] / max(fast["prompt_tokens"], 1), 1),
+        "icm_seconds": round(exact["icm_seconds"] / max(fast["icm_seconds"], 1e-9), 1),
+        "accuracy": round((fast["accuracy"] or 0) - (exact["accuracy"] or 0), 4),
+        "note": f"ratios (exact/fast); accuracy = fast - exact; label agreement fast vs exact {agree:.3f}",
+    }
     return [fast, exact, ratio]
 
 

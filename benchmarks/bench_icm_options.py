@@ -46,11 +46,20 @@ def run(seeds: int, w_ctx: float) -> dict:
     acc: dict[tuple[str, str, str], list[float]] = {}
     zs: dict[str, list[float]] = {}
     for name, spec, wrong, task in TASKS:
-        claims = builtin_claims(spec, wrong_per_country=wrong) if spec == "capitals" else builtin_claims(spec)
+        claims = (
+            builtin_claims(spec, wrong_per_country=wrong)
+            if spec == "capitals"
+            else builtin_claims(spec)
+        )
         for seed in range(seeds):
             for schedule, fix in VARIANTS:
-                res = icm(claims, synthetic_backend_for(claims, seed=seed, w_ctx=w_ctx), task=task, progress=False,
-                          config=ICMConfig(seed=seed, schedule=schedule, fix=fix))
+                res = icm(
+                    claims,
+                    synthetic_backend_for(claims, seed=seed, w_ctx=w_ctx),
+                    task=task,
+                    progress=False,
+                    config=ICMConfig(seed=seed, schedule=schedule, fix=fix),
+                )
                 acc.setdefault((name, schedule, fix), []).append(res.metrics["accuracy"])
             zs.setdefault(name, []).append(res.metrics["zero_shot_accuracy"])
     return {"acc": acc, "zero_shot": zs}
@@ -69,13 +78,31 @@ def real(model: str, n_countries: int, seeds: int) -> list[dict]:
         claims = demo_claims(n_countries, seed=0)
         for schedule, fix in VARIANTS:
             t0 = time.time()
-            res = icm(claims, backend, task="comparison", progress=False,
-                      config=ICMConfig(seed=seed, schedule=schedule, fix=fix, max_context_tokens=512))
+            res = icm(
+                claims,
+                backend,
+                task="comparison",
+                progress=False,
+                config=ICMConfig(seed=seed, schedule=schedule, fix=fix, max_context_tokens=512),
+            )
             m = res.metrics
-            rows.append({"model": model, "claims": len(claims), "seed": seed, "schedule": schedule, "fix": fix,
-                         "accuracy": m["accuracy"], "auroc": m["auroc"], "zero_shot": m["zero_shot_accuracy"],
-                         "balance": m["balance"], "I": m["I"], "U": m["U"], "acceptance": m["acceptance"],
-                         "seconds": round(time.time() - t0, 1)})
+            rows.append(
+                {
+                    "model": model,
+                    "claims": len(claims),
+                    "seed": seed,
+                    "schedule": schedule,
+                    "fix": fix,
+                    "accuracy": m["accuracy"],
+                    "auroc": m["auroc"],
+                    "zero_shot": m["zero_shot_accuracy"],
+                    "balance": m["balance"],
+                    "I": m["I"],
+                    "U": m["U"],
+                    "acceptance": m["acceptance"],
+                    "seconds": round(time.time() - t0, 1),
+                }
+            )
             print(rows[-1], flush=True)
     return rows
 

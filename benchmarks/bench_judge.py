@@ -23,7 +23,9 @@ def _one(model: str, n_items: int, max_new: int, repeats: int) -> dict:
     from selfteach.judge.voting import JudgeConfig, _item_seed, judge_items, sample_orders
 
     backend = HFBackend(model, batch_size=16)
-    items = [it for it in load_judge_items("builtin:pairs", pairwise=True) if it.subset == "mawps-answer"][:n_items]
+    items = [
+        it for it in load_judge_items("builtin:pairs", pairwise=True) if it.subset == "mawps-answer"
+    ][:n_items]
     cfg = JudgeConfig(k=8, max_new_tokens=max_new, items_per_call=1)
     judge_items(backend, items[:1], cfg.model_copy(update={"max_new_tokens": 4}))  # warm-up
     best_b = best_s = float("inf")
@@ -41,19 +43,32 @@ def _one(model: str, n_items: int, max_new: int, repeats: int) -> dict:
             for j in range(8):
                 o = orders[j % len(orders)]
                 text = render(backend, it.prompt, [it.responses[i] for i in o])
-                backend.generate([text], SamplingParams(n=1, max_new_tokens=max_new, temperature=cfg.temperature,
-                                                        seed=cfg.seed + j))
+                backend.generate(
+                    [text],
+                    SamplingParams(
+                        n=1, max_new_tokens=max_new, temperature=cfg.temperature, seed=cfg.seed + j
+                    ),
+                )
         best_s = min(best_s, time.perf_counter() - t)
         tok_s = backend.usage.generated_tokens
-    return {"name": f"judge k=8 {model}", "items": len(items), "max_new_tokens": max_new,
-            "batched_s": round(best_b, 2), "sequential_s": round(best_s, 2), "ratio": round(best_b / best_s, 3),
-            "batched_tok_per_s": round(tok_b / best_b, 1), "sequential_tok_per_s": round(tok_s / best_s, 1),
-            "target": "ratio <= 0.5",
-            "note": f"best of {repeats}; mawps-answer pairs; sampled lengths differ between the two arms, so "
-                    "tokens/s is the fairer speed figure"}
+    return {
+        "name": f"judge k=8 {model}",
+        "items": len(items),
+        "max_new_tokens": max_new,
+        "batched_s": round(best_b, 2),
+        "sequential_s": round(best_s, 2),
+        "ratio": round(best_b / best_s, 3),
+        "batched_tok_per_s": round(tok_b / best_b, 1),
+        "sequential_tok_per_s": round(tok_s / best_s, 1),
+        "target": "ratio <= 0.5",
+        "note": f"best of {repeats}; mawps-answer pairs; sampled lengths differ between the two arms, so "
+        "tokens/s is the fairer speed figure",
+    }
 
 
-def main(models: list[str] | None = None, n_items: int = 2, max_new: int = 64, repeats: int = 1) -> list[dict]:
+def main(
+    models: list[str] | None = None, n_items: int = 2, max_new: int = 64, repeats: int = 1
+) -> list[dict]:
     return [_one(m, n_items, max_new, repeats) for m in (models or ["tiny-random", "smollm2-135m"])]
 
 

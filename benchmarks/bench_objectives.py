@@ -40,7 +40,10 @@ def _rows(n: int = 64) -> list[dict]:
     if GSM8K.exists():
         from selfteach.data.loaders import load_problems
 
-        return [{"question": p.question, "completion": p.solution} for p in load_problems(str(GSM8K), limit=n)]
+        return [
+            {"question": p.question, "completion": p.solution}
+            for p in load_problems(str(GSM8K), limit=n)
+        ]
     from selfteach.train.sft import load_sft_rows
 
     return load_sft_rows("builtin:arithmetic", limit=n)
@@ -60,15 +63,23 @@ def run_one(model: str, objective: str, steps: int, batch: int) -> dict:
     torch.manual_seed(0)
     rows = _rows()
     alpha = 0.5 if objective == "deformed" else None
-    cfg = SFTRunConfig(model=model, objective="nll" if objective == "trl-nll" else objective, alpha=alpha,
-                       batch_size=batch, max_steps=steps + 1, warmup_ratio=0.0, learning_rate=1e-5)
+    cfg = SFTRunConfig(
+        model=model,
+        objective="nll" if objective == "trl-nll" else objective,
+        alpha=alpha,
+        batch_size=batch,
+        max_steps=steps + 1,
+        warmup_ratio=0.0,
+        learning_rate=1e-5,
+    )
     tmp = tempfile.mkdtemp(prefix="bench-sft-")
     trainer = build_trainer(cfg, rows, output_dir=tmp)
     if objective == "trl-nll":  # TRL's own SFTTrainer.compute_loss, same model/data/args
         from trl import SFTTrainer
         from trl.trainer.utils import add_fused_lm_head
 
-        add_fused_lm_head(trainer.model, outputs=("log_probs", "entropy", "is_top1"))  # TRL's own head
+        # TRL's own head
+        add_fused_lm_head(trainer.model, outputs=("log_probs", "entropy", "is_top1"))
         trainer.compute_loss = lambda *a, **k: SFTTrainer.compute_loss(trainer, *a, **k)
     trainer.args.save_strategy = "no"
     proc = psutil.Process()
@@ -94,7 +105,9 @@ def run_one(model: str, objective: str, steps: int, batch: int) -> dict:
                 state["cpu"].append(time.process_time() - state["c0"])
 
     trainer.add_callback(Timer())
-    ntok = sum(len(x) for x in trainer.train_dataset["input_ids"][: batch * (steps + 1)]) / (steps + 1)
+    ntok = sum(len(x) for x in trainer.train_dataset["input_ids"][: batch * (steps + 1)]) / (
+        steps + 1
+    )
     trainer.train()
     state["on"] = False
     times, cpu = sorted(state["times"]), sorted(state["cpu"])
@@ -117,9 +130,25 @@ def main(models: list[str] | None = None, steps: int = 3, batch: int = 4, thread
     for model in models or MODELS:
         resolve(model)  # convert/cache the GGUF once, outside the measured processes
         for obj in objectives or OBJECTIVES_BY_MODEL.get(model, OBJECTIVES):
-            cmd = [sys.executable, "-m", "benchmarks.bench_objectives", "--one", model, obj, "--steps", str(steps),
-                   "--batch", str(batch)]
-            p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[1])
+            cmd = [
+                sys.executable,
+                "-m",
+                "benchmarks.bench_objectives",
+                "--one",
+                model,
+                obj,
+                "--steps",
+                str(steps),
+                "--batch",
+                str(batch),
+            ]
+            p = subprocess.run(
+                cmd,
+                capture_output=True,
+                text=True,
+                env=env,
+                cwd=Path(__file__).resolve().parents[1],
+            )
             line = [x for x in p.stdout.splitlines() if x.startswith("{")]
             if p.returncode or not line:
                 rows.append({"name": f"{model}/{obj}", "model": model, "objective": obj,
@@ -129,7 +158,11 @@ def main(models: list[str] | None = None, steps: int = 3, batch: int = 4, thread
             rows.append({"name": f"{model}/{obj}", **r})
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     for model in models or MODELS:
-        base = [r for r in rows if r.get("model") == model and r.get("objective") == "nll" and "step_s_median" in r]
+        base = [
+            r
+            for r in rows
+            if r.get("model") == model and r.get("objective") == "nll" and "step_s_median" in r
+        ]
         if not base:
             continue
         t = sum(r["step_s_median"] for r in base) / len(base)
@@ -147,8 +180,19 @@ def main(models: list[str] | None = None, steps: int = 3, batch: int = 4, thread
 
 
 def _table(rows: list[dict]) -> str:
-    cols = ["name", "tokens_per_step", "step_s_median", "step_s_min", "step_s_max", "time_ratio", "cpu_s_median",
-            "cpu_ratio", "peak_train_gb", "mem_ratio", "maxrss_gb"]
+    cols = [
+        "name",
+        "tokens_per_step",
+        "step_s_median",
+        "step_s_min",
+        "step_s_max",
+        "time_ratio",
+        "cpu_s_median",
+        "cpu_ratio",
+        "peak_train_gb",
+        "mem_ratio",
+        "maxrss_gb",
+    ]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
     return "\n".join(lines)

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import time
 
-LABELS = {"True": [" True", "True", " true", "true"], "False": [" False", "False", " false", "false"]}
+LABELS = {
+    "True": [" True", "True", " true", "true"],
+    "False": [" False", "False", " false", "false"],
+}
 
 
 def main() -> list[dict]:
@@ -18,7 +21,9 @@ def main() -> list[dict]:
     from selfteach.backends.hf import HFBackend
     from selfteach.data.loaders import load_claims
 
-    prompts = [f"Claim: {c.claim}\nI think this claim is" for c in load_claims("builtin:capitals")[:64]]
+    prompts = [
+        f"Claim: {c.claim}\nI think this claim is" for c in load_claims("builtin:capitals")[:64]
+    ]
     rows = []
     for threads in (1, 2):
         torch.set_num_threads(threads)

@@ -62,7 +62,12 @@ def raw_http_tok_per_s(backend, prompts: list[str], new_tokens: int) -> tuple[fl
     tokens, t = 0, time.perf_counter()
     for p in prompts:
         body = {"model": backend.model, "prompt": p, "max_tokens": new_tokens, "temperature": 0.0}
-        conn.request("POST", f"{url.path}/completions", json.dumps(body), {"Content-Type": "application/json"})
+        conn.request(
+            "POST",
+            f"{url.path}/completions",
+            json.dumps(body),
+            {"Content-Type": "application/json"},
+        )
         tokens += json.loads(conn.getresponse().read())["usage"]["completion_tokens"]
     seconds = time.perf_counter() - t
     conn.close()
@@ -81,7 +86,10 @@ def generation_rows(backends: dict, new_tokens: int = 64, raw: str | None = None
         # warm-up, 8 other questions at once: a served run's slots then hold the chat
         # template's system prompt, as they do in a pipeline's steady state (a cold slot
         # reads it again: ~30 tokens at 60-70 prompt tok/s per thread)
-        b.generate([b.chat_prompt(f"Say the number {i}.") for i in range(8)], SamplingParams(max_new_tokens=2))
+        b.generate(
+            [b.chat_prompt(f"Say the number {i}.") for i in range(8)],
+            SamplingParams(max_new_tokens=2),
+        )
         for batch in (1, 8):
             if batch == 1:
                 s, res = _timed(lambda b=b, p=prompts: [b.generate([x], params)[0] for x in p])
@@ -94,9 +102,17 @@ def generation_rows(backends: dict, new_tokens: int = 64, raw: str | None = None
                          "speedup": (tokens / s) / base[batch]})
         if name == raw:
             s, tokens = raw_http_tok_per_s(b, prompts, new_tokens)
-            rows.append({"name": "greedy generation", "backend": f"{name}, raw HTTP", "mode": "batch 1",
-                         "seconds": round(s, 2), "tokens": tokens, "tok_per_s": tokens / s,
-                         "speedup": (tokens / s) / base[1]})
+            rows.append(
+                {
+                    "name": "greedy generation",
+                    "backend": f"{name}, raw HTTP",
+                    "mode": "batch 1",
+                    "seconds": round(s, 2),
+                    "tokens": tokens,
+                    "tok_per_s": tokens / s,
+                    "speedup": (tokens / s) / base[1],
+                }
+            )
     return rows
 
 
@@ -117,9 +133,17 @@ def scoring_rows(backends: dict, n: int = 128) -> tuple[list[dict], dict]:
         labels[name] = {i: v[0] > v[1] for i, v in lp.items()}
         base = base or n / s
         read = b.usage.extra.get("evaluated_prompt_tokens", b.usage.prompt_tokens)
-        rows.append({"name": f"ICM fast scorer, {n} claims", "backend": name, "mode": "score_all, 2 blocks",
-                     "seconds": round(s, 2), "claims_per_s": n / s, "speedup": (n / s) / base,
-                     "prompt_tok_per_s": read / s})
+        rows.append(
+            {
+                "name": f"ICM fast scorer, {n} claims",
+                "backend": name,
+                "mode": "score_all, 2 blocks",
+                "seconds": round(s, 2),
+                "claims_per_s": n / s,
+                "speedup": (n / s) / base,
+                "prompt_tok_per_s": read / s,
+            }
+        )
     return rows, labels
 
 
@@ -129,12 +153,28 @@ def agreement_rows(backends: dict, labels: dict) -> list[dict]:
 
     (a, la), (b, lb) = list(labels.items())[:2]
     ctx = sum(la[i] == lb[i] for i in la) / len(la)
-    prompts = [f"Claim: {c.claim}\nI think this claim is" for c in load_claims("builtin:capitals", limit=64)]
+    prompts = [
+        f"Claim: {c.claim}\nI think this claim is"
+        for c in load_claims("builtin:capitals", limit=64)
+    ]
     rows = [backends[k].label_logprobs(prompts, DEFAULT_LABEL_VARIANTS) for k in (a, b)]
-    zs = sum(max(x, key=x.get) == max(y, key=y.get) for x, y in zip(*rows, strict=True)) / len(prompts)
-    out = [{"name": "argmax label agreement", "backend": f"{a} vs {b}", "mode": "128 claims in context",
-            "agreement": ctx}, {"name": "argmax label agreement", "backend": f"{a} vs {b}",
-                                "mode": "64 claims zero-shot", "agreement": zs}]
+    zs = sum(max(x, key=x.get) == max(y, key=y.get) for x, y in zip(*rows, strict=True)) / len(
+        prompts
+    )
+    out = [
+        {
+            "name": "argmax label agreement",
+            "backend": f"{a} vs {b}",
+            "mode": "128 claims in context",
+            "agreement": ctx,
+        },
+        {
+            "name": "argmax label agreement",
+            "backend": f"{a} vs {b}",
+            "mode": "64 claims zero-shot",
+            "agreement": zs,
+        },
+    ]
     # the same zero-shot read-out served from an F32 re-encoding of the GGUF: the same weight
     # values without llama.cpp's quantised dot products, to tell kernels from our code
     from selfteach.backends.llama_server import f32_gguf
@@ -145,10 +185,22 @@ def agreement_rows(backends: dict, labels: dict) -> list[dict]:
         rf = f32.label_logprobs(prompts, DEFAULT_LABEL_VARIANTS)
     finally:
         f32.close()
-    zf = sum(max(x, key=x.get) == max(y, key=y.get) for x, y in zip(rows[0], rf, strict=True)) / len(prompts)
-    gap = max(abs((x["True"] - x["False"]) - (y["True"] - y["False"])) for x, y in zip(rows[0], rf, strict=True))
-    out.append({"name": "argmax label agreement", "backend": f"{a} vs served xllamacpp (F32 of the GGUF)",
-                "mode": "64 claims zero-shot", "agreement": zf, "note": f"largest margin gap {gap:.3f} nats"})
+    zf = sum(
+        max(x, key=x.get) == max(y, key=y.get) for x, y in zip(rows[0], rf, strict=True)
+    ) / len(prompts)
+    gap = max(
+        abs((x["True"] - x["False"]) - (y["True"] - y["False"]))
+        for x, y in zip(rows[0], rf, strict=True)
+    )
+    out.append(
+        {
+            "name": "argmax label agreement",
+            "backend": f"{a} vs served xllamacpp (F32 of the GGUF)",
+            "mode": "64 claims zero-shot",
+            "agreement": zf,
+            "note": f"largest margin gap {gap:.3f} nats",
+        }
+    )
     return out
 
 
@@ -170,7 +222,10 @@ def main() -> list[dict]:
         torch.set_num_threads(threads)
         served = serve_backend(MODEL, engine="xllamacpp")
         ftype = gguf_file_type(served.gguf)
-        hf_name, served_name = f"hf (fp32), {threads} thr", f"served xllamacpp ({ftype}), {threads} thr"
+        hf_name, served_name = (
+            f"hf (fp32), {threads} thr",
+            f"served xllamacpp ({ftype}), {threads} thr",
+        )
         try:
             backends = {hf_name: hf, served_name: served}
             rows += generation_rows(backends, raw=served_name)
@@ -183,19 +238,26 @@ def main() -> list[dict]:
         if server_binary() is not None:  # the other engine, same GGUF and threads
             try:
                 other = serve_backend(MODEL, engine="llama-server")
-            except SelfteachError as e:  # a failed start is a result for the engine choice, not a crash
+            # a failed start is a result for the engine choice, not a crash
+            except SelfteachError as e:
                 rows.append({"name": "engine llama-server (source build)",
                              "note": f"failed to start: {str(e)[:160]}"})
                 other = None
             if other is not None:
                 try:
-                    rows += [r for r in generation_rows({hf_name: hf, f"served llama-server ({ftype}), "
-                                                                      f"{threads} thr": other})
-                             if r["backend"] != hf_name]
+                    rows += [
+                        r
+                        for r in generation_rows(
+                            {hf_name: hf, f"served llama-server ({ftype}), {threads} thr": other}
+                        )
+                        if r["backend"] != hf_name
+                    ]
                 finally:
                     other.close()
-    note = (f"{MODEL}, the same CPU thread count for both backends in each row; load average before "
-            f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}, after {os.getloadavg()[0]:.1f} (1/5/15 min)")
+    note = (
+        f"{MODEL}, the same CPU thread count for both backends in each row; load average before "
+        f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}, after {os.getloadavg()[0]:.1f} (1/5/15 min)"
+    )
     rows.append({"name": "conditions", "note": note})
     return rows
 

@@ -18,7 +18,9 @@ import random
 import time
 from pathlib import Path
 
-MAWPS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "math" / "mawps_singleop.jsonl"
+MAWPS = (
+    Path(__file__).resolve().parents[1].parent / "shared" / "data" / "math" / "mawps_singleop.jsonl"
+)
 
 
 def split(n_train: int, n_eval: int, seed: int = 0):
@@ -58,8 +60,16 @@ def evaluate(model_dir: str, problems, max_new_tokens: int = 16) -> list[int]:
     return [int(is_correct(g[0].text, p.answer)) for g, p in zip(gens, problems, strict=True)]
 
 
-def main(out: str = "runs/evidence-deft", n_train: int = 128, n_eval: int = 100, steps: int = 16,
-         batch: int = 8, lr: float = 1e-4, objectives=("nll", "deft", "prob"), model: str = "smollm2-135m") -> list[dict]:
+def main(
+    out: str = "runs/evidence-deft",
+    n_train: int = 128,
+    n_eval: int = 100,
+    steps: int = 16,
+    batch: int = 8,
+    lr: float = 1e-4,
+    objectives=("nll", "deft", "prob"),
+    model: str = "smollm2-135m",
+) -> list[dict]:
     from selfteach.backends.models import resolve
     from selfteach.stats import bootstrap_ci, mean_ci
     from selfteach.train.sft import train_sft
@@ -73,32 +83,57 @@ def main(out: str = "runs/evidence-deft", n_train: int = 128, n_eval: int = 100,
         per_item = json.loads(cache.read_text())
     t0 = time.time()
     if "base" not in per_item:
-        per_item["base"] = evaluate(str(resolve(model)), held, max_new_tokens=48)  # room for verbose answers
+        # room for verbose answers
+        per_item["base"] = evaluate(str(resolve(model)), held, max_new_tokens=48)
         cache.write_text(json.dumps(per_item))
     rows = []
     conditions = {"clean": corrupt(train, 0.0), "corrupt25": corrupt(train, 0.25)}
-    for obj in objectives:  # objective-major: a stopped run still has both conditions for nll and deft
+    # objective-major: a stopped run still has both conditions for nll and deft
+    for obj in objectives:
         for cond, data in conditions.items():
             key = f"{cond}/{obj}"
             if key not in per_item:
-                s = train_sft(model, data, out_p / cond / obj, objective=obj, max_steps=steps, batch_size=batch,
-                              learning_rate=lr, seed=0, diag_every=5, resume=True)
+                s = train_sft(
+                    model,
+                    data,
+                    out_p / cond / obj,
+                    objective=obj,
+                    max_steps=steps,
+                    batch_size=batch,
+                    learning_rate=lr,
+                    seed=0,
+                    diag_every=5,
+                    resume=True,
+                )
                 per_item[key] = evaluate(s["model_dir"], held)
                 cache.write_text(json.dumps(per_item))
     for key, vals in per_item.items():
-        r = {"name": key, **{k: round(v, 4) if isinstance(v, float) else v for k, v in mean_ci(vals).items()}}
+        r = {
+            "name": key,
+            **{k: round(v, 4) if isinstance(v, float) else v for k, v in mean_ci(vals).items()},
+        }
         cond = key.split("/")[0]
         ref = per_item.get(f"{cond}/nll")
         if ref is not None and key != f"{cond}/nll" and cond != "base":
             diff = [a - b for a, b in zip(vals, ref, strict=True)]
             lo, hi = bootstrap_ci(diff)
-            r.update(diff_vs_nll=round(sum(diff) / len(diff), 4), diff_lo=round(lo, 4), diff_hi=round(hi, 4))
+            r.update(
+                diff_vs_nll=round(sum(diff) / len(diff), 4),
+                diff_lo=round(lo, 4),
+                diff_hi=round(hi, 4),
+            )
         rsum = out_p / key / "result.json"
         if rsum.exists():
             res = json.loads(rsum.read_text())
-            r.update(train_loss=res["train_loss"], mean_gate=res["mean_gate"], mean_alpha=res["mean_alpha"])
-        r["note"] = (f"{model}, {n_train} MAWPS single-op train problems, {steps} steps x batch {batch}, lr {lr}; "
-                     f"{n_eval} held-out, greedy")
+            r.update(
+                train_loss=res["train_loss"],
+                mean_gate=res["mean_gate"],
+                mean_alpha=res["mean_alpha"],
+            )
+        r["note"] = (
+            f"{model}, {n_train} MAWPS single-op train problems, {steps} steps x batch {batch}, lr {lr}; "
+            f"{n_eval} held-out, greedy"
+        )
         rows.append(r)
     (out_p / "results.json").write_text(json.dumps(rows, indent=2))
     print(f"total {time.time() - t0:.0f} s")
@@ -113,8 +148,19 @@ if __name__ == "__main__":
     ap.add_argument("--n-eval", type=int, default=100)
     a = ap.parse_args()
     res = main(a.out, a.n_train, a.n_eval, a.steps)
-    cols = ["name", "mean", "lo", "hi", "n", "diff_vs_nll", "diff_lo", "diff_hi", "train_loss", "mean_gate",
-            "mean_alpha"]
+    cols = [
+        "name",
+        "mean",
+        "lo",
+        "hi",
+        "n",
+        "diff_vs_nll",
+        "diff_lo",
+        "diff_hi",
+        "train_loss",
+        "mean_gate",
+        "mean_alpha",
+    ]
     print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     for r in res:
         print("| " + " | ".join(str(r.get(c, "")) for c in cols) + " |")

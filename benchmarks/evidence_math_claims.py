@@ -60,18 +60,36 @@ def main() -> None:
     backend = load_backend(a.model, serve=True)
     t0 = time.time()
     prompts = [backend.chat_prompt(f"{p.question}\n\n{a.instruction}") for p in problems]
-    params = SamplingParams(n=a.samples, temperature=a.temperature, max_new_tokens=a.max_new_tokens, seed=a.seed)
+    params = SamplingParams(
+        n=a.samples, temperature=a.temperature, max_new_tokens=a.max_new_tokens, seed=a.seed
+    )
     rows = []
     for start in range(0, len(problems), 8):
         batch = problems[start:start + 8]
-        for p, prompt, gens in zip(batch, prompts[start:start + 8], backend.generate(prompts[start:start + 8], params),
-                                   strict=True):
+        for p, prompt, gens in zip(
+            batch,
+            prompts[start : start + 8],
+            backend.generate(prompts[start : start + 8], params),
+            strict=True,
+        ):
             for j, g in enumerate(gens):
                 ans = extract_answer(g.text)
-                rows.append({"id": f"{p.id}#{j}", "problem_id": p.id, "prompt": prompt, "text": g.text, "answer": ans,
-                             "temperature": a.temperature, "finish_reason": g.finish_reason, "tokens": g.num_tokens,
-                             "correct": answers_match(ans, p.answer)})
-        print(f"{start + len(batch)}/{len(problems)} problems, {time.time() - t0:.0f} s", flush=True)
+                rows.append(
+                    {
+                        "id": f"{p.id}#{j}",
+                        "problem_id": p.id,
+                        "prompt": prompt,
+                        "text": g.text,
+                        "answer": ans,
+                        "temperature": a.temperature,
+                        "finish_reason": g.finish_reason,
+                        "tokens": g.num_tokens,
+                        "correct": answers_match(ans, p.answer),
+                    }
+                )
+        print(
+            f"{start + len(batch)}/{len(problems)} problems, {time.time() - t0:.0f} s", flush=True
+        )
     wall = time.time() - t0
     backend.close()
     write_jsonl(out / "candidates.jsonl", rows)
@@ -80,23 +98,41 @@ def main() -> None:
     by: dict[str, list[dict]] = {}
     for r in rows:
         by.setdefault(r["problem_id"], []).append(r)
-    stats = {"model": a.model, "data": a.data, "problems": len(problems), "samples": a.samples,
-             "temperature": a.temperature, "max_new_tokens": a.max_new_tokens, "instruction": a.instruction,
-             "claims": len(rows), "accuracy": sum(r["correct"] for r in rows) / len(rows),
-             "cut_off_share": sum(r["finish_reason"] == "length" for r in rows) / len(rows),
-             "no_answer_share": sum(r["answer"] is None for r in rows) / len(rows),
-             "problems_right_and_wrong": sum(any(r["correct"] for r in v) and not all(r["correct"] for r in v)
-                                             for v in by.values()) / len(by),
-             "problems_all_right": sum(all(r["correct"] for r in v) for v in by.values()) / len(by),
-             "mean_tokens": sum(r["tokens"] for r in rows) / len(rows), "wall_s": round(wall, 1),
-             "tokens_per_s": round(sum(r["tokens"] for r in rows) / wall, 2)}
+    stats = {
+        "model": a.model,
+        "data": a.data,
+        "problems": len(problems),
+        "samples": a.samples,
+        "temperature": a.temperature,
+        "max_new_tokens": a.max_new_tokens,
+        "instruction": a.instruction,
+        "claims": len(rows),
+        "accuracy": sum(r["correct"] for r in rows) / len(rows),
+        "cut_off_share": sum(r["finish_reason"] == "length" for r in rows) / len(rows),
+        "no_answer_share": sum(r["answer"] is None for r in rows) / len(rows),
+        "problems_right_and_wrong": sum(
+            any(r["correct"] for r in v) and not all(r["correct"] for r in v) for v in by.values()
+        )
+        / len(by),
+        "problems_all_right": sum(all(r["correct"] for r in v) for v in by.values()) / len(by),
+        "mean_tokens": sum(r["tokens"] for r in rows) / len(rows),
+        "wall_s": round(wall, 1),
+        "tokens_per_s": round(sum(r["tokens"] for r in rows) / wall, 2),
+    }
     pairs = []
     for p in problems:
         right = [r for r in by.get(p.id, []) if r["correct"] and r["finish_reason"] != "length"]
         wrong = [r for r in by.get(p.id, []) if not r["correct"] and r["answer"] is not None]
         if right and wrong:
-            pairs.append({"id": p.id, "prompt": p.question, "chosen": right[0]["text"].strip(),
-                          "rejected": wrong[0]["text"].strip(), "subset": f"{Path(a.data).stem}-own"})
+            pairs.append(
+                {
+                    "id": p.id,
+                    "prompt": p.question,
+                    "chosen": right[0]["text"].strip(),
+                    "rejected": wrong[0]["text"].strip(),
+                    "subset": f"{Path(a.data).stem}-own",
+                }
+            )
     write_jsonl(out / "judge_pairs.jsonl", pairs)
     stats["judge_pairs"] = len(pairs)
     (out / "stats.json").write_text(json.dumps(stats, indent=1))

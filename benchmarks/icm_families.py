@@ -19,8 +19,14 @@ import numpy as np
 
 from selfteach.stats import auroc, percentile_interval
 
-ROWS = [("zero-shot", "zero_shot"), ("zero-shot + rule", "zero_shot_rule"), ("random few-shot", "random_fewshot"),
-        ("ICM", "icm"), ("golden", "golden"), ("golden + rule", "golden_rule")]
+ROWS = [
+    ("zero-shot", "zero_shot"),
+    ("zero-shot + rule", "zero_shot_rule"),
+    ("random few-shot", "random_fewshot"),
+    ("ICM", "icm"),
+    ("golden", "golden"),
+    ("golden + rule", "golden_rule"),
+]
 
 
 def _load(run: Path) -> tuple[list[bool], list[str], dict[str, dict[str, list]], dict]:
@@ -28,7 +34,11 @@ def _load(run: Path) -> tuple[list[bool], list[str], dict[str, dict[str, list]],
     rows = [json.loads(x) for x in (run / "labels.jsonl").read_text().splitlines()]
     gold = [bool(r["gold"]) for r in rows]
     groups = [r["group"] or r["id"] for r in rows]
-    per = {k: {"labels": v["labels"], "scores": v["scores"]} for k, v in res["baselines"].items() if "labels" in v}
+    per = {
+        k: {"labels": v["labels"], "scores": v["scores"]}
+        for k, v in res["baselines"].items()
+        if "labels" in v
+    }
     per["icm"] = {"labels": [r["label"] for r in rows], "scores": [r["margin"] for r in rows]}
     return gold, groups, per, res["metrics"]
 
@@ -61,13 +71,26 @@ def table(run: Path, n_boot: int = 2000, seed: int = 0) -> dict:
         idx = [i for g in rng.choice(len(keys), len(keys)) for i in members[keys[g]]]
         for k, v in _stats(gold, idx, per).items():
             boots[k].append(v)
-    out = {"run": str(run), "claims": len(gold), "subjects": len(keys), "steps": metrics["steps"],
-           "seconds": metrics["seconds"], "warnings": metrics["warnings"], "balance": metrics["balance"],
-           "acceptance": metrics["acceptance"], "I": metrics["I"]}
+    out = {
+        "run": str(run),
+        "claims": len(gold),
+        "subjects": len(keys),
+        "steps": metrics["steps"],
+        "seconds": metrics["seconds"],
+        "warnings": metrics["warnings"],
+        "balance": metrics["balance"],
+        "acceptance": metrics["acceptance"],
+        "I": metrics["I"],
+    }
     for k in per:
         accs = np.array([b[0] for b in boots[k]])
         aus = np.array([b[1] for b in boots[k] if b[1] is not None])
-        out[k] = {"acc": point[k][0], "acc_ci": _ci(accs), "auroc": point[k][1], "auroc_ci": _ci(aus)}
+        out[k] = {
+            "acc": point[k][0],
+            "acc_ci": _ci(accs),
+            "auroc": point[k][1],
+            "auroc_ci": _ci(aus),
+        }
     for base in ("zero_shot", "zero_shot_rule"):
         if base in per:
             d = np.array([a[0] - b[0] for a, b in zip(boots["icm"], boots[base], strict=True)])
@@ -90,11 +113,16 @@ def markdown_row(t: dict) -> str:
 
 
 def main(argv: list[str]) -> None:
-    print("| run | " + " | ".join(n for n, _ in ROWS) + " | ICM - (zero-shot + rule) | steps | time |")
+    print(
+        "| run | " + " | ".join(n for n, _ in ROWS) + " | ICM - (zero-shot + rule) | steps | time |"
+    )
     for a in argv:
         t = table(Path(a))
         print(f"| {Path(a).name} " + markdown_row(t))
-        print(json.dumps({k: t[k] for k in ("warnings", "balance", "acceptance", "I")}), file=sys.stderr)
+        print(
+            json.dumps({k: t[k] for k in ("warnings", "balance", "acceptance", "I")}),
+            file=sys.stderr,
+        )
 
 
 if __name__ == "__main__":

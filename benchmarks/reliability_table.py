@@ -27,8 +27,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--failures", action="store_true", help="list every failing case")
     ap.add_argument("--filter", default="", help="only cases whose id contains this")
-    ap.add_argument("--loose", action="store_true", help="do not require the expected text in the message "
-                    "(to measure another checkout, whose messages are worded differently)")
+    ap.add_argument(
+        "--loose",
+        action="store_true",
+        help="do not require the expected text in the message "
+        "(to measure another checkout, whose messages are worded differently)",
+    )
     a = ap.parse_args()
     counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     failures = []

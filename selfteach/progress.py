@@ -23,8 +23,13 @@ class ProgressBar:
                 TimeRemainingColumn,
             )
 
-            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeRemainingColumn(), transient=self.transient)
+            self._bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                transient=self.transient,
+            )
             self._bar.start()
             self._task = self._bar.add_task(self.label, total=self.total, completed=self.completed)
         return self

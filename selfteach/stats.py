@@ -11,7 +11,9 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def bootstrap_ci(values: Sequence[float], n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+def bootstrap_ci(
+    values: Sequence[float], n_boot: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of `values` (per-item scores)."""
     x = np.asarray(values, dtype=float)
     if x.size == 0:
@@ -19,7 +21,9 @@ def bootstrap_ci(values: Sequence[float], n_boot: int = 2000, level: float = 0.9
     if x.size == 1:
         return (float(x[0]), float(x[0]))
     rng = np.random.default_rng(seed)
-    return percentile_interval(x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(axis=1), level)
+    return percentile_interval(
+        x[rng.integers(0, x.size, size=(n_boot, x.size))].mean(axis=1), level
+    )
 
 
 def percentile_interval(draws: Sequence[float], level: float = 0.95) -> tuple[float, float]:
@@ -58,4 +62,9 @@ def majority(answers: Sequence[str | None]) -> str | None:
 def mean_ci(values: Sequence[float], seed: int = 0) -> dict[str, float]:
     """{"mean", "lo", "hi", "n"} for per-item scores."""
     lo, hi = bootstrap_ci(values, seed=seed)
-    return {"mean": float(np.mean(values)) if len(values) else math.nan, "lo": lo, "hi": hi, "n": len(values)}
+    return {
+        "mean": float(np.mean(values)) if len(values) else math.nan,
+        "lo": lo,
+        "hi": hi,
+        "n": len(values),
+    }

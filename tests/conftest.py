@@ -16,7 +16,9 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 def pytest_collection_modifyitems(config, items):
     if os.environ.get("SELFTEACH_SLOW"):
         return
-    skip = pytest.mark.skip(reason="slow real-model test: run with SELFTEACH_SLOW=1 (make test-all)")
+    skip = pytest.mark.skip(
+        reason="slow real-model test: run with SELFTEACH_SLOW=1 (make test-all)"
+    )
     for item in items:
         if "slow" in item.keywords and "ci" not in item.keywords:
             item.add_marker(skip)

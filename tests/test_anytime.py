@@ -56,8 +56,16 @@ def test_anytime_index_q_max_and_degenerate_cases():
         anytime_index([2, 1], [0.1, 0.2])
 
 
-@pytest.mark.parametrize("q", [[float("nan"), 0.4, 0.6], [0.2, float("nan"), 0.6], [0.2, 0.4, float("inf")],
-                               [0.2, None, 0.6], [0.2, "0.4", 0.6]])
+@pytest.mark.parametrize(
+    "q",
+    [
+        [float("nan"), 0.4, 0.6],
+        [0.2, float("nan"), 0.6],
+        [0.2, 0.4, float("inf")],
+        [0.2, None, 0.6],
+        [0.2, "0.4", 0.6],
+    ],
+)
 def test_a_nan_quality_is_refused_not_skipped(q):
     """max() skips NaN: a leading NaN gave best-so-far -inf, a later one vanished from the area."""
     t = next(i for i, x in enumerate(q) if not isinstance(x, float) or x != x or x == float("inf"))
@@ -70,8 +78,10 @@ def test_a_nan_quality_is_refused_not_skipped(q):
 def test_compare_plot_refuses_a_nan_curve(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    (run / "anytime.json").write_text('{"budgets": [32, 64], "quality": [NaN, 0.5], "best_so_far": [0.5, 0.5], '
-                                      '"anytime_index": 0.5, "method": "plain"}')
+    (run / "anytime.json").write_text(
+        '{"budgets": [32, 64], "quality": [NaN, 0.5], "best_so_far": [0.5, 0.5], '
+        '"anytime_index": 0.5, "method": "plain"}'
+    )
     with pytest.raises(SelfteachError, match=r"anytime.json: quality\[0\] \(budget 32\) is nan"):
         compare_plot([run], tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
@@ -96,9 +106,17 @@ def test_anytime_index_properties(steps):
 # ---- bad input -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text,msg", [("64,32", "not strictly increasing"), ("32,32", "not strictly increasing"),
-                                      ("0,32", "not positive"), ("-8", "not positive"), ("a,b", "integers"),
-                                      ("", "empty")])
+@pytest.mark.parametrize(
+    "text,msg",
+    [
+        ("64,32", "not strictly increasing"),
+        ("32,32", "not strictly increasing"),
+        ("0,32", "not positive"),
+        ("-8", "not positive"),
+        ("a,b", "integers"),
+        ("", "empty"),
+    ],
+)
 def test_bad_budgets(text, msg):
     with pytest.raises(SelfteachError, match=msg):
         parse_budgets(text)
@@ -144,7 +162,10 @@ def test_bad_choice_answer_fails_before_generation(tmp_path):
     data = tmp_path / "mc.jsonl"
     data.write_text('{"question": "Pick", "choices": ["a", "b", "c", "d"], "answer": "Z"}\n')
     cfg = AnytimeConfig(model="x", data=str(data), budgets=[8])
-    with pytest.raises(SelfteachError, match=r"mc.jsonl:1: field .answer.: .Z. is not a letter of the 4 choices \(A-D\)"):
+    with pytest.raises(
+        SelfteachError,
+        match=r"mc.jsonl:1: field .answer.: .Z. is not a letter of the 4 choices \(A-D\)",
+    ):
         evaluate_anytime(cfg, tmp_path / "run", backend=ExplodingBackend(), progress=False)
 
 
@@ -193,7 +214,9 @@ def test_truncation_at_exact_token_counts():
     prompt = be.tokenize("<u>Q</u>")
     trace = be.generate([prompt], SamplingParams(max_new_tokens=32))[0][0]
     suffix = be.tokenize(PLAIN_SUFFIX)
-    answers = force_answers(be, [prompt], [trace], [4, 16, 32], suffix, SamplingParams(max_new_tokens=100))
+    answers = force_answers(
+        be, [prompt], [trace], [4, 16, 32], suffix, SamplingParams(max_new_tokens=100)
+    )
     assert [a.text for a in answers[0]] == [" 12."] * 3
     assert be.answer_prompts == [prompt + trace.token_ids[:b] + suffix for b in (4, 16, 32)]
     assert [len(p) - len(prompt) - len(suffix) for p in be.answer_prompts] == [4, 16, 32]
@@ -215,7 +238,13 @@ def test_short_trace_answered_as_is_and_forced_answer_scored(tmp_path):
     row = json.loads((tmp_path / "run" / "outputs.jsonl").read_text())
     b8, b64 = row["samples"][0]["budgets"]
     # budget 8: truncated, forced answer "...final answer is 13." (wrong); 64: finished trace, right
-    assert b8 == {"budget": 8, "forced": True, "answer": PLAIN_SUFFIX + " 13.", "pred": "13", "score": 0.0}
+    assert b8 == {
+        "budget": 8,
+        "forced": True,
+        "answer": PLAIN_SUFFIX + " 13.",
+        "pred": "13",
+        "score": 0.0,
+    }
     assert b64["forced"] is False and b64["pred"] == "12" and b64["score"] == 1.0
     assert len(be.answer_prompts) == 1  # no forced answer for the finished budget
     assert res["curve"]["quality"] == [0.0, 1.0]
@@ -228,12 +257,18 @@ def test_trip_item_scored_by_csr_without_blank_line_stop(tmp_path):
     data = tmp_path / "trip.jsonl"
     data.write_text(json.dumps({"id": "t1", "question": TRIP, "answer": GOLD}) + "\n")
     be = FakeBackend("Let me think about the flights first.", finished=False, answer="\n\n" + GOLD)
-    res = evaluate_anytime(AnytimeConfig(model="fake", data=str(data), budgets=[4, 8]), tmp_path / "run",
-                           backend=be, progress=False)
+    res = evaluate_anytime(
+        AnytimeConfig(model="fake", data=str(data), budgets=[4, 8]),
+        tmp_path / "run",
+        backend=be,
+        progress=False,
+    )
     assert res["curve"]["quality"] == [1.0, 1.0]
     assert be.answer_stops == [[], []]  # a plan has blank lines: no blank-line stop for trip items
     row = json.loads((tmp_path / "run" / "outputs.jsonl").read_text())
-    assert row["scorer"] == "trip" and row["samples"][0]["budgets"][0]["pred"].startswith("Florence:1-6")
+    assert row["scorer"] == "trip" and row["samples"][0]["budgets"][0]["pred"].startswith(
+        "Florence:1-6"
+    )
 
 
 def test_default_suffix_by_model_family():
@@ -257,7 +292,9 @@ def test_shared_prefix_equals_plain_generation(tiny_backend):
     params = SamplingParams(max_new_tokens=6, stop=["\n\n"])
     fast = force_answers(be, prompts, traces, [3, 11, 24], suffix, params, shared_prefix=True)
     slow = force_answers(be, prompts, traces, [3, 11, 24], suffix, params, shared_prefix=False)
-    assert [[a.token_ids for a in row] for row in fast] == [[a.token_ids for a in row] for row in slow]
+    assert [[a.token_ids for a in row] for row in fast] == [
+        [a.token_ids for a in row] for row in slow
+    ]
     assert be.usage.extra.get("cached_prompt_tokens", 0) > 0
 
 
@@ -272,12 +309,30 @@ def _app():
 
 def test_cli_end_to_end_resume_and_compare(tmp_path):
     out = tmp_path / "run"
-    args = ["anytime", "--model", "tiny-random", "--limit", "3", "--budgets", "4,8,16", "--answer-tokens", "4",
-            "--out", str(out)]
+    args = [
+        "anytime",
+        "--model",
+        "tiny-random",
+        "--limit",
+        "3",
+        "--budgets",
+        "4,8,16",
+        "--answer-tokens",
+        "4",
+        "--out",
+        str(out),
+    ]
     r = CliRunner().invoke(_app(), args)
     assert r.exit_code == 0, r.output
     assert "Anytime Index" in r.output
-    for f in ("outputs.jsonl", "summary.json", "anytime.json", "anytime.png", "config.yaml", "env.json"):
+    for f in (
+        "outputs.jsonl",
+        "summary.json",
+        "anytime.json",
+        "anytime.png",
+        "config.yaml",
+        "env.json",
+    ):
         assert (out / f).exists(), f
     rows = [json.loads(x) for x in (out / "outputs.jsonl").read_text().splitlines()]
     assert [r_["id"] for r_ in rows] == ["arith-0", "arith-1", "arith-2"]
@@ -286,7 +341,11 @@ def test_cli_end_to_end_resume_and_compare(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary) == {"title", "tables", "notes"}
     table = summary["tables"][0]
-    assert table["columns"][:2] == ["budget", "quality"] and [row[0] for row in table["rows"]] == [4, 8, 16]
+    assert table["columns"][:2] == ["budget", "quality"] and [row[0] for row in table["rows"]] == [
+        4,
+        8,
+        16,
+    ]
     # rerun without --resume refuses; with --resume nothing is regenerated
     r2 = CliRunner().invoke(_app(), args)
     assert isinstance(r2.exception, SelfteachError) and "--resume" in str(r2.exception)
@@ -326,4 +385,6 @@ def test_smollm2_shared_prefix_matches_token_id_path(smol_backend):
     params = SamplingParams(max_new_tokens=12, stop=["\n\n"])
     fast = force_answers(be, prompts, traces, [8, 24, 48], suffix, params, shared_prefix=True)
     slow = force_answers(be, prompts, traces, [8, 24, 48], suffix, params, shared_prefix=False)
-    assert [[a and a.token_ids for a in r] for r in fast] == [[a and a.token_ids for a in r] for r in slow]
+    assert [[a and a.token_ids for a in r] for r in fast] == [
+        [a and a.token_ids for a in r] for r in slow
+    ]

@@ -22,15 +22,19 @@ from selfteach.evaluate.scorers import (
     trip_csr,
 )
 
-TRIP = ("You plan to visit 3 European cities for 14 days in total. You only take direct flights to commute between "
-        "cities. You would like to visit Florence for 6 days. You want to spend 5 days in London. You would like to "
-        "visit Oslo for 5 days. You are going to attend a wedding in Oslo between day 10 and day 14.\n\n"
-        "Here are the cities that have direct flights:\nLondon and Oslo, from Florence to London.\n\n"
-        "Find a trip plan of visiting the cities for 14 days by taking direct flights to commute between them.")
-GOLD = ("Here is the trip plan for visiting the 3 European cities for 14 days:\n\n"
-        "**Day 1-6:** Arriving in Florence and visit Florence for 6 days.\n**Day 6:** Fly from Florence to London.\n"
-        "**Day 6-10:** Visit London for 5 days.\n**Day 10:** Fly from London to Oslo.\n"
-        "**Day 10-14:** Visit Oslo for 5 days.")
+TRIP = (
+    "You plan to visit 3 European cities for 14 days in total. You only take direct flights to commute between "
+    "cities. You would like to visit Florence for 6 days. You want to spend 5 days in London. You would like to "
+    "visit Oslo for 5 days. You are going to attend a wedding in Oslo between day 10 and day 14.\n\n"
+    "Here are the cities that have direct flights:\nLondon and Oslo, from Florence to London.\n\n"
+    "Find a trip plan of visiting the cities for 14 days by taking direct flights to commute between them."
+)
+GOLD = (
+    "Here is the trip plan for visiting the 3 European cities for 14 days:\n\n"
+    "**Day 1-6:** Arriving in Florence and visit Florence for 6 days.\n**Day 6:** Fly from Florence to London.\n"
+    "**Day 6-10:** Visit London for 5 days.\n**Day 10:** Fly from London to Oslo.\n"
+    "**Day 10-14:** Visit Oslo for 5 days."
+)
 TRIP_PROBLEM = Problem(id="t", question=TRIP, answer=GOLD)
 
 
@@ -71,8 +75,10 @@ def test_trip_csr_hand_made(text, ok):
 
 
 def test_trip_stays_fall_back_to_gold_plan():
-    prompt = ("Plan a 14-day trip, cities for 14 days. Here are the cities that have direct flights:\n"
-              "London and Oslo, Florence and London.")
+    prompt = (
+        "Plan a 14-day trip, cities for 14 days. Here are the cities that have direct flights:\n"
+        "London and Oslo, Florence and London."
+    )
     c = parse_trip_constraints(prompt, GOLD)
     assert c.stays == {"Florence": 6, "London": 5, "Oslo": 5}
     assert trip_csr(GOLD, c) == (c.n_constraints, c.n_constraints)

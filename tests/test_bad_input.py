@@ -26,7 +26,8 @@ TINY = ["--model", "tiny-random"]
 
 @dataclass
 class Case:
-    area: str                          # what is malformed: "data", "options", "--out", "resume", "report"
+    # what is malformed: "data", "options", "--out", "resume", "report"
+    area: str
     command: str                       # e.g. "eval accuracy"
     name: str
     make: Callable[[Path], list[str]]  # builds the inputs under a temporary folder, returns argv
@@ -41,7 +42,9 @@ class Case:
 CASES: list[Case] = []
 
 
-def case(area: str, command: str, name: str, make: Callable[[Path], list[str]], expect: str) -> None:
+def case(
+    area: str, command: str, name: str, make: Callable[[Path], list[str]], expect: str
+) -> None:
     CASES.append(Case(area, command, name, make, expect))
 
 
@@ -59,7 +62,13 @@ def jl(*rows) -> str:
 
 # ---- valid rows of each input kind, and how each command takes a file ------------------
 PROBLEM = {"id": "p1", "question": "What is 2 + 2?", "answer": "4"}
-CLAIM = {"id": "c1", "question": "What is 2 + 2?", "claim": "The answer is 4.", "group": "g1", "gold": True}
+CLAIM = {
+    "id": "c1",
+    "question": "What is 2 + 2?",
+    "claim": "The answer is 4.",
+    "group": "g1",
+    "gold": True,
+}
 PAIR = {"prompt": "What is 2 + 2?", "chosen": "4", "rejected": "5"}
 ITEM = {"id": "j1", "prompt": "What is 2 + 2?", "chosen": "4", "rejected": "5", "subset": "math"}
 SFT = {"prompt": "What is 2 + 2?", "completion": "4"}
@@ -79,12 +88,22 @@ FILE_COMMANDS: dict[str, tuple[list[str], str, dict, str]] = {
     "judge eval": (["judge", "eval", *TINY], "--data", ITEM, "prompt"),
     "judge rft-data": (["judge", "rft-data", *TINY], "--data", ITEM, "prompt"),
     "judge eval --from-run": (["judge", "eval", *TINY], "--from-run", RECORD, "prompt"),
-    "judge train-meta": (["judge", "train-meta", "--backbone", "tiny-random"], "--judgments", RECORD, "prompt"),
+    "judge train-meta": (
+        ["judge", "train-meta", "--backbone", "tiny-random"],
+        "--judgments",
+        RECORD,
+        "prompt",
+    ),
 }
 
 
-def with_file(command: str, data: str | bytes | None, fname: str = "in.jsonl", extra: list[str] | None = None,
-              make_path: Callable[[Path], str] | None = None) -> Callable[[Path], list[str]]:
+def with_file(
+    command: str,
+    data: str | bytes | None,
+    fname: str = "in.jsonl",
+    extra: list[str] | None = None,
+    make_path: Callable[[Path], str] | None = None,
+) -> Callable[[Path], list[str]]:
     pre, opt, _, _ = FILE_COMMANDS[command]
 
     def make(tmp: Path) -> list[str]:
@@ -103,16 +122,34 @@ def _corruptions(row: dict, text_field: str) -> list[tuple[str, bytes | str | No
     good = json.dumps(row)
     latin = dict(row, **{text_field: "caf\u00e9"})
     return [
-        ("latin-1", good.encode() + b"\n" + json.dumps(latin, ensure_ascii=False).encode("latin-1") + b"\n",
-         "in.jsonl:2: not UTF-8"),
+        (
+            "latin-1",
+            good.encode() + b"\n" + json.dumps(latin, ensure_ascii=False).encode("latin-1") + b"\n",
+            "in.jsonl:2: not UTF-8",
+        ),
         ("utf-16", (good + "\n").encode("utf-16"), "in.jsonl:1: not UTF-8 (looks like UTF-16)"),
         ("invalid-bytes", good.encode() + b'\n{"id": "x\xff\xfe"}\n', "in.jsonl:2: not UTF-8"),
-        ("deep-nesting", good + "\n" + '{"a": ' + "[" * 200_000 + "]" * 200_000 + "}\n",
-         "in.jsonl:2: JSON nested too deeply"),
-        ("NaN", good + "\n" + good[:-1] + ', "x": NaN}\n', "in.jsonl:2: field 'x': nan is not a finite number"),
+        (
+            "deep-nesting",
+            good + "\n" + '{"a": ' + "[" * 200_000 + "]" * 200_000 + "}\n",
+            "in.jsonl:2: JSON nested too deeply",
+        ),
+        (
+            "NaN",
+            good + "\n" + good[:-1] + ', "x": NaN}\n',
+            "in.jsonl:2: field 'x': nan is not a finite number",
+        ),
         ("Infinity", good + "\n" + good[:-1] + ', "x": Infinity}\n', "in.jsonl:2: field 'x': inf"),
-        ("-Infinity", good + "\n" + good[:-1] + ', "x": [1, -Infinity]}\n', "in.jsonl:2: field 'x[1]': -inf"),
-        ("1e400", good + "\n" + good[:-1] + ', "x": {"y": 1e400}}\n', "in.jsonl:2: field 'x.y': inf"),
+        (
+            "-Infinity",
+            good + "\n" + good[:-1] + ', "x": [1, -Infinity]}\n',
+            "in.jsonl:2: field 'x[1]': -inf",
+        ),
+        (
+            "1e400",
+            good + "\n" + good[:-1] + ', "x": {"y": 1e400}}\n',
+            "in.jsonl:2: field 'x.y': inf",
+        ),
         ("malformed", good + '\n{"id": "x", \n', "in.jsonl:2: malformed JSON"),
         ("array-row", good + "\n[1, 2]\n", "in.jsonl:2: expected a JSON object, got list"),
         ("string-row", good + '\n"text"\n', "in.jsonl:2: expected a JSON object, got str"),
@@ -126,10 +163,17 @@ def _corruptions(row: dict, text_field: str) -> list[tuple[str, bytes | str | No
 for _cmd, (_pre, _opt, _row, _text) in FILE_COMMANDS.items():
     for _name, _data, _expect in _corruptions(_row, _text):
         case("data: file", _cmd, _name, with_file(_cmd, _data), _expect)
-    case("data: file", _cmd, "directory-not-dataset", with_file(_cmd, None, make_path=lambda t: _folder(t)),
-         "judgments.jsonl: file not found" if _cmd in ("judge eval --from-run", "judge train-meta")
-         else "is a directory, expected a JSONL file" if _cmd == "train dpo"
-         else "not a dataset saved with save_to_disk")
+    case(
+        "data: file",
+        _cmd,
+        "directory-not-dataset",
+        with_file(_cmd, None, make_path=lambda t: _folder(t)),
+        "judgments.jsonl: file not found"
+        if _cmd in ("judge eval --from-run", "judge train-meta")
+        else "is a directory, expected a JSONL file"
+        if _cmd == "train dpo"
+        else "not a dataset saved with save_to_disk",
+    )
 
 
 def _folder(tmp: Path) -> str:
@@ -155,10 +199,26 @@ PROBLEM_FIELDS = [
     ("id-bool", {"id": True}, "in.jsonl:2: field 'id'"),
     ("id-float", {"id": 1.5}, "in.jsonl:2: field 'id'"),
     ("id-blank", {"id": " "}, "in.jsonl:2: field 'id'"),
-    ("mc-letter-outside", {"choices": ["1", "2", "3", "4"], "answer": "E"}, "in.jsonl:2: field 'answer'"),
-    ("mc-letter-word", {"choices": ["1", "2", "3", "4"], "answer": "four"}, "in.jsonl:2: field 'answer'"),
-    ("mc-index-outside", {"choices": ["1", "2", "3", "4"], "answer": 7}, "in.jsonl:2: field 'answer' index 7"),
-    ("mc-index-negative", {"choices": ["1", "2"], "answer": -1}, "in.jsonl:2: field 'answer' index -1"),
+    (
+        "mc-letter-outside",
+        {"choices": ["1", "2", "3", "4"], "answer": "E"},
+        "in.jsonl:2: field 'answer'",
+    ),
+    (
+        "mc-letter-word",
+        {"choices": ["1", "2", "3", "4"], "answer": "four"},
+        "in.jsonl:2: field 'answer'",
+    ),
+    (
+        "mc-index-outside",
+        {"choices": ["1", "2", "3", "4"], "answer": 7},
+        "in.jsonl:2: field 'answer' index 7",
+    ),
+    (
+        "mc-index-negative",
+        {"choices": ["1", "2"], "answer": -1},
+        "in.jsonl:2: field 'answer' index -1",
+    ),
     ("mc-choices-numbers", {"choices": [1, 2, 3, 4], "answer": "A"}, "in.jsonl:2: field 'choices"),
     ("mc-one-choice", {"choices": ["only"], "answer": "A"}, "in.jsonl:2: field 'choices'"),
     ("mc-choices-string", {"choices": "ABCD", "answer": "A"}, "in.jsonl:2: field 'choices'"),
@@ -166,9 +226,21 @@ PROBLEM_FIELDS = [
 ]
 DUPLICATES = [  # (name, rows, expected)
     ("dup-id-string", [{"id": "a"}, {"id": "a"}], "in.jsonl:2: duplicate id 'a' (first on line 1)"),
-    ("dup-id-int-vs-string", [{"id": 1}, {"id": "1"}], "in.jsonl:2: duplicate id '1' (first on line 1)"),
-    ("dup-explicit-vs-implicit", [{}, {"id": "0"}], "in.jsonl:2: duplicate id '0' (first on line 1)"),
-    ("dup-after-blank-line", [{"id": "a"}, "", {"id": "a"}], "in.jsonl:3: duplicate id 'a' (first on line 1)"),
+    (
+        "dup-id-int-vs-string",
+        [{"id": 1}, {"id": "1"}],
+        "in.jsonl:2: duplicate id '1' (first on line 1)",
+    ),
+    (
+        "dup-explicit-vs-implicit",
+        [{}, {"id": "0"}],
+        "in.jsonl:2: duplicate id '0' (first on line 1)",
+    ),
+    (
+        "dup-after-blank-line",
+        [{"id": "a"}, "", {"id": "a"}],
+        "in.jsonl:3: duplicate id 'a' (first on line 1)",
+    ),
     ("null-id-twice", [{"id": None}, {"id": None}], "in.jsonl:1: field 'id'"),
 ]
 
@@ -182,20 +254,47 @@ for _cmd in ("eval accuracy", "eval anytime", "improve", "train grpo"):
     for _name, _change, _expect in PROBLEM_FIELDS:
         case("data: fields", _cmd, _name, with_file(_cmd, _rows_with(PROBLEM, _change)), _expect)
     for _name, _rows, _expect in DUPLICATES:
-        _lines = "".join("\n" if r == "" else json.dumps({k: v for k, v in {**PROBLEM, **r}.items()
-                                                          if "id" in r or k != "id"}) + "\n" for r in _rows)
+        _lines = "".join(
+            "\n"
+            if r == ""
+            else json.dumps({k: v for k, v in {**PROBLEM, **r}.items() if "id" in r or k != "id"})
+            + "\n"
+            for r in _rows
+        )
         case("data: ids", _cmd, _name, with_file(_cmd, _lines), _expect)
-    case("data: fields", _cmd, "svamp-body-number",
-         with_file(_cmd, jl({"Body": 3, "Question": "How many?", "Answer": 3})), "in.jsonl:1: field 'Body'")
-    case("data: fields", _cmd, "field-map-missing",
-         with_file(_cmd, jl(PROBLEM), extra=["--field", "question=Body+Question"]), "missing field 'Body'")
+    case(
+        "data: fields",
+        _cmd,
+        "svamp-body-number",
+        with_file(_cmd, jl({"Body": 3, "Question": "How many?", "Answer": 3})),
+        "in.jsonl:1: field 'Body'",
+    )
+    case(
+        "data: fields",
+        _cmd,
+        "field-map-missing",
+        with_file(_cmd, jl(PROBLEM), extra=["--field", "question=Body+Question"]),
+        "missing field 'Body'",
+    )
     case("data: fields", _cmd, "field-map-joins-number",
          with_file(_cmd, jl({"id": "a", "Body": "x", "Question": 5, "answer": "1"}),
                    extra=["--field", "question=Body+Question"]), "in.jsonl:1: field 'Question'")
 
 for _cmd in ("eval accuracy", "eval anytime"):
-    case("data: fields", _cmd, "no-answers", with_file(_cmd, jl({"id": "a", "question": "Q?"})), "no gold answer")
-    case("data: fields", _cmd, "answer-NaN-parquet", lambda t, c=_cmd: _parquet(t, c), "field 'answer'")
+    case(
+        "data: fields",
+        _cmd,
+        "no-answers",
+        with_file(_cmd, jl({"id": "a", "question": "Q?"})),
+        "no gold answer",
+    )
+    case(
+        "data: fields",
+        _cmd,
+        "answer-NaN-parquet",
+        lambda t, c=_cmd: _parquet(t, c),
+        "field 'answer'",
+    )
 
 CLAIM_FIELDS = [
     ("claim-number", {"claim": 7}, "field 'claim'"),
@@ -217,8 +316,13 @@ CLAIM_FIELDS = [
 ]
 for _name, _change, _expect in CLAIM_FIELDS:
     case("data: fields", "elicit", _name, with_file("elicit", _rows_with(CLAIM, _change)), _expect)
-case("data: ids", "elicit", "dup-explicit-vs-implicit",
-     with_file("elicit", jl({"claim": "a"}, {"id": "0", "claim": "b"})), "in.jsonl:2: duplicate id '0' (first on line 1)")
+case(
+    "data: ids",
+    "elicit",
+    "dup-explicit-vs-implicit",
+    with_file("elicit", jl({"claim": "a"}, {"id": "0", "claim": "b"})),
+    "in.jsonl:2: duplicate id '0' (first on line 1)",
+)
 
 ITEM_FIELDS = [
     ("prompt-number", {"prompt": 5}, "field 'prompt'"),
@@ -229,7 +333,11 @@ ITEM_FIELDS = [
     ("id-null", {"id": None}, "field 'id'"),
     ("subset-list", {"subset": ["a"]}, "field 'subset'"),
     ("dup-id", {"id": "first"}, "in.jsonl:2: duplicate id 'first' (first on line 1)"),
-    ("responses-not-list", {"chosen": None, "rejected": None, "responses": "ab"}, "field 'responses'"),
+    (
+        "responses-not-list",
+        {"chosen": None, "rejected": None, "responses": "ab"},
+        "field 'responses'",
+    ),
     ("best-outside", {"responses": ["a", "b"], "best": 5}, "field 'best'"),
     ("best-bool", {"responses": ["a", "b"], "best": True}, "field 'best'"),
     ("best-float", {"responses": ["a", "b"], "best": 0.5}, "field 'best'"),
@@ -238,7 +346,9 @@ ITEM_N = {"id": "j2", "prompt": "What is 2 + 2?", "responses": ["4", "5"], "best
 for _cmd in ("judge run", "judge eval", "judge rft-data"):
     for _name, _change, _expect in ITEM_FIELDS:
         _base = ITEM if "responses" not in _change else ITEM_N
-        _change = {k: v for k, v in _change.items() if v is not None or k not in ("chosen", "rejected")}
+        _change = {
+            k: v for k, v in _change.items() if v is not None or k not in ("chosen", "rejected")
+        }
         case("data: fields", _cmd, _name, with_file(_cmd, _rows_with(_base, _change)), _expect)
 
 PAIR_FIELDS = [
@@ -246,7 +356,11 @@ PAIR_FIELDS = [
     ("chosen-messages-numbers", {"chosen": [1, 2]}, "in.jsonl:2: field 'chosen'"),
     ("rejected-blank", {"rejected": "   "}, "in.jsonl:2: field 'rejected'"),
     ("prompt-number", {"prompt": 1}, "in.jsonl:2: field 'prompt'"),
-    ("identical", {"chosen": "x", "rejected": "x"}, "in.jsonl:2: chosen and rejected are identical"),
+    (
+        "identical",
+        {"chosen": "x", "rejected": "x"},
+        "in.jsonl:2: chosen and rejected are identical",
+    ),
     ("chosen-missing", {"chosen": None}, "in.jsonl:2: field 'chosen'"),
 ]
 for _name, _change, _expect in PAIR_FIELDS:
@@ -261,17 +375,32 @@ SFT_FIELDS = [
     ("completion-empty", {"completion": ""}, "in.jsonl:2: missing or empty field 'completion'"),
     ("prompt-number", {"prompt": 3}, "in.jsonl:2: field 'prompt'"),
     ("prompt-object", {"prompt": {"a": 1}}, "in.jsonl:2: field 'prompt'"),
-    ("messages-no-assistant", {"prompt": None, "completion": None,
-                               "messages": [{"role": "user", "content": "q"}, {"role": "user", "content": "a"}]},
-     "field 'messages'"),
-    ("messages-content-number", {"prompt": None, "completion": None,
-                                 "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": 4}]},
-     "field 'messages'"),
+    (
+        "messages-no-assistant",
+        {
+            "prompt": None,
+            "completion": None,
+            "messages": [{"role": "user", "content": "q"}, {"role": "user", "content": "a"}],
+        },
+        "field 'messages'",
+    ),
+    (
+        "messages-content-number",
+        {
+            "prompt": None,
+            "completion": None,
+            "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": 4}],
+        },
+        "field 'messages'",
+    ),
 ]
 for _name, _change, _expect in SFT_FIELDS:
     _row = {k: v for k, v in {**SFT, **_change}.items() if v is not None}
-    _first = SFT if "messages" not in _change else {"messages": [{"role": "user", "content": "q"},
-                                                                  {"role": "assistant", "content": "a"}]}
+    _first = (
+        SFT
+        if "messages" not in _change
+        else {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+    )
     case("data: fields", "train sft", _name, with_file("train sft", jl(_first, _row)), _expect)
 case("data: fields", "train sft", "problem-question-number",
      with_file("train sft", jl({"question": 5, "completion": "x"})), "in.jsonl:1: field 'question'")
@@ -294,7 +423,10 @@ def _parquet(tmp: Path, cmd: str) -> list[str]:
     import pyarrow.parquet as pq
 
     path = tmp / "in.parquet"
-    pq.write_table(pa.table({"id": ["a", "b"], "question": ["Q1?", "Q2?"], "answer": [1.0, float("nan")]}), path)
+    pq.write_table(
+        pa.table({"id": ["a", "b"], "question": ["Q1?", "Q2?"], "answer": [1.0, float("nan")]}),
+        path,
+    )
     pre, opt, _, _ = FILE_COMMANDS[cmd]
     return [*pre, opt, str(path), "--out", str(tmp / "out")]
 
@@ -310,13 +442,29 @@ def _saved(tmp: Path, kind: str) -> list[str]:
     return ["eval", "accuracy", *TINY, "--data", str(path), "--out", str(tmp / "out")]
 
 
-case("data: file", "eval accuracy", "saved-dataset-empty", lambda t: _saved(t, "empty"), "dataset is empty")
+case(
+    "data: file",
+    "eval accuracy",
+    "saved-dataset-empty",
+    lambda t: _saved(t, "empty"),
+    "dataset is empty",
+)
 case("data: file", "eval accuracy", "saved-dataset-no-split", lambda t: _saved(t, "nosplit"),
      "saved dataset has no split")
-case("data: file", "eval accuracy", "builtin-unknown",
-     lambda t: ["eval", "accuracy", *TINY, "--data", "builtin:nope", "--out", str(t / "out")], "builtin")
-case("data: file", "judge eval", "builtin-unknown",
-     lambda t: ["judge", "eval", *TINY, "--data", "builtin:nope", "--out", str(t / "out")], "builtin:nope")
+case(
+    "data: file",
+    "eval accuracy",
+    "builtin-unknown",
+    lambda t: ["eval", "accuracy", *TINY, "--data", "builtin:nope", "--out", str(t / "out")],
+    "builtin",
+)
+case(
+    "data: file",
+    "judge eval",
+    "builtin-unknown",
+    lambda t: ["judge", "eval", *TINY, "--data", "builtin:nope", "--out", str(t / "out")],
+    "builtin:nope",
+)
 
 # ---- 3. option values: zero, negative, NaN, infinite, too large, unknown choices --------
 BIG = str(2**64)
@@ -327,62 +475,223 @@ COMMAND_ARGS = {  # argv that would run, given the out folder
     "improve": lambda o: ["improve", *TINY, "--out", o],
     "train sft": lambda o: ["train", "sft", *TINY, "--data", "builtin:arithmetic", "--out", o],
     "train dpo": lambda o: ["train", "dpo", *TINY, "--pairs", "PAIRS", "--out", o],
-    "train grpo": lambda o: ["train", "grpo", *TINY, "--problems", "builtin:arithmetic", "--out", o],
+    "train grpo": lambda o: [
+        "train",
+        "grpo",
+        *TINY,
+        "--problems",
+        "builtin:arithmetic",
+        "--out",
+        o,
+    ],
     "judge run": lambda o: ["judge", "run", *TINY, "--data", "builtin:pairs", "--out", o],
     "judge eval": lambda o: ["judge", "eval", *TINY, "--out", o],
     "judge rft-data": lambda o: ["judge", "rft-data", *TINY, "--out", o],
-    "judge train-meta": lambda o: ["judge", "train-meta", "--backbone", "tiny-random", "--judgments", "RECORDS",
-                                   "--out", o],
+    "judge train-meta": lambda o: [
+        "judge",
+        "train-meta",
+        "--backbone",
+        "tiny-random",
+        "--judgments",
+        "RECORDS",
+        "--out",
+        o,
+    ],
     "demo": lambda o: ["demo", *TINY, "--skip-icm", "--out", o],
 }
 OPTIONS = {
-    "eval accuracy": [("--samples", "0"), ("--samples", "-1"), ("--samples", "5000"), ("--temperature", "-1"),
-                      ("--temperature", "nan"), ("--temperature", "inf"), ("--temperature", "100"),
-                      ("--top-p", "0"), ("--top-p", "1.5"), ("--top-p", "nan"), ("--max-new-tokens", "0"),
-                      ("--max-new-tokens", "1000000000"), ("--batch-size", "0"), ("--batch-size", "-3"),
-                      ("--batch-size", "1000000"), ("--seed", "-1"), ("--seed", BIG), ("--seed", str(2**70)),
-                      ("--limit", "0"), ("--samples", "x"), ("--top-p", "abc")],
-    "eval anytime": [("--samples", "0"), ("--samples", "100000"), ("--temperature", "nan"), ("--temperature", "-0.5"),
-                     ("--batch-size", "0"), ("--pdp-k", "1"), ("--budgets", "0,1"), ("--budgets", "64,32"),
-                     ("--budgets", "a,b"), ("--budgets", ","), ("--method", "bogus"), ("--scorer", "bogus"),
-                     ("--pdp-judge", "bogus"), ("--seed", BIG), ("--answer-tokens", "0"),
-                     ("--answer-tokens", "100000"), ("--backend", "bogus"), ("--prompt-template", "no slot"),
-                     ("--pdp-budget", "0")],
-    "elicit": [("--alpha", "0"), ("--alpha", "-1"), ("--alpha", "nan"), ("--alpha", "inf"), ("--iters", "-1"),
-               ("--iters", "1000000000000"), ("--seed", "-1"), ("--seed", BIG), ("--task", "bogus"),
-               ("--scoring", "bogus"), ("--blocks", "1"), ("--refresh-every", "0"), ("--refresh-frac", "0"),
-               ("--refresh-frac", "nan"), ("--max-context-tokens", "-1"), ("--limit", "0"), ("--backend", "bogus")],
-    "improve": [("--rounds", "0"), ("--samples", "1"), ("--samples", "100000"), ("--temperatures", "a,b"),
-                ("--temperatures", "-1"), ("--temperatures", "nan"), ("--temperatures", ","), ("--beta", "0"),
-                ("--beta", "nan"), ("--lr", "0"), ("--lr", "-1"), ("--lr", "nan"), ("--lr", "5"), ("--epochs", "0"),
-                ("--epochs", "nan"), ("--batch-size", "0"), ("--grpo-loss-type", "bogus"),
-                ("--on-one-class", "bogus"), ("--baselines", "bogus"), ("--icm", "alpha=nan"), ("--icm", "bogus=1"),
-                ("--icm", "noequals"), ("--seed", BIG), ("--eval-samples", "0"), ("--grpo-lr", "0"),
-                ("--eval-size", "0"), ("--max-new-tokens", "0"), ("--pairs-per-problem", "0")],
-    "train sft": [("--objective", "bogus"), ("--alpha", "2"), ("--alpha", "nan"), ("--lr", "0"), ("--lr", "nan"),
-                  ("--lr", "-1"), ("--batch-size", "0"), ("--max-steps", "0"), ("--max-steps", "-5"),
-                  ("--epochs", "0"), ("--epochs", "nan"), ("--seed", BIG), ("--max-length", "4"),
-                  ("--save-steps", "0"), ("--limit", "0"), ("--grad-accum", "0"), ("--diag-every", "0")],
-    "train dpo": [("--loss-type", "bogus"), ("--beta", "0"), ("--beta", "-1"), ("--beta", "nan"), ("--beta", "inf"),
-                  ("--lr", "0"), ("--lr", "nan"), ("--batch-size", "0"), ("--max-steps", "0"), ("--epochs", "nan"),
-                  ("--seed", BIG), ("--device", "tpu"), ("--lora-r", "0"), ("--max-length", "8"),
-                  ("--grad-accum", "0")],
-    "train grpo": [("--loss-type", "bogus"), ("--reward", "bogus"), ("--num-generations", "1"),
-                   ("--temperature", "0"), ("--temperature", "nan"), ("--beta", "-1"), ("--beta", "nan"),
-                   ("--lr", "0"), ("--batch-size", "0"), ("--max-steps", "-2"), ("--seed", "-1"),
-                   ("--device", "tpu"), ("--limit", "0"), ("--max-completion-length", "0")],
-    "judge run": [("--k", "0"), ("--k", "100000000000"), ("--temperature", "-1"), ("--temperature", "nan"),
-                  ("--top-p", "0"), ("--top-p", "2"), ("--max-new-tokens", "4"), ("--max-new-tokens", "1000000000"),
-                  ("--batch-size", "0"), ("--mode", "bogus"), ("--orders", "bogus"), ("--k-meta", "0"),
-                  ("--k-meta", "1.5"), ("--k-meta", "nan"), ("--seed", BIG), ("--limit", "0"),
-                  ("--backend", "bogus")],
-    "judge eval": [("--k", "0"), ("--k", "a"), ("--k", "100000000000"), ("--k", "1,,x"), ("--k", ","),
-                   ("--temperature", "nan"), ("--top-p", "0"), ("--mode", "bogus"), ("--k-meta", "2"),
-                   ("--seed", "-1"), ("--batch-size", "0")],
-    "judge rft-data": [("--k", "0"), ("--k", "100000000000"), ("--temperature", "nan"), ("--seed", BIG),
-                       ("--max-new-tokens", "0")],
-    "judge train-meta": [("--max-tokens", "8"), ("--epochs", "0"), ("--epochs", "1000000000"),
-                         ("--val-frac", "1.0"), ("--val-frac", "nan"), ("--seed", BIG)],
+    "eval accuracy": [
+        ("--samples", "0"),
+        ("--samples", "-1"),
+        ("--samples", "5000"),
+        ("--temperature", "-1"),
+        ("--temperature", "nan"),
+        ("--temperature", "inf"),
+        ("--temperature", "100"),
+        ("--top-p", "0"),
+        ("--top-p", "1.5"),
+        ("--top-p", "nan"),
+        ("--max-new-tokens", "0"),
+        ("--max-new-tokens", "1000000000"),
+        ("--batch-size", "0"),
+        ("--batch-size", "-3"),
+        ("--batch-size", "1000000"),
+        ("--seed", "-1"),
+        ("--seed", BIG),
+        ("--seed", str(2**70)),
+        ("--limit", "0"),
+        ("--samples", "x"),
+        ("--top-p", "abc"),
+    ],
+    "eval anytime": [
+        ("--samples", "0"),
+        ("--samples", "100000"),
+        ("--temperature", "nan"),
+        ("--temperature", "-0.5"),
+        ("--batch-size", "0"),
+        ("--pdp-k", "1"),
+        ("--budgets", "0,1"),
+        ("--budgets", "64,32"),
+        ("--budgets", "a,b"),
+        ("--budgets", ","),
+        ("--method", "bogus"),
+        ("--scorer", "bogus"),
+        ("--pdp-judge", "bogus"),
+        ("--seed", BIG),
+        ("--answer-tokens", "0"),
+        ("--answer-tokens", "100000"),
+        ("--backend", "bogus"),
+        ("--prompt-template", "no slot"),
+        ("--pdp-budget", "0"),
+    ],
+    "elicit": [
+        ("--alpha", "0"),
+        ("--alpha", "-1"),
+        ("--alpha", "nan"),
+        ("--alpha", "inf"),
+        ("--iters", "-1"),
+        ("--iters", "1000000000000"),
+        ("--seed", "-1"),
+        ("--seed", BIG),
+        ("--task", "bogus"),
+        ("--scoring", "bogus"),
+        ("--blocks", "1"),
+        ("--refresh-every", "0"),
+        ("--refresh-frac", "0"),
+        ("--refresh-frac", "nan"),
+        ("--max-context-tokens", "-1"),
+        ("--limit", "0"),
+        ("--backend", "bogus"),
+    ],
+    "improve": [
+        ("--rounds", "0"),
+        ("--samples", "1"),
+        ("--samples", "100000"),
+        ("--temperatures", "a,b"),
+        ("--temperatures", "-1"),
+        ("--temperatures", "nan"),
+        ("--temperatures", ","),
+        ("--beta", "0"),
+        ("--beta", "nan"),
+        ("--lr", "0"),
+        ("--lr", "-1"),
+        ("--lr", "nan"),
+        ("--lr", "5"),
+        ("--epochs", "0"),
+        ("--epochs", "nan"),
+        ("--batch-size", "0"),
+        ("--grpo-loss-type", "bogus"),
+        ("--on-one-class", "bogus"),
+        ("--baselines", "bogus"),
+        ("--icm", "alpha=nan"),
+        ("--icm", "bogus=1"),
+        ("--icm", "noequals"),
+        ("--seed", BIG),
+        ("--eval-samples", "0"),
+        ("--grpo-lr", "0"),
+        ("--eval-size", "0"),
+        ("--max-new-tokens", "0"),
+        ("--pairs-per-problem", "0"),
+    ],
+    "train sft": [
+        ("--objective", "bogus"),
+        ("--alpha", "2"),
+        ("--alpha", "nan"),
+        ("--lr", "0"),
+        ("--lr", "nan"),
+        ("--lr", "-1"),
+        ("--batch-size", "0"),
+        ("--max-steps", "0"),
+        ("--max-steps", "-5"),
+        ("--epochs", "0"),
+        ("--epochs", "nan"),
+        ("--seed", BIG),
+        ("--max-length", "4"),
+        ("--save-steps", "0"),
+        ("--limit", "0"),
+        ("--grad-accum", "0"),
+        ("--diag-every", "0"),
+    ],
+    "train dpo": [
+        ("--loss-type", "bogus"),
+        ("--beta", "0"),
+        ("--beta", "-1"),
+        ("--beta", "nan"),
+        ("--beta", "inf"),
+        ("--lr", "0"),
+        ("--lr", "nan"),
+        ("--batch-size", "0"),
+        ("--max-steps", "0"),
+        ("--epochs", "nan"),
+        ("--seed", BIG),
+        ("--device", "tpu"),
+        ("--lora-r", "0"),
+        ("--max-length", "8"),
+        ("--grad-accum", "0"),
+    ],
+    "train grpo": [
+        ("--loss-type", "bogus"),
+        ("--reward", "bogus"),
+        ("--num-generations", "1"),
+        ("--temperature", "0"),
+        ("--temperature", "nan"),
+        ("--beta", "-1"),
+        ("--beta", "nan"),
+        ("--lr", "0"),
+        ("--batch-size", "0"),
+        ("--max-steps", "-2"),
+        ("--seed", "-1"),
+        ("--device", "tpu"),
+        ("--limit", "0"),
+        ("--max-completion-length", "0"),
+    ],
+    "judge run": [
+        ("--k", "0"),
+        ("--k", "100000000000"),
+        ("--temperature", "-1"),
+        ("--temperature", "nan"),
+        ("--top-p", "0"),
+        ("--top-p", "2"),
+        ("--max-new-tokens", "4"),
+        ("--max-new-tokens", "1000000000"),
+        ("--batch-size", "0"),
+        ("--mode", "bogus"),
+        ("--orders", "bogus"),
+        ("--k-meta", "0"),
+        ("--k-meta", "1.5"),
+        ("--k-meta", "nan"),
+        ("--seed", BIG),
+        ("--limit", "0"),
+        ("--backend", "bogus"),
+    ],
+    "judge eval": [
+        ("--k", "0"),
+        ("--k", "a"),
+        ("--k", "100000000000"),
+        ("--k", "1,,x"),
+        ("--k", ","),
+        ("--temperature", "nan"),
+        ("--top-p", "0"),
+        ("--mode", "bogus"),
+        ("--k-meta", "2"),
+        ("--seed", "-1"),
+        ("--batch-size", "0"),
+    ],
+    "judge rft-data": [
+        ("--k", "0"),
+        ("--k", "100000000000"),
+        ("--temperature", "nan"),
+        ("--seed", BIG),
+        ("--max-new-tokens", "0"),
+    ],
+    "judge train-meta": [
+        ("--max-tokens", "8"),
+        ("--epochs", "0"),
+        ("--epochs", "1000000000"),
+        ("--val-frac", "1.0"),
+        ("--val-frac", "nan"),
+        ("--seed", BIG),
+    ],
     "demo": [("--limit", "0"), ("--model", "no-such-model"), ("--icm-model", "no-such-model")],
 }
 MODELS = [("--model", "no-such-model", "unknown model 'no-such-model'"),
@@ -447,19 +756,35 @@ def _out_case(cmd: str, kind: str) -> Callable[[Path], list[str]]:
     return make
 
 
-OUT_EXPECT = {"is-file": "is a file", "under-file": "is a file, cannot create a directory under it",
-              "unwritable": "not writable", "empty": "--out '': empty", "existing-run": "run directory exists"}
+OUT_EXPECT = {
+    "is-file": "is a file",
+    "under-file": "is a file, cannot create a directory under it",
+    "unwritable": "not writable",
+    "empty": "--out '': empty",
+    "existing-run": "run directory exists",
+}
 for _cmd in COMMAND_ARGS:
     for _kind, _expect in OUT_EXPECT.items():
-        if _kind == "existing-run" and _cmd in ("judge train-meta", "demo", "train dpo", "train grpo",
-                                                 "judge rft-data"):
+        if _kind == "existing-run" and _cmd in (
+            "judge train-meta",
+            "demo",
+            "train dpo",
+            "train grpo",
+            "judge rft-data",
+        ):
             continue  # these add to --out by design
         case("--out", _cmd, f"out-{_kind}", _out_case(_cmd, _kind), _expect)
 
 # ---- 5. --resume on a damaged run directory -------------------------------------------------
-RESUMABLE = {"eval accuracy": "outputs.jsonl", "eval anytime": "outputs.jsonl", "elicit": "metrics.jsonl",
-             "improve": "metrics.jsonl", "judge run": "judgments.jsonl", "judge eval": "judgments.jsonl",
-             "train sft": "metrics.jsonl"}
+RESUMABLE = {
+    "eval accuracy": "outputs.jsonl",
+    "eval anytime": "outputs.jsonl",
+    "elicit": "metrics.jsonl",
+    "improve": "metrics.jsonl",
+    "judge run": "judgments.jsonl",
+    "judge eval": "judgments.jsonl",
+    "train sft": "metrics.jsonl",
+}
 DAMAGE = [
     ("config-malformed-yaml", "config.yaml", b"model: [unclosed\n", "config.yaml:"),
     ("config-not-mapping", "config.yaml", b"- a\n- b\n", "config.yaml: expected a mapping"),
@@ -498,10 +823,19 @@ REPORT_DAMAGE = [
     ("summary-invalid-utf8", "summary.json", b'{"title": "\xff"}', "summary.json: not UTF-8"),
     ("summary-tables-not-list", "summary.json", b'{"tables": 3}', "field 'tables'"),
     ("summary-table-not-object", "summary.json", b'{"tables": [1]}', "field 'tables[0]'"),
-    ("summary-rows-not-lists", "summary.json", b'{"tables": [{"name": "t", "columns": [], "rows": [1]}]}',
-     "field 'tables[0]'"),
+    (
+        "summary-rows-not-lists",
+        "summary.json",
+        b'{"tables": [{"name": "t", "columns": [], "rows": [1]}]}',
+        "field 'tables[0]'",
+    ),
     ("summary-notes-not-list", "summary.json", b'{"notes": 5}', "field 'notes'"),
-    ("summary-deep", "summary.json", b'{"a": ' + b"[" * 200_000 + b"]" * 200_000 + b"}", "nested too deeply"),
+    (
+        "summary-deep",
+        "summary.json",
+        b'{"a": ' + b"[" * 200_000 + b"]" * 200_000 + b"}",
+        "nested too deeply",
+    ),
     ("env-malformed", "env.json", b"{", "env.json:1: malformed JSON"),
     ("env-list", "env.json", b"[]", "env.json: expected a JSON object"),
     ("env-invalid-utf8", "env.json", b'{"a": "\xff"}', "env.json: not UTF-8"),
@@ -523,11 +857,30 @@ def _report_case(file: str | None, content: bytes | None, extra: list[str] | Non
 for _name, _file, _content, _expect in REPORT_DAMAGE:
     case("report", "report", _name, _report_case(_file, _content), _expect)
 case("report", "report", "run-missing", _report_case(None, None, run="nope"), "not a run directory")
-case("report", "report", "compare-missing", _report_case(None, None, ["--compare", "nope"]), "not a run directory")
-case("report", "report", "out-is-dir", _report_case("summary.json", b"{}", ["--out", "."]), "is a directory")
-case("report", "report", "out-under-file",
-     lambda t: (write(t, "f", "x"), _report_case("summary.json", b"{}", ["--out", str(t / "f" / "r.html")])(t))[1],
-     "is a file, cannot create a directory under it")
+case(
+    "report",
+    "report",
+    "compare-missing",
+    _report_case(None, None, ["--compare", "nope"]),
+    "not a run directory",
+)
+case(
+    "report",
+    "report",
+    "out-is-dir",
+    _report_case("summary.json", b"{}", ["--out", "."]),
+    "is a directory",
+)
+case(
+    "report",
+    "report",
+    "out-under-file",
+    lambda t: (
+        write(t, "f", "x"),
+        _report_case("summary.json", b"{}", ["--out", str(t / "f" / "r.html")])(t),
+    )[1],
+    "is a file, cannot create a directory under it",
+)
 
 
 # ---- the check -------------------------------------------------------------------------
@@ -571,7 +924,11 @@ def check(c: Case, tmp: Path, strict: bool = True) -> str | None:
                 contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
             rc = run(argv)
     except BaseException as e:  # noqa: BLE001 - a crash is what we are counting
-        return f"crash: {type(e).__name__}: {e}".splitlines()[0] + " | " + traceback.format_exc(limit=-1)[-300:]
+        return (
+            f"crash: {type(e).__name__}: {e}".splitlines()[0]
+            + " | "
+            + traceback.format_exc(limit=-1)[-300:]
+        )
     finally:
         os.chdir(cwd)
     lines = [ln for ln in err.getvalue().splitlines() if ln.strip()]
@@ -586,7 +943,9 @@ def check(c: Case, tmp: Path, strict: bool = True) -> str | None:
         problems.append(f"message lacks {c.expect!r}")
     if snapshot(tmp) != before:
         problems.append("wrote files")
-    return "; ".join(problems) + f" | stderr: {err.getvalue().strip()[:300]!r}" if problems else None
+    return (
+        "; ".join(problems) + f" | stderr: {err.getvalue().strip()[:300]!r}" if problems else None
+    )
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -603,15 +962,30 @@ def test_bad_input(c: Case, tmp_path: Path) -> None:
 def test_table_is_large_and_covers_every_command() -> None:
     assert len(CASES) >= 300
     commands = {c.command.split(" --")[0] for c in CASES}
-    assert {"eval accuracy", "eval anytime", "elicit", "improve", "train sft", "train dpo", "train grpo",
-            "judge run", "judge eval", "judge rft-data", "judge train-meta", "report", "demo"} <= commands
+    assert {
+        "eval accuracy",
+        "eval anytime",
+        "elicit",
+        "improve",
+        "train sft",
+        "train dpo",
+        "train grpo",
+        "judge run",
+        "judge eval",
+        "judge rft-data",
+        "judge train-meta",
+        "report",
+        "demo",
+    } <= commands
 
 
 def test_trl_pairs_with_extra_columns_are_accepted(tmp_path: Path) -> None:
     """TRL preference datasets carry extra columns (ids, scores, sources): ignored."""
     from selfteach.train.dpo import read_pairs
 
-    path = write(tmp_path, "p.jsonl", jl({**PAIR, "id": 3, "score_chosen": 8.0, "source": "x", "meta": [1]}))
+    path = write(
+        tmp_path, "p.jsonl", jl({**PAIR, "id": 3, "score_chosen": 8.0, "source": "x", "meta": [1]})
+    )
     pairs = read_pairs(path)
     assert [(p.prompt, p.chosen, p.rejected) for p in pairs] == [(PAIR["prompt"], "4", "5")]
 
@@ -628,9 +1002,11 @@ def test_resume_drops_only_a_torn_last_line_and_says_so(tmp_path: Path, capsys) 
     (tmp_path / "outputs.jsonl").write_bytes(b'{"id": "a"}\n{"id": \n{"id": "c"}\n')
     with pytest.raises(SelfteachError, match=r"outputs.jsonl:2: damaged row"):
         run.done_rows("outputs.jsonl")
-    assert (tmp_path / "outputs.jsonl").read_bytes() == b'{"id": "a"}\n{"id": \n{"id": "c"}\n'  # untouched
+    # untouched
+    assert (tmp_path / "outputs.jsonl").read_bytes() == b'{"id": "a"}\n{"id": \n{"id": "c"}\n'
     (tmp_path / "outputs.jsonl").unlink()
-    (tmp_path / "metrics.jsonl").write_bytes(b'{"auroc": NaN}\n')  # our own NaN metrics are not damage
+    # our own NaN metrics are not damage
+    (tmp_path / "metrics.jsonl").write_bytes(b'{"auroc": NaN}\n')
     run.check_resumable()
 
 
@@ -639,9 +1015,19 @@ def test_valid_inputs_still_pass_the_checks(tmp_path: Path) -> None:
     answers, a UTF-8 BOM, blank lines, letters in lower case."""
     from selfteach.data.loaders import load_claims, load_problems
 
-    p = write(tmp_path, "p.jsonl", "\ufeff" + jl({"id": 7, "question": "Q?", "answer": 4.0}, "",
-                                                  {"question": "Q2?", "choices": ["a", "b"], "answer": "b"}))
+    p = write(
+        tmp_path,
+        "p.jsonl",
+        "\ufeff"
+        + jl(
+            {"id": 7, "question": "Q?", "answer": 4.0},
+            "",
+            {"question": "Q2?", "choices": ["a", "b"], "answer": "b"},
+        ),
+    )
     assert [(x.id, x.answer) for x in load_problems(p)] == [("7", "4"), ("1", "B")]
-    c = write(tmp_path, "c.jsonl", jl({"claim": "x", "group": 3, "key": 2.5}, {"claim": "y", "key": 7}))
+    c = write(
+        tmp_path, "c.jsonl", jl({"claim": "x", "group": 3, "key": 2.5}, {"claim": "y", "key": 7})
+    )
     claims = load_claims(c)
     assert [(x.id, x.group, x.key) for x in claims] == [("0", "3", "2.5"), ("1", None, "7")]

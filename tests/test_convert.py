@@ -31,7 +31,10 @@ def test_converts_a_checkpoint_at_each_quantization(quant):
 def test_served_checkpoint_agrees_with_transformers(tiny_backend):
     from selfteach.data.loaders import load_claims
 
-    prompts = [f"Claim: {c.claim}\nI think this claim is" for c in load_claims("builtin:capitals", limit=64)]
+    prompts = [
+        f"Claim: {c.claim}\nI think this claim is"
+        for c in load_claims("builtin:capitals", limit=64)
+    ]
     local = tiny_backend.label_logprobs(prompts, DEFAULT_LABEL_VARIANTS)
     served = load_backend(str(to_gguf(resolve("tiny-random"), "F32")), serve=True)
     try:
@@ -57,9 +60,13 @@ def test_broken_checkpoint_fails_in_one_line_and_leaves_nothing(tmp_path, monkey
     monkeypatch.setenv("SELFTEACH_CACHE", str(tmp_path / "cache"))
     bad = tmp_path / "bad-model"
     bad.mkdir()
-    (bad / "config.json").write_text('{"architectures": ["NoSuchForCausalLM"], "model_type": "nosuch"}')
+    (bad / "config.json").write_text(
+        '{"architectures": ["NoSuchForCausalLM"], "model_type": "nosuch"}'
+    )
     monkeypatch.setattr("selfteach.backends.convert.converter_dir", lambda: _real_converter)
-    with pytest.raises(SelfteachError, match=r"bad-model: conversion to GGUF Q8_0 failed \(.+\)") as e:
+    with pytest.raises(
+        SelfteachError, match=r"bad-model: conversion to GGUF Q8_0 failed \(.+\)"
+    ) as e:
         to_gguf(bad)
     assert "\n" not in str(e.value)
     assert not any((tmp_path / "cache" / "gguf").glob("*"))

@@ -51,7 +51,9 @@ def test_label_logprobs_sum_variants(tiny_backend):
     prompt = "Claim: 2+2=4. I think this claim is"
     out = b.label_logprobs([prompt], DEFAULT_LABEL_VARIANTS)[0]
     dist = b.next_token_logprobs([prompt])[0]
-    ids = {t for v in DEFAULT_LABEL_VARIANTS["True"] for t in [b.tokenize(v)] if len(t) == 1 for t in t}
+    ids = {
+        t for v in DEFAULT_LABEL_VARIANTS["True"] for t in [b.tokenize(v)] if len(t) == 1 for t in t
+    }
     assert out["True"] == pytest.approx(torch.logsumexp(dist[list(ids)], 0).item(), abs=1e-5)
     assert out["True"] > dist[b.tokenize(" True")[0]].item()  # strictly more mass than one variant
 
@@ -82,7 +84,10 @@ def test_generate_seeded_and_counts(tiny_backend):
 def test_generate_from_token_ids_equals_text(tiny_backend):
     p = SamplingParams(max_new_tokens=6)
     ids = tiny_backend.tokenize("Once upon a time")
-    assert tiny_backend.generate([ids], p)[0][0].token_ids == tiny_backend.generate(["Once upon a time"], p)[0][0].token_ids
+    assert (
+        tiny_backend.generate([ids], p)[0][0].token_ids
+        == tiny_backend.generate(["Once upon a time"], p)[0][0].token_ids
+    )
 
 
 def test_greedy_batch_equals_single(tiny_backend):
@@ -120,6 +125,8 @@ def test_context_overflow_is_clear_error(tiny_backend):
 def test_smollm2_knows_paris(smol_backend):
     s = smol_backend.score(["The capital of France is"], [[" Paris", " London"]])[0]
     assert s[0] > s[1]
-    out = smol_backend.generate([smol_backend.chat_prompt("What is 2+3? Reply with the number only.")],
-                                SamplingParams(max_new_tokens=8))[0][0]
+    out = smol_backend.generate(
+        [smol_backend.chat_prompt("What is 2+3? Reply with the number only.")],
+        SamplingParams(max_new_tokens=8),
+    )[0][0]
     assert "5" in out.text

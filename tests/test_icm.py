@@ -52,7 +52,9 @@ def test_reference_schedule_cools_over_accepted_flips():
     assert temperature(7, cfg, flips=3) == pytest.approx(10.0 / (1 + 2 * math.log(4)))
     assert temperature(7, cfg, flips=3) == temperature(9999, cfg, flips=3)  # steps do not matter
     assert temperature(1, ICMConfig(schedule="reference", t0=1.0, t_min=0.5), flips=10**6) == 0.5
-    assert temperature(3, ICMConfig(schedule="paper"), flips=50) == pytest.approx(10.0 / (1 + 0.99 * math.log(3)))
+    assert temperature(3, ICMConfig(schedule="paper"), flips=50) == pytest.approx(
+        10.0 / (1 + 0.99 * math.log(3))
+    )
 
 
 @given(st.floats(-50, 50, allow_nan=False), st.floats(0.01, 10))
@@ -72,7 +74,8 @@ def test_normalise_floors_an_unread_label_and_stays_finite(bad):
     a, b = normalise({"True": math.log(0.4), "False": bad})
     assert math.isfinite(a) and math.isfinite(b)
     assert a - b == pytest.approx(math.log(0.4) - math.log(1e-5))  # floored at the authors' eps
-    a, b = normalise({"True": bad, "False": -30.0})  # the floor never exceeds the label that was read
+    # the floor never exceeds the label that was read
+    a, b = normalise({"True": bad, "False": -30.0})
     assert a == b == pytest.approx(math.log(0.5))
     assert normalise({"True": bad, "False": bad}) == (math.log(0.5), math.log(0.5))
 
@@ -80,10 +83,15 @@ def test_normalise_floors_an_unread_label_and_stays_finite(bad):
 def test_missing_label_floor_known_answers():
     from selfteach.backends.openai import missing_label_floor
 
-    assert missing_label_floor([math.log(0.5), math.log(0.3)]) == pytest.approx(math.log(0.2))  # the rest
-    assert missing_label_floor([math.log(0.9)] + [math.log(0.0049)] * 20) == pytest.approx(math.log(0.002))
-    assert missing_label_floor([math.log(0.6), math.log(0.01)]) == pytest.approx(math.log(0.01))  # k-th prob
-    assert missing_label_floor([0.0]) == pytest.approx(math.log(1e-5))  # all mass read: the eps floor
+    # the rest
+    assert missing_label_floor([math.log(0.5), math.log(0.3)]) == pytest.approx(math.log(0.2))
+    assert missing_label_floor([math.log(0.9)] + [math.log(0.0049)] * 20) == pytest.approx(
+        math.log(0.002)
+    )
+    # k-th prob
+    assert missing_label_floor([math.log(0.6), math.log(0.01)]) == pytest.approx(math.log(0.01))
+    # all mass read: the eps floor
+    assert missing_label_floor([0.0]) == pytest.approx(math.log(1e-5))
     assert missing_label_floor([]) == pytest.approx(0.0)
 
 
@@ -119,7 +127,8 @@ def test_icm_over_a_server_whose_top20_lacks_false():
     assert res.metrics["accepted"] > 0
     assert all(math.isfinite(r["U"]) for r in res.trajectory) and math.isfinite(res.metrics["U"])
     assert all(math.isfinite(m) for m in res.margins.values())
-    assert res.margins["c3"] == pytest.approx(math.log(0.5) - math.log(0.2), abs=1e-4)  # floor: the rest, 0.2
+    # floor: the rest, 0.2
+    assert res.margins["c3"] == pytest.approx(math.log(0.5) - math.log(0.2), abs=1e-4)
 
 
 # ---- rules -----------------------------------------------------------------------------
@@ -142,25 +151,37 @@ def test_math_rule_derives_key_from_text_not_gold():
 
 
 def test_comparison_and_exclusive_rules():
-    cmp_ = make_rule("comparison", comparison_claims("p1", "Say hi", "Hello!", "go away", gold_a_better=True))
+    cmp_ = make_rule(
+        "comparison", comparison_claims("p1", "Say hi", "Hello!", "go away", gold_a_better=True)
+    )
     assert cmp_.violates(0, True, 1, True) and cmp_.violates(0, False, 1, False)
     assert set(cmp_.consistent_assignments(0, 1)) == {(True, False), (False, True)}
     ex = make_rule("exclusive", exclusive_claims("q", "2+2?", ["3", "4", "5"], gold_index=1))
-    assert ex.count({0: True, 1: True, 2: True}) == 3 and ex.count({0: False, 1: True, 2: False}) == 0
+    assert (
+        ex.count({0: True, 1: True, 2: True}) == 3 and ex.count({0: False, 1: True, 2: False}) == 0
+    )
     assert (False, False) in ex.consistent_assignments(0, 1)
 
 
 def test_zero_shot_rule_known_answers():
-    ex = make_rule("exclusive", exclusive_claims("q1", "?", ["a", "b", "c"]) + exclusive_claims("q2", "?", ["d", "e"])
-                   + exclusive_claims("q3", "?", ["f"]))
+    ex = make_rule(
+        "exclusive",
+        exclusive_claims("q1", "?", ["a", "b", "c"])
+        + exclusive_claims("q2", "?", ["d", "e"])
+        + exclusive_claims("q3", "?", ["f"]),
+    )
     labels, scores = ex.zero_shot_rule(dict(enumerate([-3.0, -1.0, -2.0, 2.0, 0.5, -0.5])))
     # the highest margin of each group is True even when negative; a lone candidate is thresholded
     assert labels == dict(enumerate([False, True, False, True, False, False]))
     assert scores == pytest.approx(dict(enumerate([-2.0, 1.0, -1.0, 1.5, -1.5, -0.5])))
     cmp_ = make_rule("comparison", comparison_claims("p", "q", "A", "B"))
     assert cmp_.zero_shot_rule({0: -4.0, 1: -1.0})[0] == {0: False, 1: True}
-    mcl = [Claim(id=f"m{i}", claim=f"s{i}", group=g, key=k)
-           for i, (g, k) in enumerate([("p", "4"), ("p", "4"), ("p", "5"), ("p", "6"), ("r", "7"), ("r", "8")])]
+    mcl = [
+        Claim(id=f"m{i}", claim=f"s{i}", group=g, key=k)
+        for i, (g, k) in enumerate(
+            [("p", "4"), ("p", "4"), ("p", "5"), ("p", "6"), ("r", "7"), ("r", "8")]
+        )
+    ]
     math_ = make_rule("math", mcl)
     labels, scores = math_.zero_shot_rule(dict(enumerate([1.0, -0.5, 0.8, -2.0, -1.0, -2.0])))
     # p: summed margins 4 -> 0.5, 5 -> 0.8, 6 -> -2: answer 5 True; r: every sum < 0, all False
@@ -177,10 +198,19 @@ def test_zero_shot_rule_labels_are_consistent_and_scores_agree(data):
     task = data.draw(st.sampled_from(["math", "exclusive", "comparison"]))
     grp = [f"p{i // 2}" for i in range(n - n % 2)] if task == "comparison" else \
         data.draw(st.lists(st.sampled_from(["a", "b", "c"]), min_size=n, max_size=n))
-    keys = data.draw(st.lists(st.sampled_from(["1", "2", "3"]), min_size=len(grp), max_size=len(grp)))
-    rule = make_rule(task, [Claim(id=str(i), claim=f"x{i}", group=g, key=keys[i]) for i, g in enumerate(grp)])
-    margins = dict(enumerate(data.draw(st.lists(st.floats(-20, 20), min_size=len(grp), max_size=len(grp),
-                                                unique=True))))
+    keys = data.draw(
+        st.lists(st.sampled_from(["1", "2", "3"]), min_size=len(grp), max_size=len(grp))
+    )
+    rule = make_rule(
+        task, [Claim(id=str(i), claim=f"x{i}", group=g, key=keys[i]) for i, g in enumerate(grp)]
+    )
+    margins = dict(
+        enumerate(
+            data.draw(
+                st.lists(st.floats(-20, 20), min_size=len(grp), max_size=len(grp), unique=True)
+            )
+        )
+    )
     labels, scores = rule.zero_shot_rule(margins)
     assert rule.count(labels) == 0
     assert all(labels[i] == (scores[i] >= 0) for i in labels if abs(scores[i]) > 1e-9)
@@ -190,9 +220,15 @@ def test_binary_rule_relates_nothing_even_with_groups():
     cl, truth, strength = synthetic_task(8, groups=True)
     s = _Search(cl, SyntheticBackend(truth, strength), make_rule("binary", cl), ICMConfig())
     assert s.weights({0: True}) == [1.0] * 8  # no generic all-pairs rule: weights stay meaningful
-    ex = _Search(cl, SyntheticBackend(truth, strength), make_rule("exclusive", cl), ICMConfig(related_weight=100))
+    ex = _Search(
+        cl,
+        SyntheticBackend(truth, strength),
+        make_rule("exclusive", cl),
+        ICMConfig(related_weight=100),
+    )
     w = ex.weights({0: True})
-    assert w[1] == 100.0 and w[0] == 1.0 and w[2:] == [1.0] * 6  # claim 1 shares group g0 with labeled 0
+    # claim 1 shares group g0 with labeled 0
+    assert w[1] == 100.0 and w[0] == 1.0 and w[2:] == [1.0] * 6
     assert ex.weights({0: True, 1: False})[:2] == [1.0, 1.0]  # labeled claims are not boosted
 
 
@@ -209,8 +245,11 @@ def test_U_equals_brute_force_on_tiny_set(objective):
         labels = dict(enumerate(ys))
         p = 0.0
         for i in range(4):  # leave-one-out context, in claim order (groups g0, g1 in order)
-            ctx = "\n\n".join(f"Claim: {cl[j].claim}\nI think this claim is {'True' if labels[j] else 'False'}"
-                              for j in range(4) if j != i)
+            ctx = "\n\n".join(
+                f"Claim: {cl[j].claim}\nI think this claim is {'True' if labels[j] else 'False'}"
+                for j in range(4)
+                if j != i
+            )
             prompt = ctx + "\n\n" + f"Claim: {cl[i].claim}\nI think this claim is"
             row = be.label_logprobs([prompt], tpl.labels())[0]
             z = math.log(math.exp(row["True"]) + math.exp(row["False"]))
@@ -227,7 +266,12 @@ def test_summed_objective_stalls_growth_mean_does_not():
     cl, truth, strength = synthetic_task(24, seed=1)
     grown = {}
     for obj in ("sum", "margin"):
-        res = icm(cl, SyntheticBackend(truth, strength), config=ICMConfig(iters=60, objective=obj), progress=False)
+        res = icm(
+            cl,
+            SyntheticBackend(truth, strength),
+            config=ICMConfig(iters=60, objective=obj),
+            progress=False,
+        )
         grown[obj] = res.metrics["labeled_by_search"]
     assert grown["sum"] <= 12 < 20 <= grown["margin"]
 
@@ -239,7 +283,10 @@ class _StubScorer:
         self.lps = lps
 
     def total_logp(self, labels, margin=False):
-        return sum(self.lps[i][0 if y else 1] - margin * self.lps[i][1 if y else 0] for i, y in labels.items())
+        return sum(
+            self.lps[i][0 if y else 1] - margin * self.lps[i][1 if y else 0]
+            for i, y in labels.items()
+        )
 
 
 @settings(max_examples=60, deadline=None)
@@ -289,7 +336,8 @@ def test_reference_fix_applies_a_U_lowering_best_assignment():
         out[fix] = s.consistency_fix(both, s.U(both))
     assert out["paper"][0] == both
     labels, u = out["reference"]
-    assert labels == {0: True, 1: False} and rule.count(labels) == 0  # the best of the consistent ones
+    # the best of the consistent ones
+    assert labels == {0: True, 1: False} and rule.count(labels) == 0
     assert u < out["paper"][1] and u == pytest.approx(s.U(labels))
 
 
@@ -308,7 +356,15 @@ def test_search_recovers_latent_labels(scoring):
     assert sorted(accs)[1] >= 0.95  # the median run recovers the latent labels
     assert set(res.labels) == {c.id for c in cl} and set(res.margins) == set(res.labels)
     assert m["model_calls"] > 0 and m["prompt_tokens"] > 0 and m["calls_per_claim"] > 0
-    assert res.trajectory and {"U", "P", "I", "T", "acceptance", "balance", "agree_zero_shot"} <= set(res.trajectory[0])
+    assert res.trajectory and {
+        "U",
+        "P",
+        "I",
+        "T",
+        "acceptance",
+        "balance",
+        "agree_zero_shot",
+    } <= set(res.trajectory[0])
 
 
 def test_fast_scoring_is_much_cheaper_than_exact():
@@ -338,8 +394,15 @@ def test_gold_is_never_read_by_the_search():
 
 def test_same_seed_same_labels_and_no_labels_in_query():
     cl, truth, strength = synthetic_task(16, seed=6)
-    runs = [icm(cl, SyntheticBackend(truth, strength), config=ICMConfig(iters=30, seed=1), progress=False)
-            for _ in range(2)]
+    runs = [
+        icm(
+            cl,
+            SyntheticBackend(truth, strength),
+            config=ICMConfig(iters=30, seed=1),
+            progress=False,
+        )
+        for _ in range(2)
+    ]
     assert runs[0].labels == runs[1].labels and runs[0].trajectory == runs[1].trajectory
     be = SyntheticBackend(truth, strength)
     icm(cl, be, config=ICMConfig(iters=10, seed=1, scoring="exact"), progress=False)
@@ -360,22 +423,37 @@ def test_resume_after_interrupt_gives_identical_labels(tmp_path, scoring):
     cfg = ICMConfig(iters=40, seed=2, scoring=scoring)
     full_run = RunDir.create(tmp_path / "full", cfg, seed=2)
     full_run.log_metrics({"event": "before"})  # a caller's row (improve): kept, not rewritten
-    full = icm(cl, SyntheticBackend(truth, strength), task="exclusive", config=cfg, run=full_run, progress=False)
+    full = icm(
+        cl,
+        SyntheticBackend(truth, strength),
+        task="exclusive",
+        config=cfg,
+        run=full_run,
+        progress=False,
+    )
     run = RunDir.create(tmp_path / "r", cfg, seed=2)
     run.log_metrics({"event": "before"})
     at = [0]
     # interrupted three times, at different points (model calls into each try; exact makes ~6x more)
     for fail_after in (6, 3, 3) if scoring == "fast" else (20, 30, 30):
         with pytest.raises(KeyboardInterrupt):
-            icm(cl, SyntheticBackend(truth, strength, fail_after=fail_after), task="exclusive", config=cfg,
-                run=run, progress=False)
+            icm(
+                cl,
+                SyntheticBackend(truth, strength, fail_after=fail_after),
+                task="exclusive",
+                config=cfg,
+                run=run,
+                progress=False,
+            )
         ck = json.loads((tmp_path / "r" / "icm_checkpoint.json").read_text())
         assert at[-1] < ck["step"] < 40 and not ck["done"]
         at.append(ck["step"])
     # a kill between the checkpoint and its log line, and one in the middle of a line
     lines = (tmp_path / "r" / "metrics.jsonl").read_text().splitlines(keepends=True)
     (tmp_path / "r" / "metrics.jsonl").write_text("".join(lines[:-2]) + lines[-1][:17])
-    resumed = icm(cl, SyntheticBackend(truth, strength), task="exclusive", config=cfg, run=run, progress=False)
+    resumed = icm(
+        cl, SyntheticBackend(truth, strength), task="exclusive", config=cfg, run=run, progress=False
+    )
     assert resumed.labels == full.labels and resumed.margins == full.margins
     rows = [json.loads(x) for x in (tmp_path / "r" / "labels.jsonl").read_text().splitlines()]
     assert {r["id"]: r["label"] for r in rows} == full.labels
@@ -383,12 +461,19 @@ def test_resume_after_interrupt_gives_identical_labels(tmp_path, scoring):
     assert _metrics(tmp_path / "r") == _metrics(tmp_path / "full")
     steps = [r["step"] for r in _metrics(tmp_path / "r") if r.get("stage") == "icm"]
     assert steps == list(range(1, 41))  # no gap, no duplicate
-    icm(cl, SyntheticBackend(truth, strength), task="exclusive", config=cfg, run=run, progress=False)
-    assert _metrics(tmp_path / "r") == _metrics(tmp_path / "full")  # resuming a finished run: no second final row
+    icm(
+        cl, SyntheticBackend(truth, strength), task="exclusive", config=cfg, run=run, progress=False
+    )
+    # resuming a finished run: no second final row
+    assert _metrics(tmp_path / "r") == _metrics(tmp_path / "full")
     run.log_metrics({"event": "after"})  # a caller's row after ICM finished survives another resume
-    icm(cl, SyntheticBackend(truth, strength), task="exclusive", config=cfg, run=run, progress=False)
+    icm(
+        cl, SyntheticBackend(truth, strength), task="exclusive", config=cfg, run=run, progress=False
+    )
     again = _metrics(tmp_path / "r")
-    assert {"event": "after"} in again and [r for r in again if r != {"event": "after"}] == _metrics(tmp_path / "full")
+    assert {"event": "after"} in again and [
+        r for r in again if r != {"event": "after"}
+    ] == _metrics(tmp_path / "full")
 
 
 def test_warnings_for_degenerate_labeling():
@@ -404,8 +489,13 @@ def test_zero_shot_rule_baseline_in_icm_known_answer():
     """Synthetic zero-shot margin = +-strength (no context); the baseline takes each pair's
     larger one, with no model call beyond zero-shot."""
     cl, truth, strength = synthetic_task(24, seed=1, groups=True)
-    res = icm(cl, SyntheticBackend(truth, strength), task="exclusive", config=ICMConfig(iters=10, baselines=True),
-              progress=False)
+    res = icm(
+        cl,
+        SyntheticBackend(truth, strength),
+        task="exclusive",
+        config=ICMConfig(iters=10, baselines=True),
+        progress=False,
+    )
     m = [(1 if truth[c.claim] else -1) * strength[c.claim] for c in cl]
     want = [m[i] == max(m[i - i % 2], m[i - i % 2 + 1]) for i in range(24)]
     acc = sum(w == c.gold for w, c in zip(want, cl, strict=True)) / 24
@@ -413,7 +503,12 @@ def test_zero_shot_rule_baseline_in_icm_known_answer():
     assert zr["accuracy"] == pytest.approx(acc) and zr["I"] == 0 and zr["balance"] == 0.5
     assert res.metrics["baselines"]["zero_shot_rule"] == zr["accuracy"]
     assert "baseline_zero_shot_rule" not in res.metrics["cost"]  # one pass: the zero-shot one
-    plain = icm(cl, SyntheticBackend(truth, strength), config=ICMConfig(iters=10, baselines=True), progress=False)
+    plain = icm(
+        cl,
+        SyntheticBackend(truth, strength),
+        config=ICMConfig(iters=10, baselines=True),
+        progress=False,
+    )
     assert "zero_shot_rule" not in plain.baselines  # binary: no rule, nothing to add
     assert "golden_rule" not in plain.baselines
     # the rule on the golden-context margins (whose signs are all right here): one True per pair,
@@ -421,7 +516,11 @@ def test_zero_shot_rule_baseline_in_icm_known_answer():
     gr = res.baselines["golden_rule"]
     assert res.baselines["golden"]["accuracy"] == 1.0
     mixed = sum(cl[k].gold != cl[k + 1].gold for k in range(0, 24, 2))
-    assert gr["I"] == 0 and gr["balance"] == 0.5 and gr["accuracy"] == pytest.approx((24 - (12 - mixed)) / 24)
+    assert (
+        gr["I"] == 0
+        and gr["balance"] == 0.5
+        and gr["accuracy"] == pytest.approx((24 - (12 - mixed)) / 24)
+    )
 
 
 def test_init_from_zero_shot_rule_starts_at_the_baseline_and_only_raises_U():
@@ -429,8 +528,13 @@ def test_init_from_zero_shot_rule_starts_at_the_baseline_and_only_raises_U():
     of every claim; with steps, the search moves from there (first row labels every claim)."""
     cl, truth, strength = synthetic_task(24, seed=1, groups=True)
     cfg = {"init": "zero_shot_rule", "baselines": True}
-    res0 = icm(cl, SyntheticBackend(truth, strength), task="exclusive", config=ICMConfig(iters=0, **cfg),
-               progress=False)
+    res0 = icm(
+        cl,
+        SyntheticBackend(truth, strength),
+        task="exclusive",
+        config=ICMConfig(iters=0, **cfg),
+        progress=False,
+    )
     m = [(1 if truth[c.claim] else -1) * strength[c.claim] for c in cl]
     want = {c.id: m[i] == max(m[i - i % 2], m[i - i % 2 + 1]) for i, c in enumerate(cl)}
     assert res0.labels == want
@@ -440,18 +544,30 @@ def test_init_from_zero_shot_rule_starts_at_the_baseline_and_only_raises_U():
               config=ICMConfig(iters=48, **cfg), progress=False)
     assert res.trajectory[0]["labeled"] == 24
     assert res.metrics["accuracy"] >= res0.metrics["accuracy"]
-    random_init = icm(cl, SyntheticBackend(truth, strength), task="exclusive", config=ICMConfig(iters=0),
-                      progress=False)
-    assert random_init.metrics["labeled_by_search"] <= 8  # the paper's K=8 start is still the default
+    random_init = icm(
+        cl,
+        SyntheticBackend(truth, strength),
+        task="exclusive",
+        config=ICMConfig(iters=0),
+        progress=False,
+    )
+    # the paper's K=8 start is still the default
+    assert random_init.metrics["labeled_by_search"] <= 8
 
 
 def test_keep_best_returns_the_best_freshly_scored_labeling():
     """keep_best: the returned labeling's fresh U is the largest fresh U of the run (start,
     refreshes, end); without it the last labeling is returned, whatever its fresh U."""
-    cl, truth, strength = synthetic_task(24, seed=0, groups=True)  # a run whose last labeling is not its best
+    # a run whose last labeling is not its best
+    cl, truth, strength = synthetic_task(24, seed=0, groups=True)
     cfg = dict(iters=60, init="zero_shot_rule", refresh_every=8)
-    last = icm(cl, SyntheticBackend(truth, strength, w_ctx=0.3), task="comparison", config=ICMConfig(**cfg),
-               progress=False)
+    last = icm(
+        cl,
+        SyntheticBackend(truth, strength, w_ctx=0.3),
+        task="comparison",
+        config=ICMConfig(**cfg),
+        progress=False,
+    )
     best = icm(cl, SyntheticBackend(truth, strength, w_ctx=0.3), task="comparison",
                config=ICMConfig(keep_best=True, **cfg), progress=False)
 
@@ -484,7 +600,12 @@ def test_label_words_reach_the_prompts():
 
 def test_baselines_bracket_icm():
     cl, truth, strength = synthetic_task(24, seed=1)
-    res = icm(cl, SyntheticBackend(truth, strength), config=ICMConfig(iters=60, baselines=True), progress=False)
+    res = icm(
+        cl,
+        SyntheticBackend(truth, strength),
+        config=ICMConfig(iters=60, baselines=True),
+        progress=False,
+    )
     b = res.baselines
     assert set(b) == {"zero_shot", "random_fewshot", "golden"}
     assert b["golden"]["accuracy"] == 1.0  # gold context -> the synthetic model reads truth
@@ -498,9 +619,12 @@ def test_context_groups_related_claims_and_cuts_far_end():
     ctx = sc.context({i: True for i in range(6)}, exclude=[5])
     order = [int(b.split("claim number ")[1].split("\n")[0]) for b in ctx.split("\n\n")]
     assert order == [0, 3, 1, 4, 2]  # g0, g1, g2 together; 5 left out
-    small = ExactScorer(cl, SyntheticBackend({}, {}), Template(), max_context_tokens=sc.example_len[0] * 2)
+    small = ExactScorer(
+        cl, SyntheticBackend({}, {}), Template(), max_context_tokens=sc.example_len[0] * 2
+    )
     kept = small.context({i: True for i in range(6)}, exclude=[5])
-    assert kept.count("Claim:") == 2 and "claim number 2" in kept  # nearest-to-query examples survive
+    # nearest-to-query examples survive
+    assert kept.count("Claim:") == 2 and "claim number 2" in kept
 
 
 def test_fast_blocks_exclude_own_block():
@@ -532,8 +656,13 @@ def test_leave_out_group_keeps_a_claims_group_out_of_its_context(leave_out):
         if leave_out == "group":
             assert fast.block[i] == fast.block[i ^ 1]
             assert f"Claim: {partner}\n" not in fast._prefix(fast.block[i])
-    res = icm(cl, be, task="comparison", config=ICMConfig(iters=12, leave_out=leave_out, baselines=True),
-              progress=False)
+    res = icm(
+        cl,
+        be,
+        task="comparison",
+        config=ICMConfig(iters=12, leave_out=leave_out, baselines=True),
+        progress=False,
+    )
     assert res.baselines["golden"]["accuracy"] == 1.0  # the ceiling is scored the same way
 
 
@@ -549,7 +678,8 @@ def test_bad_inputs_raise_clear_errors():
         icm(cl, be, config={"alpha": 0}, progress=False)
     with pytest.raises(SelfteachError, match="alpha"):
         icm(cl, be, config={"alpha": -3.0}, progress=False)
-    with pytest.raises((SelfteachError, ValidationError), match="empty"):  # the record rejects it now
+    # the record rejects it now
+    with pytest.raises((SelfteachError, ValidationError), match="empty"):
         icm([Claim(id="x", claim="   ")], be, progress=False)
     with pytest.raises(SelfteachError, match="duplicate"):
         icm([cl[0], cl[0]], be, progress=False)
@@ -567,7 +697,9 @@ def test_shared_prefix_scoring_matches_plain(tiny_backend):
     prefix = tpl.context([tpl.example(cl[0], True), tpl.example(cl[1], False)])
     sufs = [tpl.suffix(c, True) for c in cl]
     full = [prefix + s for s in sufs]
-    single = {k: [v for v in vs if len(tiny_backend.tokenize(v)) == 1] for k, vs in tpl.labels().items()}
+    single = {
+        k: [v for v in vs if len(tiny_backend.tokenize(v)) == 1] for k, vs in tpl.labels().items()
+    }
     plain = tiny_backend.label_logprobs(full, single)
     last = tiny_backend.label_logprobs_last(full, tpl.labels())
     tiny_backend.clear_prefix_cache()
@@ -589,18 +721,45 @@ def test_cli_end_to_end_tiny(tmp_path):
     from selfteach.cli import app
 
     out = tmp_path / "run"
-    args = ["elicit", "--model", "tiny-random", "--claims", "builtin:capitals", "--task", "exclusive",
-            "--limit", "12", "--iters", "6", "--out", str(out), "--baselines", "--no-progress"]
+    args = [
+        "elicit",
+        "--model",
+        "tiny-random",
+        "--claims",
+        "builtin:capitals",
+        "--task",
+        "exclusive",
+        "--limit",
+        "12",
+        "--iters",
+        "6",
+        "--out",
+        str(out),
+        "--baselines",
+        "--no-progress",
+    ]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     assert "ICM (no labels)" in r.output and "golden-label context" in r.output
     table = r.output[r.output.index("zero-shot"):]
-    assert table.index("zero-shot + rule") < table.index("random-label") < table.index("ICM (no labels)")
+    assert (
+        table.index("zero-shot + rule")
+        < table.index("random-label")
+        < table.index("ICM (no labels)")
+    )
     rows = [json.loads(x) for x in (out / "labels.jsonl").read_text().splitlines()]
     assert len(rows) == 12 and {"id", "label", "margin"} <= set(rows[0])
     traj = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [t for t in traj if t.get("stage") == "icm"]
-    assert len(steps) == 6 and {"U", "P", "I", "T", "acceptance", "balance", "agree_zero_shot"} <= set(steps[0])
+    assert len(steps) == 6 and {
+        "U",
+        "P",
+        "I",
+        "T",
+        "acceptance",
+        "balance",
+        "agree_zero_shot",
+    } <= set(steps[0])
     again = CliRunner().invoke(app, args + ["--resume"])
     assert again.exit_code == 0, again.output
     rows2 = [json.loads(x) for x in (out / "labels.jsonl").read_text().splitlines()]
@@ -613,9 +772,29 @@ def test_cli_fix_and_schedule_options_reach_the_search(tmp_path):
     from selfteach.cli import app
 
     out = tmp_path / "run"
-    r = CliRunner().invoke(app, ["elicit", "--model", "tiny-random", "--claims", "builtin:capitals", "--task",
-                                 "exclusive", "--limit", "8", "--iters", "8", "--out", str(out), "--no-progress",
-                                 "--fix", "reference", "--schedule", "reference"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "elicit",
+            "--model",
+            "tiny-random",
+            "--claims",
+            "builtin:capitals",
+            "--task",
+            "exclusive",
+            "--limit",
+            "8",
+            "--iters",
+            "8",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--fix",
+            "reference",
+            "--schedule",
+            "reference",
+        ],
+    )
     assert r.exit_code == 0, r.output
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     assert cfg["fix"] == "reference" and cfg["schedule"] == "reference"
@@ -632,7 +811,9 @@ def test_cli_defaults_are_the_config_defaults():
 
     defaults = {f.key: f.default for f in elicit.spec.fields}
     assert {"schedule", "fix", "init", "leave_out", "objective", "t0", "keep_best"} <= set(defaults)
-    assert defaults == {k: ICMConfig.model_fields[k].get_default(call_default_factory=True) for k in defaults}
+    assert defaults == {
+        k: ICMConfig.model_fields[k].get_default(call_default_factory=True) for k in defaults
+    }
 
 
 def test_cli_init_and_label_words_reach_the_search(tmp_path):
@@ -641,10 +822,31 @@ def test_cli_init_and_label_words_reach_the_search(tmp_path):
     from selfteach.cli import app
 
     out = tmp_path / "run"
-    r = CliRunner().invoke(app, ["elicit", "--model", "tiny-random", "--claims", "builtin:capitals", "--task",
-                                 "exclusive", "--limit", "8", "--iters", "4", "--out", str(out), "--no-progress",
-                                 "--init", "zero_shot_rule", "--label-words", "correct,incorrect",
-                                 "--leave-out", "group"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "elicit",
+            "--model",
+            "tiny-random",
+            "--claims",
+            "builtin:capitals",
+            "--task",
+            "exclusive",
+            "--limit",
+            "8",
+            "--iters",
+            "4",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--init",
+            "zero_shot_rule",
+            "--label-words",
+            "correct,incorrect",
+            "--leave-out",
+            "group",
+        ],
+    )
     assert r.exit_code == 0, r.output
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     assert cfg["init"] == "zero_shot_rule" and cfg["leave_out"] == "group"
@@ -663,8 +865,12 @@ def _kill_when(args: list[str], out, rows: int) -> None:
     import time
 
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.Popen([sys.executable, "-m", "selfteach", *args], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "selfteach", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     f, deadline = out / "metrics.jsonl", time.time() + 300
     try:
         while proc.poll() is None and time.time() < deadline:
@@ -682,8 +888,20 @@ def test_cli_killed_twice_then_resumed_equals_an_uninterrupted_run(tmp_path):
     equal those of an uninterrupted run with the same seed (tiny random model, real CLI)."""
     from selfteach.cli import app
 
-    base = ["elicit", "--model", "tiny-random", "--claims", "builtin:capitals", "--task", "exclusive",
-            "--limit", "12", "--iters", "40", "--no-progress"]
+    base = [
+        "elicit",
+        "--model",
+        "tiny-random",
+        "--claims",
+        "builtin:capitals",
+        "--task",
+        "exclusive",
+        "--limit",
+        "12",
+        "--iters",
+        "40",
+        "--no-progress",
+    ]
     full, cut = tmp_path / "full", tmp_path / "cut"
     assert CliRunner().invoke(app, base + ["--out", str(full)]).exit_code == 0
     _kill_when(base + ["--out", str(cut)], cut, 5)
@@ -720,7 +938,15 @@ def test_cli_killed_twice_then_resumed_equals_an_uninterrupted_run(tmp_path):
 def test_cli_bad_input_exits_2(tmp_path, extra, msg):
     from selfteach.cli import app
 
-    args = ["elicit", "--model", "tiny-random", "--claims", "builtin:capitals", "--out", str(tmp_path / "r")]
+    args = [
+        "elicit",
+        "--model",
+        "tiny-random",
+        "--claims",
+        "builtin:capitals",
+        "--out",
+        str(tmp_path / "r"),
+    ]
     for i in range(0, len(extra), 2):
         if extra[i] in args:
             args[args.index(extra[i]) + 1] = extra[i + 1]
@@ -728,15 +954,24 @@ def test_cli_bad_input_exits_2(tmp_path, extra, msg):
             args += extra[i:i + 2]
     r = CliRunner().invoke(app, args)
     assert r.exit_code != 0
-    assert isinstance(r.exception, SelfteachError | SystemExit) and msg in str(r.exception) + r.output
+    assert (
+        isinstance(r.exception, SelfteachError | SystemExit) and msg in str(r.exception) + r.output
+    )
 
 
 def test_cli_bad_jsonl_names_line(tmp_path):
     from selfteach.cli import app
 
     f = tmp_path / "c.jsonl"
-    f.write_text(json.dumps({"id": "a", "claim": "x is y"}) + "\n" + json.dumps({"id": "b", "text": "no claim"}) + "\n")
-    r = CliRunner().invoke(app, ["elicit", "--model", "tiny-random", "--claims", str(f), "--out", str(tmp_path / "r")])
+    f.write_text(
+        json.dumps({"id": "a", "claim": "x is y"})
+        + "\n"
+        + json.dumps({"id": "b", "text": "no claim"})
+        + "\n"
+    )
+    r = CliRunner().invoke(
+        app, ["elicit", "--model", "tiny-random", "--claims", str(f), "--out", str(tmp_path / "r")]
+    )
     assert r.exit_code != 0 and "c.jsonl:2" in str(r.exception)
 
 

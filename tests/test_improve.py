@@ -34,8 +34,17 @@ from selfteach.train.grpo import GRPOArgs
 
 
 def cand(pid, j, text, answer, correct=None, temp=0.5, reason="stop"):
-    return {"id": f"{pid}#{j}", "problem_id": pid, "prompt": f"Q {pid}", "text": text, "answer": answer,
-            "temperature": temp, "finish_reason": reason, "tokens": len(text.split()), "correct": correct}
+    return {
+        "id": f"{pid}#{j}",
+        "problem_id": pid,
+        "prompt": f"Q {pid}",
+        "text": text,
+        "answer": answer,
+        "temperature": temp,
+        "finish_reason": reason,
+        "tokens": len(text.split()),
+        "correct": correct,
+    }
 
 
 # ---- candidates --------------------------------------------------------------------------
@@ -58,17 +67,21 @@ def test_generate_candidates_from_model_only_and_resume(tiny_backend, tmp_path):
 
     probs = [Problem(id=f"p{i}", question=f"What is {i} + 1?", answer=str(i + 1)) for i in range(3)]
     run = RunDir(tmp_path)
-    rows = generate_candidates(tiny_backend, probs, n=4, temperatures=[0.5, 1.0], max_new_tokens=6, run=run,
-                               progress=False)
+    rows = generate_candidates(
+        tiny_backend, probs, n=4, temperatures=[0.5, 1.0], max_new_tokens=6, run=run, progress=False
+    )
     assert len(rows) == 12 and Counter(r["temperature"] for r in rows) == {0.5: 6, 1.0: 6}
     assert all(r["correct"] is not None for r in rows)
     # no gold text is ever injected: every candidate is a model sample with its token count
-    assert all(r["tokens"] > 0 and str(int(r["problem_id"][1:]) + 1) != r["text"].strip() for r in rows)
+    assert all(
+        r["tokens"] > 0 and str(int(r["problem_id"][1:]) + 1) != r["text"].strip() for r in rows
+    )
     # resume: a torn problem (fewer than n rows) is regenerated, finished ones are kept
     lines = (tmp_path / "candidates.jsonl").read_text().splitlines()
     (tmp_path / "candidates.jsonl").write_text("\n".join(lines[:6]) + "\n{\"torn")
-    again = generate_candidates(tiny_backend, probs, n=4, temperatures=[0.5, 1.0], max_new_tokens=6, run=run,
-                                progress=False)
+    again = generate_candidates(
+        tiny_backend, probs, n=4, temperatures=[0.5, 1.0], max_new_tokens=6, run=run, progress=False
+    )
     assert [r["id"] for r in again] == [r["id"] for r in rows]
     assert [r["text"] for r in again[:4]] == [r["text"] for r in rows[:4]]
 
@@ -86,16 +99,27 @@ def test_diversity_stats_known():
 def test_claims_from_candidates():
     cands = [cand("a", 0, "so 3", "3", True), cand("a", 1, "", None, None)]
     claims = claims_from_candidates(cands, {"a": "What?"})
-    assert (claims[0].group, claims[0].key, claims[0].gold, claims[0].question) == ("a", "3", True, "What?")
+    assert (claims[0].group, claims[0].key, claims[0].gold, claims[0].question) == (
+        "a",
+        "3",
+        True,
+        "What?",
+    )
     assert claims[1].key is None and claims[1].gold is None and claims[1].claim == "(empty)"
 
 
 def test_build_pairs_known():
-    cands = [cand("a", 0, "good one, 3", "3", True), cand("a", 1, "good two, so 3", "3", True),
-             cand("a", 2, "bad, 4", "4", False), cand("a", 3, "bad, 5", "5", False), cand("a", 4, "bad, 6", "6", False),
-             cand("a", 5, "bad, 6", "6", False),  # duplicate text of a#4
-             cand("a", 6, "!!", None, False),  # degenerate
-             cand("b", 0, "all agree 7", "7", True), cand("b", 1, "all agree, 7", "7", True)]
+    cands = [
+        cand("a", 0, "good one, 3", "3", True),
+        cand("a", 1, "good two, so 3", "3", True),
+        cand("a", 2, "bad, 4", "4", False),
+        cand("a", 3, "bad, 5", "5", False),
+        cand("a", 4, "bad, 6", "6", False),
+        cand("a", 5, "bad, 6", "6", False),  # duplicate text of a#4
+        cand("a", 6, "!!", None, False),  # degenerate
+        cand("b", 0, "all agree 7", "7", True),
+        cand("b", 1, "all agree, 7", "7", True),
+    ]
     labels = {c["id"]: bool(c["correct"]) for c in cands}
     pairs, stats = build_pairs(cands, labels, cap=5)
     assert stats["pairs_possible"] == 6 and len(pairs) == 5 and stats["problems_with_both"] == 1
@@ -118,14 +142,25 @@ def test_no_pairs_message_names_counts():
     cands = [cand("a", i, f"answer {i}", str(i)) for i in range(4)]
     pairs, stats = build_pairs(cands, {c["id"]: True for c in cands})
     msg = no_pairs_message(stats)
-    assert pairs == [] and "one class" in msg and "4 labeled True, 0 False" in msg and "1 problems" in msg
-    pairs, stats = build_pairs([cand("a", 0, "x 1", "1"), cand("b", 0, "y 2", "2")], {"a#0": True, "b#0": False})
+    assert (
+        pairs == []
+        and "one class" in msg
+        and "4 labeled True, 0 False" in msg
+        and "1 problems" in msg
+    )
+    pairs, stats = build_pairs(
+        [cand("a", 0, "x 1", "1"), cand("b", 0, "y 2", "2")], {"a#0": True, "b#0": False}
+    )
     assert "no problem has both" in no_pairs_message(stats)
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 5), st.booleans()), min_size=1, max_size=40),
-       st.integers(1, 6))
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 3), st.integers(0, 5), st.booleans()), min_size=1, max_size=40
+    ),
+    st.integers(1, 6),
+)
 def test_build_pairs_invariants(spec, cap):
     cands, labels = [], {}
     for j, (pid, text_id, label) in enumerate(spec):
@@ -136,7 +171,11 @@ def test_build_pairs_invariants(spec, cap):
     per = Counter(p.meta["problem_id"] for p in pairs)
     assert all(n <= cap for n in per.values())
     for p in pairs:
-        assert labels[p.meta["chosen_id"]] and not labels[p.meta["rejected_id"]] and p.chosen != p.rejected
+        assert (
+            labels[p.meta["chosen_id"]]
+            and not labels[p.meta["rejected_id"]]
+            and p.chosen != p.rejected
+        )
     assert len({(p.chosen, p.rejected, p.meta["problem_id"]) for p in pairs}) == len(pairs)
     assert stats["pairs"] == len(pairs) <= stats["pairs_possible"]
 
@@ -159,10 +198,14 @@ def test_compare_paired_known():
 def test_split_needs_answers_for_eval(tmp_path):
     f = tmp_path / "p.jsonl"
     f.write_text("".join(json.dumps({"question": f"q{i}"}) + "\n" for i in range(5)))
-    with pytest.raises(SelfteachError, match="eval split needs 3 problems with gold answers, found 0"):
+    with pytest.raises(
+        SelfteachError, match="eval split needs 3 problems with gold answers, found 0"
+    ):
         split_problems(ImproveConfig(problems=str(f), eval_size=3))
     e = tmp_path / "e.jsonl"
-    e.write_text(json.dumps({"question": "q", "answer": "1"}) + "\n" + json.dumps({"question": "r"}) + "\n")
+    e.write_text(
+        json.dumps({"question": "q", "answer": "1"}) + "\n" + json.dumps({"question": "r"}) + "\n"
+    )
     with pytest.raises(SelfteachError, match="evaluation split needs answers"):
         split_problems(ImproveConfig(problems=str(f), eval_problems=str(e), eval_size=3))
     train, evals = split_problems(ImproveConfig(problems=str(f), eval_problems=str(e), eval_size=1))
@@ -170,10 +213,15 @@ def test_split_needs_answers_for_eval(tmp_path):
 
 
 def test_sft_rows_gold_and_icm():
-    c = [cand("a", 0, "so 3", "3", True), cand("a", 1, "so 4", "4", False), cand("a", 2, "so 3", "3", True)]
+    c = [
+        cand("a", 0, "so 3", "3", True),
+        cand("a", 1, "so 4", "4", False),
+        cand("a", 2, "so 3", "3", True),
+    ]
     round1 = {"candidates": c, "labels": {"a#0": False, "a#1": True, "a#2": False}}
     probs = [Problem(id="a", question="q", answer="3")]
-    assert sft_rows("sft-gold", probs, round1) == [{"prompt": "Q a", "completion": "so 3"}]  # deduplicated
+    # deduplicated
+    assert sft_rows("sft-gold", probs, round1) == [{"prompt": "Q a", "completion": "so 3"}]
     assert sft_rows("sft-icm", probs, round1) == [{"prompt": "Q a", "completion": "so 4"}]
     probs[0].solution = "3 because."
     assert sft_rows("sft-gold", probs, round1) == [{"prompt": "Q a", "completion": "3 because."}]
@@ -186,9 +234,19 @@ def parity_labeler(claims, backend, run):
 
 
 def tiny_config(**kw):
-    base = dict(model="tiny-random", problems="builtin:arithmetic", train_size=4, eval_size=3, samples=4,
-                max_new_tokens=8, dpo=DPOArgs(max_steps=2, batch_size=2), grpo=GRPOArgs(max_steps=1), grpo_prompts_per_step=1,
-                eval_samples=2, baselines=["grpo", "sft-icm"])
+    base = dict(
+        model="tiny-random",
+        problems="builtin:arithmetic",
+        train_size=4,
+        eval_size=3,
+        samples=4,
+        max_new_tokens=8,
+        dpo=DPOArgs(max_steps=2, batch_size=2),
+        grpo=GRPOArgs(max_steps=1),
+        grpo_prompts_per_step=1,
+        eval_samples=2,
+        baselines=["grpo", "sft-icm"],
+    )
     return ImproveConfig(**(base | kw))
 
 
@@ -196,20 +254,34 @@ def test_loop_end_to_end_two_rounds_and_resume(tmp_path):
     out = tmp_path / "run"
     summary = run_improve(tiny_config(rounds=2), out, labeler=parity_labeler, progress=False)
     names = [r[0] for r in summary["tables"][0]["rows"]]
-    assert names == ["base model", "ICM+DPO round 1", "ICM+DPO round 2", "GRPO (gold-answer reward)",
-                     "SFT on ICM-True candidates"]
-    assert summary["tables"][1]["rows"][1][1] == "round 1 model"  # round 2 is labeled by the improved model
+    assert names == [
+        "base model",
+        "ICM+DPO round 1",
+        "ICM+DPO round 2",
+        "GRPO (gold-answer reward)",
+        "SFT on ICM-True candidates",
+    ]
+    # round 2 is labeled by the improved model
+    assert summary["tables"][1]["rows"][1][1] == "round 1 model"
     assert (out / "round1" / "dpo" / "model" / "config.json").exists()
     assert (out / "round2" / "candidates.jsonl").exists()
     pairs = [json.loads(x) for x in (out / "round1" / "pairs.jsonl").read_text().splitlines()]
     assert pairs and set(pairs[0]) == {"prompt", "chosen", "rejected", "meta"}
-    for f in ("summary.json", "accuracy.png", "curves_dpo_round1.png", "curves_grpo.png", "results.json"):
+    for f in (
+        "summary.json",
+        "accuracy.png",
+        "curves_dpo_round1.png",
+        "curves_grpo.png",
+        "results.json",
+    ):
         assert (out / f).exists(), f
     split = json.loads((out / "split.json").read_text())
     assert not set(split["train"]) & set(split["eval"])
     # resume re-runs nothing: no new stage events in metrics.jsonl
     before = (out / "metrics.jsonl").read_text().count('"stage"')
-    again = run_improve(tiny_config(rounds=2), out, labeler=parity_labeler, progress=False, resume=True)
+    again = run_improve(
+        tiny_config(rounds=2), out, labeler=parity_labeler, progress=False, resume=True
+    )
     assert again["tables"][0]["rows"] == summary["tables"][0]["rows"]
     assert (out / "metrics.jsonl").read_text().count('"stage"') == before
     with pytest.raises(SelfteachError, match="--resume"):
@@ -220,7 +292,9 @@ def test_loop_no_pairs_is_a_clear_error(tmp_path):
     def all_true(claims, backend, run):
         return {c.id: True for c in claims}, {}
 
-    with pytest.raises(SelfteachError, match=r"no preference pairs: ICM put every candidate in one class \(True 16"):
+    with pytest.raises(
+        SelfteachError, match=r"no preference pairs: ICM put every candidate in one class \(True 16"
+    ):
         run_improve(tiny_config(baselines=[]), tmp_path / "r", labeler=all_true, progress=False)
     assert not (tmp_path / "r" / "round1" / "dpo").exists()  # no empty training run
 
@@ -231,11 +305,35 @@ def test_cli_improve_transfer(tmp_path, monkeypatch):
 
     monkeypatch.setattr(loop, "icm_labeler", lambda cfg, progress=True: parity_labeler)
     out = tmp_path / "cli"
-    res = CliRunner().invoke(cli.app, ["improve", "--model", "tiny-random", "--label-model", "tiny-random",
-                                       "--train-size", "3", "--eval-size", "2", "--samples", "2",
-                                       "--max-new-tokens", "6", "--epochs", "1", "--batch-size", "2",
-                                       "--baselines", "none", "--eval-samples", "1", "--out", str(out),
-                                       "--no-progress"])
+    res = CliRunner().invoke(
+        cli.app,
+        [
+            "improve",
+            "--model",
+            "tiny-random",
+            "--label-model",
+            "tiny-random",
+            "--train-size",
+            "3",
+            "--eval-size",
+            "2",
+            "--samples",
+            "2",
+            "--max-new-tokens",
+            "6",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "2",
+            "--baselines",
+            "none",
+            "--eval-samples",
+            "1",
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+    )
     assert res.exit_code == 0, res.output
     summary = json.loads((out / "summary.json").read_text())
     assert [r[0] for r in summary["tables"][0]["rows"]] == ["base model", "ICM+DPO round 1"]
@@ -243,11 +341,17 @@ def test_cli_improve_transfer(tmp_path, monkeypatch):
     assert "label_model: tiny-random" in cfg
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--baselines", "ppo"], "--baselines 'ppo': choose from grpo, sft-icm, sft-gold"),
-    (["--temperatures", "hot"], "--temperatures 'hot': expected comma-separated numbers, e.g. 0.3,0.6,0.9"),
-    (["--icm", "alpha"], "--icm 'alpha': expected KEY=VALUE, e.g. alpha=30"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--baselines", "ppo"], "--baselines 'ppo': choose from grpo, sft-icm, sft-gold"),
+        (
+            ["--temperatures", "hot"],
+            "--temperatures 'hot': expected comma-separated numbers, e.g. 0.3,0.6,0.9",
+        ),
+        (["--icm", "alpha"], "--icm 'alpha': expected KEY=VALUE, e.g. alpha=30"),
+    ],
+)
 def test_cli_improve_bad_input_exits_2(tmp_path, selfteach_main, args, message):
     """Bad input: exactly one error line naming the option and value, exit 2, and no run
     directory (validation happens before anything is written or loaded)."""
@@ -273,10 +377,16 @@ def test_icm_labeler_uses_the_public_api(monkeypatch):
 
     def icm(claims, backend, task="math", config=None, run=None, progress=True):
         seen.update(task=task, config=config, n=len(claims))
-        return types.SimpleNamespace(labels={c.id: True for c in claims}, margins={}, metrics={"accuracy": 1.0})
+        return types.SimpleNamespace(
+            labels={c.id: True for c in claims}, margins={}, metrics={"accuracy": 1.0}
+        )
 
-    monkeypatch.setitem(sys.modules, "selfteach.elicit", types.SimpleNamespace(icm=icm, ICMConfig=ICMConfig))
-    labels, metrics = icm_labeler({"alpha": 30}, progress=False)([Claim(id="1", claim="x")], None, None)
+    monkeypatch.setitem(
+        sys.modules, "selfteach.elicit", types.SimpleNamespace(icm=icm, ICMConfig=ICMConfig)
+    )
+    labels, metrics = icm_labeler({"alpha": 30}, progress=False)(
+        [Claim(id="1", claim="x")], None, None
+    )
     assert labels == {"1": True} and seen == {"task": "math", "config": {"alpha": 30}, "n": 1}
 
 
@@ -284,18 +394,32 @@ def test_margin_median_labels_known():
     labels = {"a": False, "b": False, "c": False, "d": False}
     assert margin_median_labels(labels, {"a": -3.0, "b": -1.0, "c": 0.5, "d": -2.0}) == \
         {"a": False, "b": True, "c": True, "d": False}
-    assert sum(margin_median_labels({str(i): True for i in range(5)}, {str(i): float(i) for i in range(5)}).values()) == 2
+    assert (
+        sum(
+            margin_median_labels(
+                {str(i): True for i in range(5)}, {str(i): float(i) for i in range(5)}
+            ).values()
+        )
+        == 2
+    )
     with pytest.raises(SelfteachError, match="no margins"):
         margin_median_labels(labels, {})
 
 
 def test_loop_one_class_relabels_by_margin(tmp_path):
     def all_false(claims, backend, run):
-        return {c.id: False for c in claims}, {"margins": {c.id: float(c.id.rsplit("#", 1)[1]) + 0.01 * i
-                                                          for i, c in enumerate(claims)}}
+        return {c.id: False for c in claims}, {
+            "margins": {
+                c.id: float(c.id.rsplit("#", 1)[1]) + 0.01 * i for i, c in enumerate(claims)
+            }
+        }
 
-    s = run_improve(tiny_config(baselines=[], on_one_class="margin-median", eval_samples=1), tmp_path / "r",
-                    labeler=all_false, progress=False)
+    s = run_improve(
+        tiny_config(baselines=[], on_one_class="margin-median", eval_samples=1),
+        tmp_path / "r",
+        labeler=all_false,
+        progress=False,
+    )
     stats = json.loads((tmp_path / "r" / "round1" / "pairs_stats.json").read_text())
     assert stats["labeled_true"] == 8 and stats["labeled_false"] == 8 and stats["pairs"] > 0
     assert any("median ICM margin" in n for n in s["notes"])
@@ -304,9 +428,15 @@ def test_loop_one_class_relabels_by_margin(tmp_path):
 def test_cli_bad_option_is_one_line(tmp_path):
     from selfteach.cli import app
 
-    res = CliRunner().invoke(app, ["improve", "--on-one-class", "maybe", "--out", str(tmp_path / "x")])
+    res = CliRunner().invoke(
+        app, ["improve", "--on-one-class", "maybe", "--out", str(tmp_path / "x")]
+    )
     # a Literal field's option: the option parser rejects the value (a usage error, exit 2)
-    assert res.exit_code == 2 and "--on-one-class" in res.output and "'maybe' is not one of" in res.output
+    assert (
+        res.exit_code == 2
+        and "--on-one-class" in res.output
+        and "'maybe' is not one of" in res.output
+    )
 
 
 def read_jsonl(path):

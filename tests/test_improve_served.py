@@ -24,9 +24,14 @@ def test_improve_two_rounds_on_the_served_path(tmp_path, monkeypatch):
     monkeypatch.setenv("SELFTEACH_CACHE", str(tmp_path / "cache"))  # fresh: see every conversion
     monkeypatch.setattr("selfteach.backends.convert.converter_dir", lambda: real)
     out = tmp_path / "run"
-    summary = run_improve(tiny_config(rounds=2, baselines=[], serve=True), out, labeler=parity_labeler,
-                          progress=False)
-    assert [r[0] for r in summary["tables"][0]["rows"]] == ["base model", "ICM+DPO round 1", "ICM+DPO round 2"]
+    summary = run_improve(
+        tiny_config(rounds=2, baselines=[], serve=True), out, labeler=parity_labeler, progress=False
+    )
+    assert [r[0] for r in summary["tables"][0]["rows"]] == [
+        "base model",
+        "ICM+DPO round 1",
+        "ICM+DPO round 2",
+    ]
     env = json.loads((out / "env.json").read_text())
     assert env["weights"]["model"] == "converted to GGUF Q8_0, served by llama.cpp"
     # the base model and each round's trained checkpoint were converted and served

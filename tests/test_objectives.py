@@ -104,7 +104,9 @@ def test_deformed_limits_match_nll_and_prob():
     prob = entropic_loss(st_.log_p, m, "prob").loss
     torch.testing.assert_close(one, prob)
     torch.testing.assert_close(prob, (1 - st_.log_p.exp()) * m)
-    torch.testing.assert_close(nll, -F.cross_entropy(logits.transpose(1, 2), labels, reduction="none").neg())
+    torch.testing.assert_close(
+        nll, -F.cross_entropy(logits.transpose(1, 2), labels, reduction="none").neg()
+    )
 
 
 def test_deft_alpha_is_collision_probability():
@@ -126,8 +128,12 @@ def test_cayley_alpha_known_values():
     mask = torch.tensor([True, True, True, False])
     tl = entropic_loss(lp, mask, "cayley")
     torch.testing.assert_close(tl.alpha, torch.tensor([23 / 45, 47 / 135, 13 / 15, 0.0]))
-    torch.testing.assert_close(tl.loss, torch.tensor([0.583666, 1.232163, 0.100693, 0.0]), atol=2e-6, rtol=0)
-    torch.testing.assert_close(tl.gate, torch.tensor([0.701682, 0.571025, 0.912732, 0.0]), atol=2e-6, rtol=0)
+    torch.testing.assert_close(
+        tl.loss, torch.tensor([0.583666, 1.232163, 0.100693, 0.0]), atol=2e-6, rtol=0
+    )
+    torch.testing.assert_close(
+        tl.gate, torch.tensor([0.701682, 0.571025, 0.912732, 0.0]), atol=2e-6, rtol=0
+    )
     # a batch of near-zero p: f + (1 - f) p/(2 - p) ~ 1e-4, clamped up to 0.001
     tiny = entropic_loss(torch.tensor([1e-4, 1e-4]).log(), torch.tensor([True, True]), "cayley")
     torch.testing.assert_close(tiny.alpha, torch.tensor([0.001, 0.001]))
@@ -157,7 +163,9 @@ def test_chunked_equals_unchunked(chunk):
     mask = labels[:, 1:] != -100
     ref_lp = lsm.gather(-1, labels[:, 1:].clamp(min=0).unsqueeze(-1)).squeeze(-1)
     torch.testing.assert_close(sa.log_p[mask], ref_lp[mask], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(sa.entropy[mask], -(lsm.exp() * lsm).sum(-1)[mask], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        sa.entropy[mask], -(lsm.exp() * lsm).sum(-1)[mask], rtol=1e-5, atol=1e-5
+    )
 
 
 def test_objective_loss_nll_equals_cross_entropy():

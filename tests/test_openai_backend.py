@@ -48,16 +48,23 @@ class Fake:
         if "logit_bias" in body:  # forced token: log-prob -0.1 * (prefix length)
             (tid, _), = body["logit_bias"].items()
             prompt = body["prompt"]
-            steps = [{**_tok(int(tid), -0.1 * len(prompt)), "top_logprobs": [_tok(ord("x"), -0.01)]}]
+            steps = [
+                {**_tok(int(tid), -0.1 * len(prompt)), "top_logprobs": [_tok(ord("x"), -0.01)]}
+            ]
             return {"choices": [{"index": 0, "text": chr(int(tid)), "finish_reason": "length",
                                  "logprobs": {"content": steps}}],
                     "usage": {"prompt_tokens": len(prompt), "completion_tokens": 1}}
         if body["max_tokens"] == 1 and body.get("logprobs"):
             k = body.get("top_logprobs") if chat else body["logprobs"]
-            top = [{"id": None, "token": t, "bytes": list(t.encode()), "logprob": lp} for t, lp in self.top[:k]]
+            top = [
+                {"id": None, "token": t, "bytes": list(t.encode()), "logprob": lp}
+                for t, lp in self.top[:k]
+            ]
             steps = [{**_tok(ord("T"), self.top[0][1]), "top_logprobs": top}]
             choice = {"index": 0, "finish_reason": "length", "logprobs": {"content": steps}}
-            choice.update({"message": {"role": "assistant", "content": "T"}} if chat else {"text": "T"})
+            choice.update(
+                {"message": {"role": "assistant", "content": "T"}} if chat else {"text": "T"}
+            )
             return {"choices": [choice], "usage": {"prompt_tokens": 5, "completion_tokens": 1}}
         # generation: sample j of a prompt says "<j>ab.cd" and stops at a stop string
         out = []
@@ -65,10 +72,13 @@ class Fake:
             full = f"{j}ab.cd"[: body["max_tokens"]]
             stop = [s for s in body.get("stop") or [] if s in full]
             text = full[: min(full.find(s) for s in stop)] if stop else full
-            steps = [_tok(ord(c), -0.5) for c in full[: len(text) + (1 if stop else 0)]]  # + the stop's token
+            # + the stop's token
+            steps = [_tok(ord(c), -0.5) for c in full[: len(text) + (1 if stop else 0)]]
             choice = {"index": j, "finish_reason": "stop" if stop else "length",
                       "logprobs": {"content": steps} if body.get("logprobs") else None}
-            choice.update({"message": {"role": "assistant", "content": text}} if chat else {"text": text})
+            choice.update(
+                {"message": {"role": "assistant", "content": text}} if chat else {"text": text}
+            )
             out.append(choice)
         answer = {"choices": out, "usage": {"prompt_tokens": 3, "completion_tokens": 4 * len(out)}}
         return answer if self.timings is None else {**answer, "timings": self.timings}
@@ -91,8 +101,20 @@ def _handler(fake: Fake):
 
         def do_GET(self):
             fake.requests.append((self.path, {}, dict(self.headers)))
-            self._send(200, {"object": "list", "data": [{"id": "fake-model", "object": "model", "created": 0,
-                                                          "owned_by": fake.owner}]})
+            self._send(
+                200,
+                {
+                    "object": "list",
+                    "data": [
+                        {
+                            "id": "fake-model",
+                            "object": "model",
+                            "created": 0,
+                            "owned_by": fake.owner,
+                        }
+                    ],
+                },
+            )
 
         def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
@@ -103,7 +125,9 @@ def _handler(fake: Fake):
             if self.path == "/detokenize":
                 return self._send(200, {"content": "".join(chr(i) for i in body["tokens"])})
             if self.path == "/apply-template":
-                return self._send(200, {"prompt": "<user>" + body["messages"][-1]["content"] + "<bot>"})
+                return self._send(
+                    200, {"prompt": "<user>" + body["messages"][-1]["content"] + "<bot>"}
+                )
             status, stall = fake.script.pop(0) if fake.script else (200, fake.delay)
             with fake.lock:
                 fake.inflight += 1
@@ -111,7 +135,11 @@ def _handler(fake: Fake):
             try:
                 time.sleep(stall)
                 if status != 200:
-                    return self._send(status, {"error": {"message": f"scripted {status}"}}, {"retry-after-ms": "1"})
+                    return self._send(
+                        status,
+                        {"error": {"message": f"scripted {status}"}},
+                        {"retry-after-ms": "1"},
+                    )
                 self._send(200, fake.completion(body, chat=self.path.endswith("chat/completions")))
             except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
                 pass
@@ -147,9 +175,18 @@ def test_parse_logprobs_all_three_shapes():
                           "top_logprobs": [{"id": 7, "token": " a", "logprob": -1.0}]}]}
     (s,) = parse_logprobs(llama)
     assert (s.token, s.id, s.logprob, s.nbytes, s.top) == (" a", 7, -1.0, 2, [(" a", 7, -1.0)])
-    openai_cmpl = {"tokens": [" a"], "token_logprobs": [-1.0], "top_logprobs": [{" a": -1.0, " b": -2.0}]}
+    openai_cmpl = {
+        "tokens": [" a"],
+        "token_logprobs": [-1.0],
+        "top_logprobs": [{" a": -1.0, " b": -2.0}],
+    }
     (s,) = parse_logprobs(openai_cmpl)
-    assert (s.token, s.id, s.nbytes, s.top) == (" a", None, None, [(" a", None, -1.0), (" b", None, -2.0)])
+    assert (s.token, s.id, s.nbytes, s.top) == (
+        " a",
+        None,
+        None,
+        [(" a", None, -1.0), (" b", None, -2.0)],
+    )
     vllm_ids = {"tokens": ["token_id:42"], "token_logprobs": [-0.5], "top_logprobs": None}
     assert parse_logprobs(vllm_ids)[0].id == 42
     assert parse_logprobs(None) == []
@@ -165,14 +202,18 @@ def test_trim_keeps_the_shortest_prefix_covering_the_text(pieces, data):
     kept = "".join(pieces[i] for i in ids)
     assert ids == list(range(len(ids)))
     assert kept.startswith(text)
-    assert not ids or not "".join(pieces[i] for i in ids[:-1]).encode().__len__() >= len(text.encode())
+    assert not ids or not "".join(pieces[i] for i in ids[:-1]).encode().__len__() >= len(
+        text.encode()
+    )
 
 
 # ---- the protocol against the fake ---------------------------------------------------------
 def test_label_logprobs_sums_variants_in_one_top20_request(fake):
     b = OpenAIBackend(fake.url)
-    (row,) = b.label_logprobs(["Claim: x\nI think this claim is"], {"True": [" True", "True", " true"],
-                                                                     "False": [" False", "False"]})
+    (row,) = b.label_logprobs(
+        ["Claim: x\nI think this claim is"],
+        {"True": [" True", "True", " true"], "False": [" False", "False"]},
+    )
     assert row["True"] == pytest.approx(math.log(0.4))
     assert row["False"] == pytest.approx(math.log(0.2))
     (req,) = posts(fake)
@@ -196,19 +237,29 @@ def test_score_forces_each_continuation_token_after_the_exact_prefix(fake):
     assert row == [pytest.approx(-0.1 * (2 + 3 + 4)), pytest.approx(-0.1 * (2 + 3))]
     forced = [r for r in posts(fake) if "logit_bias" in r]
     assert sorted(tuple(r["prompt"]) for r in forced)[:2] == [(97, 98), (97, 98)]
-    assert {(tuple(r["prompt"]), next(iter(r["logit_bias"]))) for r in forced} >= {((97, 98, 32), "99")}
+    assert {(tuple(r["prompt"]), next(iter(r["logit_bias"]))) for r in forced} >= {
+        ((97, 98, 32), "99")
+    }
     assert all(r["logit_bias"][k] == 100 for r in forced for k in r["logit_bias"])
 
 
 def test_generate_n_samples_stop_seed_and_token_ids(fake):
     b = OpenAIBackend(fake.url)
-    (row,) = b.generate(["hi"], SamplingParams(n=2, max_new_tokens=8, temperature=0.7, top_p=0.9, seed=5,
-                                               stop=["."]))
+    (row,) = b.generate(
+        ["hi"],
+        SamplingParams(n=2, max_new_tokens=8, temperature=0.7, top_p=0.9, seed=5, stop=["."]),
+    )
     assert [g.text for g in row] == ["0ab", "1ab"]
     assert row[0].token_ids == [ord(c) for c in "0ab"]  # the token that held "." is dropped
     assert row[0].finish_reason == "stop" and row[0].num_tokens == 3
     (req,) = posts(fake)
-    assert (req["n"], req["seed"], req["stop"], req["temperature"], req["top_p"]) == (2, 5, ["."], 0.7, 0.9)
+    assert (req["n"], req["seed"], req["stop"], req["temperature"], req["top_p"]) == (
+        2,
+        5,
+        ["."],
+        0.7,
+        0.9,
+    )
     (g,), = b.generate(["hi"], SamplingParams(max_new_tokens=4))
     assert (g.text, g.finish_reason) == ("0ab.", "length")
 
@@ -218,12 +269,20 @@ def test_llamacpp_timings_are_summed_into_usage_and_malformed_ones_ignored(fake)
     fake.timings = {"prompt_n": 2, "prompt_ms": 1.5, "predicted_n": 4, "predicted_ms": 3.0}
     b.generate(["hi", "ho"], SamplingParams(max_new_tokens=4))
     extra = b.usage.extra
-    assert (extra["evaluated_prompt_tokens"], extra["server_prompt_ms"], extra["server_decode_ms"]) == (4, 3.0, 6.0)
+    assert (
+        extra["evaluated_prompt_tokens"],
+        extra["server_prompt_ms"],
+        extra["server_decode_ms"],
+    ) == (4, 3.0, 6.0)
     fake.timings = {"prompt_n": "2", "prompt_ms": -1.0, "predicted_ms": True}
     b.generate(["hi"], SamplingParams(max_new_tokens=4))
     fake.timings = ["not", "an", "object"]
     b.generate(["hi"], SamplingParams(max_new_tokens=4))
-    assert (extra["evaluated_prompt_tokens"], extra["server_prompt_ms"], extra["server_decode_ms"]) == (4, 3.0, 6.0)
+    assert (
+        extra["evaluated_prompt_tokens"],
+        extra["server_prompt_ms"],
+        extra["server_decode_ms"],
+    ) == (4, 3.0, 6.0)
     assert b.usage.calls == 4
 
 
@@ -251,7 +310,10 @@ def test_chat_mode_sends_messages_with_system_and_refuses_token_ids(fake):
     b.label_logprobs([p], {"True": ["T"]})
     b.generate(["plain"], SamplingParams(max_new_tokens=3))
     first, second = posts(fake, "chat/completions")
-    assert first["messages"] == [{"role": "system", "content": "Judge."}, {"role": "user", "content": "Q?"}]
+    assert first["messages"] == [
+        {"role": "system", "content": "Judge."},
+        {"role": "user", "content": "Q?"},
+    ]
     assert first["top_logprobs"] == 20 and first["logprobs"] is True
     assert second["messages"][0] == {"role": "system", "content": "Be brief."}
     with pytest.raises(SelfteachError, match="token-id prompts need mode='completions'"):
@@ -266,7 +328,8 @@ def test_generic_openai_server_gets_no_nonstandard_fields(fake):
     b.generate(["hi"], SamplingParams(max_new_tokens=2))
     req = posts(fake)[-1]
     assert "top_k" not in req and "min_p" not in req and "logprobs" not in req
-    assert b.generate(["hi"], SamplingParams(max_new_tokens=2))[0][0].token_ids == []  # no tokenizer, no ids
+    # no tokenizer, no ids
+    assert b.generate(["hi"], SamplingParams(max_new_tokens=2))[0][0].token_ids == []
     with pytest.raises(SelfteachError, match="pass tokenizer="):
         b.tokenize("x")
 
@@ -310,7 +373,8 @@ def test_concurrency_is_bounded(fake):
     b = OpenAIBackend(fake.url, max_concurrency=3)
     rows = b.generate([f"p{i}" for i in range(9)], SamplingParams(max_new_tokens=3))
     assert [r[0].text for r in rows] == ["0ab"] * 9 and b.usage.calls == 9
-    assert 2 <= fake.max_inflight <= 3  # parallel, never more than 3 at once (a busy box may start 2)
+    # parallel, never more than 3 at once (a busy box may start 2)
+    assert 2 <= fake.max_inflight <= 3
 
 
 def test_api_key_from_env_is_sent_but_never_logged(fake, monkeypatch, caplog):
@@ -344,9 +408,15 @@ def test_unreachable_server_from_the_cli_is_a_selfteach_error(tmp_path):
     from selfteach.cli import app
 
     url = f"http://127.0.0.1:{free_port()}/v1"
-    r = CliRunner().invoke(app, ["eval", "accuracy", "--model", url, "--limit", "2", "--out", str(tmp_path / "r")])
+    r = CliRunner().invoke(
+        app, ["eval", "accuracy", "--model", url, "--limit", "2", "--out", str(tmp_path / "r")]
+    )
     assert r.exit_code != 0
-    assert isinstance(r.exception, SelfteachError) and "unreachable" in str(r.exception) and url in str(r.exception)
+    assert (
+        isinstance(r.exception, SelfteachError)
+        and "unreachable" in str(r.exception)
+        and url in str(r.exception)
+    )
 
 
 def test_bad_arguments_and_load_backend_routing(fake):
@@ -361,7 +431,13 @@ def test_bad_arguments_and_load_backend_routing(fake):
 
 def test_options_in_the_url_query(fake, monkeypatch):
     b = load_backend(fake.url + "?mode=chat&max_concurrency=3&model=other&system=Be+brief.")
-    assert (b.mode, b.max_concurrency, b.model, b.system, b.base_url) == ("chat", 3, "other", "Be brief.", fake.url)
+    assert (b.mode, b.max_concurrency, b.model, b.system, b.base_url) == (
+        "chat",
+        3,
+        "other",
+        "Be brief.",
+        fake.url,
+    )
     with pytest.raises(SelfteachError, match="server URL option 'temperature'"):
         OpenAIBackend(fake.url + "?temperature=1")
     with pytest.raises(SelfteachError, match="max_concurrency 'x'"):

@@ -21,7 +21,11 @@ def test_pdp_block_pairs_best_with_worst():
     ex1 = text.index("Example 1")
     assert text.index("Better attempt:\nattempt two") > ex1
     assert text.index("Worse attempt:\nattempt one") > text.index("attempt two")
-    assert text.index("Better attempt:\nattempt zero") > text.index("Example 2") > text.index("attempt one")
+    assert (
+        text.index("Better attempt:\nattempt zero")
+        > text.index("Example 2")
+        > text.index("attempt one")
+    )
 
 
 def test_pdp_plus_shows_only_winners():
@@ -32,7 +36,9 @@ def test_pdp_plus_shows_only_winners():
 
 
 def test_vote_ranks_by_agreement():
-    scores = rank_attempts(None, "q", ["so 12", "it is 12", "answer is 7", "no idea"], "vote", "math")
+    scores = rank_attempts(
+        None, "q", ["so 12", "it is 12", "answer is 7", "no idea"], "vote", "math"
+    )
     assert scores == [2.0, 2.0, 1.0, 0.0]
 
 
@@ -80,7 +86,9 @@ def test_check_pdp_settings():
 
 
 def test_pdp_end_to_end_tiny(tiny_backend, tmp_path):
-    cfg = AnytimeConfig(model="tiny-random", limit=2, budgets=[4, 8], method="pdp", pdp_k=3, answer_tokens=3)
+    cfg = AnytimeConfig(
+        model="tiny-random", limit=2, budgets=[4, 8], method="pdp", pdp_k=3, answer_tokens=3
+    )
     res = evaluate_anytime(cfg, tmp_path / "pdp", backend=tiny_backend, progress=False)
     rows = [json.loads(x) for x in (tmp_path / "pdp" / "outputs.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and res["curve"]["method"] == "pdp"

@@ -56,7 +56,9 @@ def test_serve_generates_scores_and_stops_on_close():
         assert b.kind == "llamacpp" and b.model == "smollm2-135m" and "xllamacpp" in b.name
         out = b.generate([b.chat_prompt("What is 2+3?")], SamplingParams(max_new_tokens=12))[0][0]
         assert "5" in out.text and out.num_tokens <= 12
-        row = b.label_logprobs(["The capital of France is"], {"Paris": [" Paris"], "London": [" London"]})[0]
+        row = b.label_logprobs(
+            ["The capital of France is"], {"Paris": [" Paris"], "London": [" London"]}
+        )[0]
         assert row["Paris"] > row["London"]
     finally:
         b.close()
@@ -80,9 +82,14 @@ if how == "hang":
 @pytest.mark.parametrize("how", ["exit", "error", "sigint", "sigkill"])
 def test_no_orphan_server(how):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, "hang" if how.startswith("sig") else how],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, "hang" if how.startswith("sig") else how],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     pid = int(proc.stdout.readline())
     assert _alive(pid)
     proc.stdin.write("go\n")
@@ -107,7 +114,9 @@ def test_port_in_use_and_dead_server_are_one_line_errors():
     try:
         b.server.proc.kill()
         b.server.proc.wait()
-        with pytest.raises(SelfteachError, match=r"server for smollm2-135m died mid-run \(exit code -9\)") as e:
+        with pytest.raises(
+            SelfteachError, match=r"server for smollm2-135m died mid-run \(exit code -9\)"
+        ) as e:
             b.generate(["Hello"], SamplingParams(max_new_tokens=4))
         assert "\n" not in str(e.value)
     finally:
@@ -121,7 +130,9 @@ def test_serve_refuses_what_it_cannot_serve(tmp_path):
         load_backend("smollm2-135m", backend="hf", serve=True)
     bad = tmp_path / "broken.gguf"
     bad.write_bytes(b"GGUF but not really")
-    with pytest.raises(SelfteachError, match=r"xllamacpp exited with code 1 at start \(broken.gguf\)"):
+    with pytest.raises(
+        SelfteachError, match=r"xllamacpp exited with code 1 at start \(broken.gguf\)"
+    ):
         load_backend(str(bad), serve=True)
 
 
@@ -130,13 +141,33 @@ def test_cli_eval_accuracy_serve(tmp_path):
 
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "selfteach", "eval", "accuracy", "--model", "smollm2-135m",
-                           "--serve", "--limit", "4", "--max-new-tokens", "24", "--out", str(out)],
-                          capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "selfteach",
+            "eval",
+            "accuracy",
+            "--model",
+            "smollm2-135m",
+            "--serve",
+            "--limit",
+            "4",
+            "--max-new-tokens",
+            "24",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     config = (out / "config.yaml").read_text()
     assert "serve: true" in config
     env = json.loads((out / "env.json").read_text())
-    assert env["weights"] == {"model": "GGUF Q4_1 served by llama.cpp"}  # the quantization computed with
+    # the quantization computed with
+    assert env["weights"] == {"model": "GGUF Q4_1 served by llama.cpp"}
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["usage"]["calls"] >= 4

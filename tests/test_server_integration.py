@@ -62,7 +62,10 @@ def test_label_argmax_agrees_on_50_claims(smol_backend, remote, prompts):
 
 
 def test_top_logprobs_and_forced_scores_match(smol_backend, remote, prompts):
-    local, served = smol_backend.top_logprobs(prompts[:5], k=5), remote.top_logprobs(prompts[:5], k=5)
+    local, served = (
+        smol_backend.top_logprobs(prompts[:5], k=5),
+        remote.top_logprobs(prompts[:5], k=5),
+    )
     for a, b in zip(local, served, strict=True):
         assert list(a)[:3] == list(b)[:3]
         assert all(abs(a[t] - b[t]) < 0.01 for t in a if t in b)
@@ -73,7 +76,9 @@ def test_top_logprobs_and_forced_scores_match(smol_backend, remote, prompts):
 
 
 def test_greedy_generations_agree(smol_backend, remote):
-    prompts = [smol_backend.chat_prompt(q) for q in ("What is the capital of France?", "Name a color.")]
+    prompts = [
+        smol_backend.chat_prompt(q) for q in ("What is the capital of France?", "Name a color.")
+    ]
     prompts.append("The capital of Italy is")
     assert remote.chat_prompt("What is the capital of France?") == prompts[0]
     params = SamplingParams(max_new_tokens=12, temperature=0.0)
@@ -94,7 +99,9 @@ def test_sampling_n_seed_and_stop(remote):
     remote.generate(["Once upon a time"], SamplingParams(max_new_tokens=1))
     first = remote.generate(["Once upon a time"], params)[0]
     assert len(first) == 3 and len({g.text for g in first}) > 1
-    assert [g.text for g in remote.generate(["Once upon a time"], params)[0]] == [g.text for g in first]
+    assert [g.text for g in remote.generate(["Once upon a time"], params)[0]] == [
+        g.text for g in first
+    ]
     for g in first:
         assert "." not in g.text
         assert remote.detokenize(g.token_ids).startswith(g.text)
@@ -107,10 +114,17 @@ def test_chat_mode_against_the_real_server(server, smol_backend):
     with OpenAIBackend(server.url, mode="chat") as chat:
         q = "Is Paris the capital of France? Answer True or False."
         row = chat.label_logprobs([q], {"True": ["True"], "False": ["False"]})[0]
-        local = smol_backend.label_logprobs([smol_backend.chat_prompt(q)], {"True": ["True"], "False": ["False"]})[0]
+        local = smol_backend.label_logprobs(
+            [smol_backend.chat_prompt(q)], {"True": ["True"], "False": ["False"]}
+        )[0]
         assert row["True"] == pytest.approx(local["True"], abs=0.01)
         gen = chat.generate([chat.chat_prompt(q)], SamplingParams(max_new_tokens=8))[0][0]
-        assert gen.text == smol_backend.generate([smol_backend.chat_prompt(q)], SamplingParams(max_new_tokens=8))[0][0].text
+        assert (
+            gen.text
+            == smol_backend.generate(
+                [smol_backend.chat_prompt(q)], SamplingParams(max_new_tokens=8)
+            )[0][0].text
+        )
         assert gen.token_ids == smol_backend.tokenize(gen.text)
         with pytest.raises(SelfteachError, match="mode='completions'"):
             chat.score([q], [[" True"]])

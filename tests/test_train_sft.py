@@ -37,27 +37,40 @@ def _app():
 # ---- data ---------------------------------------------------------------------------------
 def test_load_rows_formats(tmp_path):
     assert load_sft_rows(ROWS[:2]) == ROWS[:2]
-    msgs = [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}]
+    msgs = [
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+    ]
     assert load_sft_rows(msgs) == [{"prompt": [{"role": "user", "content": "hi"}],
                                     "completion": [{"role": "assistant", "content": "hello"}]}]
-    probs = [{"input": "Tom has 3 apples and eats 1. How many left?", "target": 2.0}]  # MAWPS fields
-    assert load_sft_rows(probs) == [{"question": probs[0]["input"], "completion": "The answer is 2."}]
+    # MAWPS fields
+    probs = [{"input": "Tom has 3 apples and eats 1. How many left?", "target": 2.0}]
+    assert load_sft_rows(probs) == [
+        {"question": probs[0]["input"], "completion": "The answer is 2."}
+    ]
     gsm = [{"question": "q?", "answer": "3 + 4 = <<3+4=7>>7\n#### 7"}]
     assert load_sft_rows(gsm)[0]["completion"] == "3 + 4 = 7\n#### 7"
     mapped = load_sft_rows([{"Q": "q?", "A": 5}], fields={"question": "Q", "answer": "A"})
     assert mapped == [{"question": "q?", "completion": "The answer is 5."}]
-    assert load_sft_rows([{"question": "q?", "completion": "c"}]) == [{"question": "q?", "completion": "c"}]
+    assert load_sft_rows([{"question": "q?", "completion": "c"}]) == [
+        {"question": "q?", "completion": "c"}
+    ]
     rows = load_sft_rows("builtin:arithmetic", limit=3)
     assert len(rows) == 3 and rows[0]["completion"].startswith("The answer is ")
 
 
-@pytest.mark.parametrize("rows,match", [
-    ([{"prompt": "p", "completion": ""}], "empty field 'completion'"),
-    ([{"prompt": "p", "completion": "c"}, {"prompt": "p2"}], r"data:2: missing or empty field 'completion'"),
-    ([{"question": "q?"}], "no completion"),
-    ([{"messages": [{"role": "user", "content": "hi"}]}], "must end with an assistant message"),
-    ([{"text": "just text"}], "missing field 'question'"),
-])
+@pytest.mark.parametrize(
+    "rows,match",
+    [
+        ([{"prompt": "p", "completion": ""}], "empty field 'completion'"),
+        (
+            [{"prompt": "p", "completion": "c"}, {"prompt": "p2"}],
+            r"data:2: missing or empty field 'completion'",
+        ),
+        ([{"question": "q?"}], "no completion"),
+        ([{"messages": [{"role": "user", "content": "hi"}]}], "must end with an assistant message"),
+        ([{"text": "just text"}], "missing field 'question'"),
+    ],
+)
 def test_data_without_completions(rows, match):
     with pytest.raises(SelfteachError, match=match):
         load_sft_rows(rows)
@@ -79,12 +92,16 @@ def _batch(trainer):
 def test_fused_head_stats_match_full_logits(tmp_path):
     """TRL's fused head (used in training) gives the same log p, entropy and sum pi^2 as
     the full logits folded by token_stats."""
-    tr = build_trainer(SFTRunConfig(model="tiny-random", objective="deft", batch_size=3), ROWS, output_dir=tmp_path)
+    tr = build_trainer(
+        SFTRunConfig(model="tiny-random", objective="deft", batch_size=3), ROWS, output_dir=tmp_path
+    )
     inputs = _batch(tr)
     model = tr.model
     with torch.no_grad():
         out = model(**inputs, fused_lm_head=True)
-        logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
+        logits = model(
+            input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]
+        ).logits
     ref = token_stats(logits, inputs["labels"], chunk_size=1000)
     m = ref.mask
     assert torch.equal(out.label_mask, m) and m.sum() > 0
@@ -101,15 +118,26 @@ def test_dft_equals_trl_dft_loss(tmp_path):
 
     ours = build_trainer(SFTRunConfig(model="tiny-random", objective="dft", batch_size=3), ROWS,
                          output_dir=tmp_path / "a")
-    args = SFTConfig(output_dir=str(tmp_path / "b"), loss_type="dft", per_device_train_batch_size=3, use_cpu=True,
-                     bf16=False, activation_checkpointing=False, report_to="none", max_length=None, seed=0,
-                     completion_only_loss=True)
+    args = SFTConfig(
+        output_dir=str(tmp_path / "b"),
+        loss_type="dft",
+        per_device_train_batch_size=3,
+        use_cpu=True,
+        bf16=False,
+        activation_checkpointing=False,
+        report_to="none",
+        max_length=None,
+        seed=0,
+        completion_only_loss=True,
+    )
     import datasets
     from transformers import AutoModelForCausalLM
 
     from selfteach.backends.models import resolve
 
-    ref_model = AutoModelForCausalLM.from_pretrained(str(resolve("tiny-random")), dtype=torch.float32)
+    ref_model = AutoModelForCausalLM.from_pretrained(
+        str(resolve("tiny-random")), dtype=torch.float32
+    )
     trl = SFTTrainer(model=ref_model, args=args, train_dataset=datasets.Dataset.from_list(ROWS),
                      processing_class=ours.processing_class)
     inputs = _batch(ours)
@@ -127,15 +155,22 @@ def test_dft_equals_trl_dft_loss(tmp_path):
 
 @pytest.mark.parametrize("objective,alpha", [("nll", None), ("deft", None), ("deformed", 0.5)])
 def test_compute_loss_matches_objective_on_full_logits(tmp_path, objective, alpha):
-    tr = build_trainer(SFTRunConfig(model="tiny-random", objective=objective, alpha=alpha, batch_size=3), ROWS,
-                       output_dir=tmp_path)
+    tr = build_trainer(
+        SFTRunConfig(model="tiny-random", objective=objective, alpha=alpha, batch_size=3),
+        ROWS,
+        output_dir=tmp_path,
+    )
     inputs = _batch(tr)
     tr.model.train()
     loss = tr.compute_loss(tr.model, dict(inputs))
     with torch.no_grad():
-        logits = tr.model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
+        logits = tr.model(
+            input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]
+        ).logits
     s = token_stats(logits, inputs["labels"])
-    expected = entropic_loss(s.log_p, s.mask, objective, alpha, s.log_sum_sq).loss.sum() / s.mask.sum()
+    expected = (
+        entropic_loss(s.log_p, s.mask, objective, alpha, s.log_sum_sq).loss.sum() / s.mask.sum()
+    )
     assert loss.item() == pytest.approx(expected.item(), rel=1e-4)
     assert tr._metrics["train"]["mean_gate"]  # logged next to TRL's own metrics
 
@@ -143,14 +178,39 @@ def test_compute_loss_matches_objective_on_full_logits(tmp_path, objective, alph
 # ---- end to end ---------------------------------------------------------------------------
 def test_cli_train_sft_deft_end_to_end_and_resume(tmp_path, data):
     out = tmp_path / "run"
-    args = ["train", "sft", "--model", "tiny-random", "--data", str(data), "--objective", "deft", "--out", str(out),
-            "--max-steps", "3", "--batch-size", "2", "--diag-every", "2", "--save-steps", "3"]
+    args = [
+        "train",
+        "sft",
+        "--model",
+        "tiny-random",
+        "--data",
+        str(data),
+        "--objective",
+        "deft",
+        "--out",
+        str(out),
+        "--max-steps",
+        "3",
+        "--batch-size",
+        "2",
+        "--diag-every",
+        "2",
+        "--save-steps",
+        "3",
+    ]
     res = CliRunner().invoke(_app(), args)
     assert res.exit_code == 0, res.output + repr(res.exception)
     summary = json.loads(res.output[res.output.index("{"):])
     assert summary["steps"] == 3 and summary["objective"] == "deft" and summary["mean_alpha"] > 0
-    for f in ("config.yaml", "env.json", "metrics.jsonl", "summary.json", "diagnostics.png", "model/config.json",
-              "checkpoints/checkpoint-3"):
+    for f in (
+        "config.yaml",
+        "env.json",
+        "metrics.jsonl",
+        "summary.json",
+        "diagnostics.png",
+        "model/config.json",
+        "checkpoints/checkpoint-3",
+    ):
         assert (out / f).exists(), f
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     diag = [r for r in rows if r.get("kind") == "diagnostics"]
@@ -177,12 +237,22 @@ def test_cli_train_sft_deft_end_to_end_and_resume(tmp_path, data):
 
 
 def test_python_api_lora(tmp_path):
-    s = train_sft("tiny-random", ROWS, tmp_path / "lora", objective="deformed", alpha=0.5, lora=True, max_steps=2,
-                  batch_size=2, lora_r=4)
+    s = train_sft(
+        "tiny-random",
+        ROWS,
+        tmp_path / "lora",
+        objective="deformed",
+        alpha=0.5,
+        lora=True,
+        max_steps=2,
+        batch_size=2,
+        lora_r=4,
+    )
     assert s["steps"] == 2 and s["mean_alpha"] == pytest.approx(0.5)
     from transformers import AutoModelForCausalLM
 
-    m = AutoModelForCausalLM.from_pretrained(s["model_dir"])  # merged: a plain model any backend loads
+    # merged: a plain model any backend loads
+    m = AutoModelForCausalLM.from_pretrained(s["model_dir"])
     assert not any("lora" in n for n, _ in m.named_parameters())
 
 
@@ -203,7 +273,9 @@ def test_cli_bad_input_fails_before_training(tmp_path, data, extra, match):
 
 def test_sequence_longer_than_model_context(tmp_path):
     long = [{"prompt": "Repeat:", "completion": " x" * 2100}]  # tiny-random context is 2048
-    with pytest.raises(SelfteachError, match=r"example 3: \d+ tokens, longer than the model context 2048"):
+    with pytest.raises(
+        SelfteachError, match=r"example 3: \d+ tokens, longer than the model context 2048"
+    ):
         train_sft("tiny-random", ROWS[:2] + long, tmp_path / "long", max_steps=1)
     assert not (tmp_path / "long" / "config.yaml").exists()
 
@@ -211,6 +283,10 @@ def test_sequence_longer_than_model_context(tmp_path):
 def test_cli_data_without_completions(tmp_path):
     f = tmp_path / "q.jsonl"
     f.write_text(json.dumps({"question": "what?"}) + "\n")
-    res = CliRunner().invoke(_app(), ["train", "sft", "--model", "tiny-random", "--data", str(f), "--out",
-                                      str(tmp_path / "o")])
-    assert isinstance(res.exception, SelfteachError) and "q.jsonl:1: no completion" in str(res.exception)
+    res = CliRunner().invoke(
+        _app(),
+        ["train", "sft", "--model", "tiny-random", "--data", str(f), "--out", str(tmp_path / "o")],
+    )
+    assert isinstance(res.exception, SelfteachError) and "q.jsonl:1: no completion" in str(
+        res.exception
+    )

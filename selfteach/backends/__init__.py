@@ -30,7 +30,9 @@ def load_backend(model: str, backend: str = "auto", serve: bool = False, **kwarg
 
     if serve:
         if backend not in ("auto", "openai"):
-            raise SelfteachError(f"--serve runs the openai backend on a local server: drop --backend {backend}")
+            raise SelfteachError(
+                f"--serve runs the openai backend on a local server: drop --backend {backend}"
+            )
         from selfteach.backends.served import serve_backend
 
         return serve_backend(model, **{**server_defaults(), **kwargs})

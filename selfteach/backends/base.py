@@ -108,7 +108,9 @@ class LabelReader(Protocol):
     name: str
     usage: Usage
 
-    def label_logprobs(self, prompts: list[str], labels: dict[str, list[str]]) -> list[dict[str, float]]:
+    def label_logprobs(
+        self, prompts: list[str], labels: dict[str, list[str]]
+    ) -> list[dict[str, float]]:
         """log P(label | prompt) for each label, summing the probability of its variants.
 
         `labels` maps a label name to its surface variants (see `label_variants`). Returns,
@@ -183,8 +185,9 @@ class LastTokenScoring(Protocol):
     """Label log-probs from the next-token distribution alone: one-token variants only, the
     LM head at the last position only (cheaper than `label_logprobs` for big vocabularies)."""
 
-    def label_logprobs_last(self, prompts: list[str], labels: dict[str, list[str]]) -> list[dict[str, float]]:
-        ...
+    def label_logprobs_last(
+        self, prompts: list[str], labels: dict[str, list[str]]
+    ) -> list[dict[str, float]]: ...
 
 
 @runtime_checkable
@@ -192,8 +195,13 @@ class PrefixGeneration(Protocol):
     """Many continuations of cuts of one token prefix, paying for the prefix once (anytime
     evaluation's forced answers at every budget of one trace)."""
 
-    def generate_from_shared_prefix(self, prefixes: list[list[int]], cuts: list[list[int]], suffix: list[int],
-                                    params: SamplingParams) -> list[list[Generation]]:
+    def generate_from_shared_prefix(
+        self,
+        prefixes: list[list[int]],
+        cuts: list[list[int]],
+        suffix: list[int],
+        params: SamplingParams,
+    ) -> list[list[Generation]]:
         """`out[i][j]`: one generation continuing `prefixes[i][:cuts[i][j]] + suffix`."""
         ...
 
@@ -286,5 +294,7 @@ def require(backend: Backend, capability: type, what: str) -> Any:
         return backend
     ability = ABILITIES.get(capability, f"provide {capability.__name__}")
     hint = HINTS.get(capability)
-    raise SelfteachError(f"{what}: backend {backend.name} ({type(backend).__name__}) cannot {ability} "
-                         f"({capability.__name__})" + (f"; {hint}" if hint else ""))
+    raise SelfteachError(
+        f"{what}: backend {backend.name} ({type(backend).__name__}) cannot {ability} "
+        f"({capability.__name__})" + (f"; {hint}" if hint else "")
+    )

@@ -47,15 +47,32 @@ def split_context(context: str, continuation: str) -> tuple[str, str]:
     return stripped, context[len(stripped):] + continuation
 
 
-class HFBackend(Backend, TokenContinuation, PrefixGeneration, PrefixScoring, LastTokenScoring, HiddenStates,
-                ChatTemplate, ContextLimit, OnDevice):
+class HFBackend(
+    Backend,
+    TokenContinuation,
+    PrefixGeneration,
+    PrefixScoring,
+    LastTokenScoring,
+    HiddenStates,
+    ChatTemplate,
+    ContextLimit,
+    OnDevice,
+):
     """`Backend` over a transformers causal LM, with every optional capability of
     `selfteach.backends.base` (the shared-prefix ones live in `selfteach.backends.hf_prefix`)."""
 
     continues_token_prompts = True  # `TokenContinuation`: token-id prompts are continued exactly
 
-    def __init__(self, model: str = "smollm2-135m", device: str | None = None, dtype: str | None = None,
-                 batch_size: int = 16, max_batch_tokens: int = 16384, model_obj=None, tokenizer=None):
+    def __init__(
+        self,
+        model: str = "smollm2-135m",
+        device: str | None = None,
+        dtype: str | None = None,
+        batch_size: int = 16,
+        max_batch_tokens: int = 16384,
+        model_obj=None,
+        tokenizer=None,
+    ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
@@ -77,13 +94,16 @@ class HFBackend(Backend, TokenContinuation, PrefixGeneration, PrefixScoring, Las
                 self.tokenizer = AutoTokenizer.from_pretrained(str(path))
                 self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=self.dtype)
             except OSError as e:
-                raise SelfteachError(f"model {model!r}: cannot load ({str(e).splitlines()[0]})") from None
+                raise SelfteachError(
+                    f"model {model!r}: cannot load ({str(e).splitlines()[0]})"
+                ) from None
             self.model.to(self.device)
         self.model.eval()
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.max_length = int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
-        self.prefix_cache = hf_prefix.PrefixKVCache(size=8)  # label_logprobs_shared_prefix's contexts
+        # label_logprobs_shared_prefix's contexts
+        self.prefix_cache = hf_prefix.PrefixKVCache(size=8)
 
     # ---- tokens -----------------------------------------------------------------------
     def tokenize(self, text: str) -> list[int]:
@@ -96,7 +116,11 @@ class HFBackend(Backend, TokenContinuation, PrefixGeneration, PrefixScoring, Las
         ids = list(prompt) if isinstance(prompt, list) else self.tokenize(prompt)
         bos = self.tokenizer.bos_token_id
         # Models trained with a BOS token (Gemma) degrade badly without it.
-        if bos is not None and getattr(self.tokenizer, "add_bos_token", False) and (not ids or ids[0] != bos):
+        if (
+            bos is not None
+            and getattr(self.tokenizer, "add_bos_token", False)
+            and (not ids or ids[0] != bos)
+        ):
             ids = [bos] + ids
         return ids
 
@@ -107,7 +131,9 @@ class HFBackend(Backend, TokenContinuation, PrefixGeneration, PrefixScoring, Las
     def chat_prompt(self, user: str, system: str | None = None) -> str:
         if not self.chat_template:
             return user
-        msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+        msgs = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": user}
+        ]
         return self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
 
     # ---- scoring ----------------------------------------------------------------------
@@ -116,7 +142,10 @@ class HFBackend(Backend, TokenContinuation, PrefixGeneration, PrefixScoring, Las
         order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
         batch: list[int] = []
         for i in order:
-            if batch and (len(batch) >= self.batch_size or lengths[batch[0]] * (len(batch) + 1) > self.max_batch_tokens):
+            if batch and (
+                len(batch) >= self.batch_size
+                or lengths[batch[0]] * (len(batch) + 1) > self.max_batch_tokens
+            ):
                 yield batch
                 batch = []
             batch.append(i)
@@ -160,7 +189,9 @@ class HFBackend(Backend, TokenContinuation, PrefixGeneration, PrefixScoring, Las
 
     def _check_length(self, n: int) -> None:
         if n > self.max_length:
-            raise SelfteachError(f"prompt of {n} tokens exceeds the model's context of {self.max_length}")
+            raise SelfteachError(
+                f"prompt of {n} tokens exceeds the model's context of {self.max_length}"
+            )
 
     def score(self, prompts: list[str], continuations: list[list[str]]) -> list[list[float]]:
         seqs, want, targets, owner = [], [], [], []
@@ -190,7 +221,9 @@ class HFBackend(Backend, TokenContinuation, PrefixGeneration, PrefixScoring, Las
         rows = self._forward_logprobs(seqs, [[len(s) - 1] for s in seqs])
         return [r[0] for r in rows]
 
-    def label_logprobs(self, prompts: list[str], labels: dict[str, list[str]]) -> list[dict[str, float]]:
+    def label_logprobs(
+        self, prompts: list[str], labels: dict[str, list[str]]
+    ) -> list[dict[str, float]]:
         single: dict[str, list[int]] = {}
         multi: dict[str, list[str]] = {}
         for label, variants in labels.items():
@@ -206,7 +239,12 @@ class HFBackend(Backend, TokenContinuation, PrefixGeneration, PrefixScoring, Las
         dists = self.next_token_logprobs(prompts)
         out = []
         for d in dists:
-            out.append({lab: float(torch.logsumexp(d[ids], 0)) if ids else -math.inf for lab, ids in single.items()})
+            out.append(
+                {
+                    lab: float(torch.logsumexp(d[ids], 0)) if ids else -math.inf
+                    for lab, ids in single.items()
+                }
+            )
         if multi:  # variants that span several tokens are scored in full and added
             names = [(lab, v) for lab, vs in multi.items() for v in vs]
             scores = self.score(prompts, [[v for _, v in names]] * len(prompts))
@@ -219,7 +257,9 @@ class HFBackend(Backend, TokenContinuation, PrefixGeneration, PrefixScoring, Las
         out = []
         for d in self.next_token_logprobs(prompts):
             vals, idx = torch.topk(d, k)
-            out.append({self.tokenizer.decode([int(i)]): float(v) for v, i in zip(vals, idx, strict=True)})
+            out.append(
+                {self.tokenizer.decode([int(i)]): float(v) for v, i in zip(vals, idx, strict=True)}
+            )
         return out
 
     # ---- generation -------------------------------------------------------------------
@@ -238,7 +278,9 @@ class HFBackend(Backend, TokenContinuation, PrefixGeneration, PrefixScoring, Las
                 results[i] = g
         return results
 
-    def _generate_batch(self, seqs: list[list[int]], params: SamplingParams) -> list[list[Generation]]:
+    def _generate_batch(
+        self, seqs: list[list[int]], params: SamplingParams
+    ) -> list[list[Generation]]:
         pad = self.tokenizer.pad_token_id
         width = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), width), pad, dtype=torch.long)
@@ -248,8 +290,12 @@ class HFBackend(Backend, TokenContinuation, PrefixGeneration, PrefixScoring, Las
             mask[r, width - len(s):] = 1
         if params.seed is not None:
             torch.manual_seed(params.seed)
-        out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                  num_return_sequences=params.n, **self._generate_kwargs(params))
+        out = self.model.generate(
+            input_ids=ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            num_return_sequences=params.n,
+            **self._generate_kwargs(params),
+        )
         self.usage.calls += 1
         self.usage.prompt_tokens += int(mask.sum()) * params.n
         new = out[:, width:].cpu().tolist()
@@ -262,9 +308,12 @@ class HFBackend(Backend, TokenContinuation, PrefixGeneration, PrefixScoring, Las
     def _generate_kwargs(self, params: SamplingParams) -> dict:
         """`model.generate` arguments for `params` (greedy or temperature/top-p sampling;
         stop strings through criteria built once per stop set)."""
-        kwargs = dict(max_new_tokens=params.max_new_tokens, do_sample=params.temperature > 0,
-                      pad_token_id=self.tokenizer.pad_token_id,
-                      eos_token_id=self.model.generation_config.eos_token_id or self.tokenizer.eos_token_id)
+        kwargs = dict(
+            max_new_tokens=params.max_new_tokens,
+            do_sample=params.temperature > 0,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.model.generation_config.eos_token_id or self.tokenizer.eos_token_id,
+        )
         if params.temperature > 0:
             kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
         else:
@@ -325,12 +374,19 @@ class HFBackend(Backend, TokenContinuation, PrefixGeneration, PrefixScoring, Las
         return out
 
     # ---- shared-prefix KV-cache reuse: selfteach.backends.hf_prefix --------------------
-    def generate_from_shared_prefix(self, prefixes: list[list[int]], cuts: list[list[int]], suffix: list[int],
-                                    params: SamplingParams) -> list[list[Generation]]:
+    def generate_from_shared_prefix(
+        self,
+        prefixes: list[list[int]],
+        cuts: list[list[int]],
+        suffix: list[int],
+        params: SamplingParams,
+    ) -> list[list[Generation]]:
         """`PrefixGeneration`: see `hf_prefix.generate_from_shared_prefix`."""
         return hf_prefix.generate_from_shared_prefix(self, prefixes, cuts, suffix, params)
 
-    def label_logprobs_last(self, prompts: list[str], labels: dict[str, list[str]]) -> list[dict[str, float]]:
+    def label_logprobs_last(
+        self, prompts: list[str], labels: dict[str, list[str]]
+    ) -> list[dict[str, float]]:
         """`LastTokenScoring`: see `hf_prefix.label_logprobs_last`."""
         return hf_prefix.label_logprobs_last(self, prompts, labels)
 

@@ -52,14 +52,20 @@ def engine_command(engine: str = "auto") -> tuple[str, list[str]]:
 
     if engine not in ("auto", *ENGINES):
         raise SelfteachError(f"engine {engine!r}: choose auto, {', '.join(ENGINES)}")
-    order = [DEFAULT_ENGINE, *(e for e in ENGINES if e != DEFAULT_ENGINE)] if engine == "auto" else [engine]
+    order = (
+        [DEFAULT_ENGINE, *(e for e in ENGINES if e != DEFAULT_ENGINE)]
+        if engine == "auto"
+        else [engine]
+    )
     for name in order:
         if name == "xllamacpp" and importlib.util.find_spec("xllamacpp") is not None:
             return name, [sys.executable, "-m", "selfteach.backends.xserve"]
         if name == "llama-server" and (binary := server_binary()) is not None:
             return name, [str(binary)]
     if engine == "llama-server":
-        raise SelfteachError("llama-server not built: run `make server` (scripts/build_llama_server.sh)")
+        raise SelfteachError(
+            "llama-server not built: run `make server` (scripts/build_llama_server.sh)"
+        )
     raise SelfteachError("no llama.cpp server engine: `pip install xllamacpp` (make setup), "
                          "or build llama-server with `make server`")
 
@@ -73,8 +79,10 @@ def gguf_path(model: str | Path) -> Path:
         return found
     path = Path(model).expanduser()
     if path.suffix != ".gguf" or not path.is_file():
-        raise SelfteachError(f"{model}: not a .gguf file or a GGUF alias (smollm2-135m, gemma3-270m, "
-                             "qwen2.5-coder-0.5b, qwen2.5-coder-1.5b)")
+        raise SelfteachError(
+            f"{model}: not a .gguf file or a GGUF alias (smollm2-135m, gemma3-270m, "
+            "qwen2.5-coder-0.5b, qwen2.5-coder-1.5b)"
+        )
     return path
 
 
@@ -82,7 +90,9 @@ def f32_gguf(model: str | Path) -> Path:
     """An F32 re-encoding of a GGUF, made once with llama-quantize and cached (~1 s, 540 MB
     for SmolLM2-135M)."""
     src = gguf_path(model)
-    digest = hashlib.sha1(f"{src.resolve()}:{src.stat().st_size}:{src.stat().st_mtime}".encode()).hexdigest()[:10]
+    digest = hashlib.sha1(
+        f"{src.resolve()}:{src.stat().st_size}:{src.stat().st_mtime}".encode()
+    ).hexdigest()[:10]
     target = cache_dir() / "gguf" / f"{src.stem}-{digest}.F32.gguf"
     if target.exists():
         return target
@@ -138,9 +148,18 @@ class LlamaServer:
         engine: "xllamacpp", "llama-server" or "auto" (see `engine_command`).
     """
 
-    def __init__(self, model: str | Path = "smollm2-135m", f32: bool = False, port: int | None = None,
-                 threads: int = 1, parallel: int = 8, ctx: int = 8192, startup_timeout: float = 120.0,
-                 extra_args: tuple[str, ...] = (), engine: str = "auto"):
+    def __init__(
+        self,
+        model: str | Path = "smollm2-135m",
+        f32: bool = False,
+        port: int | None = None,
+        threads: int = 1,
+        parallel: int = 8,
+        ctx: int = 8192,
+        startup_timeout: float = 120.0,
+        extra_args: tuple[str, ...] = (),
+        engine: str = "auto",
+    ):
         self.engine, prefix = engine_command(engine)
         if extra_args and self.engine != "llama-server":
             raise SelfteachError(f"extra_args {extra_args!r}: only for engine llama-server")
@@ -161,26 +180,37 @@ class LlamaServer:
 
     def start(self) -> LlamaServer:
         if not port_free(self.port):  # else /health could answer from another server
-            raise SelfteachError(f"port {self.port} on 127.0.0.1 is in use; pick another or leave port unset")
+            raise SelfteachError(
+                f"port {self.port} on 127.0.0.1 is in use; pick another or leave port unset"
+            )
         fd, log = tempfile.mkstemp(prefix="llama-server-", suffix=".log")
         self.log_path = Path(log)
         with os.fdopen(fd, "w") as out:
             # own session: Ctrl-C reaches only the caller, whose exit path stops the server
-            self.proc = subprocess.Popen(self.cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True,
-                                         preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+            self.proc = subprocess.Popen(
+                self.cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            )
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 tail = self.log_tail()
                 self.stop()
-                raise SelfteachError(f"{self.engine} exited with code {self.proc.returncode} at start "
-                                     f"({self.gguf.name}): {tail}")
+                raise SelfteachError(
+                    f"{self.engine} exited with code {self.proc.returncode} at start "
+                    f"({self.gguf.name}): {tail}"
+                )
             if self._healthy():
                 return self
             time.sleep(0.25)
         self.stop()
-        raise SelfteachError(f"{self.engine} on port {self.port}: not healthy after {self.startup_timeout:.0f}s")
+        raise SelfteachError(
+            f"{self.engine} on port {self.port}: not healthy after {self.startup_timeout:.0f}s"
+        )
 
     def _healthy(self) -> bool:
         try:
@@ -203,7 +233,11 @@ class LlamaServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self.log_path is not None and self.proc is not None and self.proc.returncode in (0, -15, -9):
+        if (
+            self.log_path is not None
+            and self.proc is not None
+            and self.proc.returncode in (0, -15, -9)
+        ):
             self.log_path.unlink(missing_ok=True)
 
     def __enter__(self) -> LlamaServer:
@@ -231,8 +265,10 @@ def _die_with_parent() -> None:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m selfteach.backends.llama_server",
-                                 description="Serve a GGUF with llama-server on 127.0.0.1 until Ctrl-C.")
+    ap = argparse.ArgumentParser(
+        prog="python -m selfteach.backends.llama_server",
+        description="Serve a GGUF with llama-server on 127.0.0.1 until Ctrl-C.",
+    )
     ap.add_argument("model", nargs="?", default="smollm2-135m", help="alias or .gguf path")
     ap.add_argument("--f32", action="store_true", help="serve the F32 re-encoding (exact numbers)")
     ap.add_argument("--port", type=int, default=None)
@@ -244,7 +280,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with LlamaServer(args.model, f32=args.f32, port=args.port, threads=args.threads,
                          parallel=args.parallel) as server:
-            print(f"serving {server.model_name} ({server.gguf}) at {server.url} (Ctrl-C stops)", flush=True)
+            print(
+                f"serving {server.model_name} ({server.gguf}) at {server.url} (Ctrl-C stops)",
+                flush=True,
+            )
             while server.proc is not None and server.proc.poll() is None:
                 time.sleep(1)
             print(f"llama-server stopped: {server.log_tail()}", file=sys.stderr)

@@ -54,8 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server = xllamacpp.Server(p)  # loads the model and starts listening
     except Exception as e:  # the engine's own message, on one line, for the parent's error
-        print(f"xllamacpp: cannot serve {args.model}: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
-              file=sys.stderr, flush=True)
+        print(
+            f"xllamacpp: cannot serve {args.model}: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
+            file=sys.stderr,
+            flush=True,
+        )
         return 1
     print(f"xllamacpp: listening on {server.listening_address}", file=sys.stderr, flush=True)
     threading.Event().wait()  # until a stop signal

@@ -195,13 +195,19 @@ def builtin_problems(name: str, n: int = 200, seed: int = 0) -> list[Problem]:
         a, b = rng.randint(2, 40), rng.randint(2, 20)
         op = rng.choice(["add", "sub", "mul"])
         if op == "add":
-            q, ans = f"{who} has {a} {what} and gets {b} more. How many {what} does {who} have now?", a + b
+            q, ans = (
+                f"{who} has {a} {what} and gets {b} more. How many {what} does {who} have now?",
+                a + b,
+            )
         elif op == "sub":
             a = a + b
             q, ans = f"{who} has {a} {what} and gives away {b}. How many {what} are left?", a - b
         else:
             a = a % 9 + 2
-            q, ans = f"{who} has {a} boxes with {b} {what} in each box. How many {what} are there?", a * b
+            q, ans = (
+                f"{who} has {a} boxes with {b} {what} in each box. How many {what} are there?",
+                a * b,
+            )
         out.append(Problem(id=f"arith-{i}", question=q, answer=str(ans), meta={"op": op}))
     return out
 
@@ -266,8 +272,16 @@ def builtin_claims(name: str, seed: int = 0, wrong_per_subject: int | None = Non
             a, b = rng.randint(2, 60), rng.randint(2, 60)
             right = rng.random() < 0.5
             c = a + b if right else a + b + rng.choice([-10, -2, -1, 1, 2, 10])
-            claims.append(Claim(id=f"sum-{i}", question=f"What is {a} + {b}?", claim=f"{a} + {b} = {c}",
-                                group=f"sum-{i}", key=str(c), gold=right))
+            claims.append(
+                Claim(
+                    id=f"sum-{i}",
+                    question=f"What is {a} + {b}?",
+                    claim=f"{a} + {b} = {c}",
+                    group=f"sum-{i}",
+                    key=str(c),
+                    gold=right,
+                )
+            )
         return claims
     raise SelfteachError(f"builtin:{name}: unknown built-in claim set "
                          f"(choose: {', '.join(CLAIM_SETS)}, sums-N)")

@@ -42,7 +42,9 @@ def as_id(v: Any, where: str, name: str = "id") -> str:
         return v
     if isinstance(v, str):
         raise SelfteachError(f"{where}: field {name!r} is empty")
-    raise SelfteachError(f"{where}: field {name!r}: expected a string or integer id, got {_type(v)}")
+    raise SelfteachError(
+        f"{where}: field {name!r}: expected a string or integer id, got {_type(v)}"
+    )
 
 
 def row_id(row: dict, where: str, implicit: int, names: tuple[str, ...] = ("id", "ID")) -> str:
@@ -76,6 +78,8 @@ def check_unique_ids(ids: Iterable[tuple[str, str]], spec: str) -> None:
     seen: dict[str, str] = {}
     for rid, line in ids:
         if rid in seen:
-            raise SelfteachError(f"{spec}:{line}: duplicate id {rid!r} (first on line {seen[rid]}); "
-                                 "ids must be unique (rows without an id get their 0-based row number)")
+            raise SelfteachError(
+                f"{spec}:{line}: duplicate id {rid!r} (first on line {seen[rid]}); "
+                "ids must be unique (rows without an id get their 0-based row number)"
+            )
         seen[rid] = line

@@ -53,9 +53,15 @@ def decode_line(raw: bytes, path: Path | str, lineno: int) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        hint = " (looks like UTF-16)" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in raw else ""
-        raise SelfteachError(f"{path}:{lineno}: not UTF-8{hint}: byte 0x{raw[e.start]:02x} at column {e.start + 1}; "
-                             "save the file as UTF-8") from None
+        hint = (
+            " (looks like UTF-16)"
+            if raw[:2] in (b"\xff\xfe", b"\xfe\xff") or b"\x00" in raw
+            else ""
+        )
+        raise SelfteachError(
+            f"{path}:{lineno}: not UTF-8{hint}: byte 0x{raw[e.start]:02x} at column {e.start + 1}; "
+            "save the file as UTF-8"
+        ) from None
 
 
 def parse_line(line: str, where: str, finite: bool = True) -> dict[str, Any]:

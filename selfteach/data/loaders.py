@@ -33,7 +33,9 @@ def parse_field_map(items: list[str] | None) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in items or []:
         if "=" not in item:
-            raise SelfteachError(f"--field {item!r}: expected TARGET=SOURCE, e.g. question=Body+Question")
+            raise SelfteachError(
+                f"--field {item!r}: expected TARGET=SOURCE, e.g. question=Body+Question"
+            )
         target, source = (s.strip() for s in item.split("=", 1))
         if not target or not source:
             raise SelfteachError(f"--field {item!r}: expected TARGET=SOURCE")
@@ -75,7 +77,9 @@ def _read_hf_dir(path: Path) -> list[dict[str, Any]]:
     except Exception as e:
         if _no_shards(path):
             raise SelfteachError(f"{path}: dataset is empty") from None
-        raise SelfteachError(f"{path}: not a dataset saved with save_to_disk ({type(e).__name__})") from None
+        raise SelfteachError(
+            f"{path}: not a dataset saved with save_to_disk ({type(e).__name__})"
+        ) from None
     if isinstance(ds, datasets.DatasetDict):
         if not ds:
             raise SelfteachError(f"{path}: saved dataset has no split")
@@ -92,7 +96,9 @@ def _no_shards(path: Path) -> bool:
     import json
 
     try:
-        return json.loads((path / "state.json").read_text(encoding="utf-8")).get("_data_files") == []
+        return (
+            json.loads((path / "state.json").read_text(encoding="utf-8")).get("_data_files") == []
+        )
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -128,7 +134,11 @@ def _gsm8k_answer(solution: str) -> str | None:
 
 def detect_format(row: dict) -> str:
     keys = set(row)
-    if {"question", "answer"} <= keys and isinstance(row["answer"], str) and "####" in row["answer"]:
+    if (
+        {"question", "answer"} <= keys
+        and isinstance(row["answer"], str)
+        and "####" in row["answer"]
+    ):
         return "gsm8k"
     if {"question", "choices", "answer"} <= keys:
         return "mc"
@@ -172,12 +182,18 @@ def problem_from_row(row: dict, idx: int, fields: dict[str, str], where: str) ->
     if fmt == "mawps":
         return Problem(id=rid, question=row["input"], answer=row["target"])
     if fmt == "competition":
-        return Problem(id=rid, question=row["problem"], answer=row["answer"], solution=row.get("solution"))
+        return Problem(
+            id=rid, question=row["problem"], answer=row["answer"], solution=row.get("solution")
+        )
     if fmt == "generic":
-        return Problem(id=rid, question=row["question"], answer=row.get("answer"), solution=row.get("solution"))
+        return Problem(
+            id=rid, question=row["question"], answer=row.get("answer"), solution=row.get("solution")
+        )
     if fmt == "prompt":
         return Problem(id=rid, question=row["prompt"], answer=row.get("answer"))
-    raise SelfteachError(f"{where}: missing field 'question' (no known format; map fields with --field question=...)")
+    raise SelfteachError(
+        f"{where}: missing field 'question' (no known format; map fields with --field question=...)"
+    )
 
 
 def _letter(index: int, choices: Any, where: str) -> str:
@@ -195,7 +211,9 @@ def validated(make: Callable[[], Any], where: str) -> Any:
         err = e.errors()[0]
         loc = ".".join(str(x) for x in err["loc"])
         msg = err["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
-        raise SelfteachError(f"{where}: field {loc!r}: {msg}" if loc else f"{where}: {msg}") from None
+        raise SelfteachError(
+            f"{where}: field {loc!r}: {msg}" if loc else f"{where}: {msg}"
+        ) from None
     except (TypeError, AttributeError, KeyError) as e:
         raise SelfteachError(f"{where}: wrongly typed field ({e})") from None
 
@@ -220,8 +238,10 @@ def load_problems(spec: str | Path, fields: dict[str, str] | None = None, limit:
     if require_answers:
         missing = [p.id for p in problems if p.answer is None]
         if missing:
-            raise SelfteachError(f"{spec_s}: {len(missing)} problems have no gold answer (first id {missing[0]!r}); "
-                                 "evaluation needs answers (map one with --field answer=FIELD)")
+            raise SelfteachError(
+                f"{spec_s}: {len(missing)} problems have no gold answer (first id {missing[0]!r}); "
+                "evaluation needs answers (map one with --field answer=FIELD)"
+            )
     return problems
 
 
@@ -284,7 +304,9 @@ def limit_whole_groups(claims: list[Claim], limit: int) -> list[Claim]:
             total += size
     if not keep:  # not even the first group fits: the first N claims, as asked
         return claims[:limit]
-    return [c for n, c in enumerate(claims) if (c.group if c.group is not None else f"\0{n}") in keep]
+    return [
+        c for n, c in enumerate(claims) if (c.group if c.group is not None else f"\0{n}") in keep
+    ]
 
 
 def _as_bool(v: Any, where: str) -> bool | None:

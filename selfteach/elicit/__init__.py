@@ -52,18 +52,49 @@ def demo_summary(model: str = "gemma3-270m", out: str | Path | None = None, n_co
     claims = demo_claims(n_countries, seed)
     cfg = ICMConfig(iters=iters if iters is not None else 2 * len(claims), max_context_tokens=512,
                     seed=seed, baselines=True)
-    run = RunDir.create(out, {"model": model, "claims": f"builtin:capitals[{n_countries} countries]",
-                              "task": "comparison", **cfg.model_dump(mode="json")}, resume=True, seed=seed) \
-        if out is not None else None
+    run = (
+        RunDir.create(
+            out,
+            {
+                "model": model,
+                "claims": f"builtin:capitals[{n_countries} countries]",
+                "task": "comparison",
+                **cfg.model_dump(mode="json"),
+            },
+            resume=True,
+            seed=seed,
+        )
+        if out is not None
+        else None
+    )
     backend = load_backend(model)
     res = icm(claims, backend, task="comparison", config=cfg, run=run, progress=progress)
     b = res.baselines
-    return {"zero-shot": b["zero_shot"]["accuracy"], "zero-shot + rule": b["zero_shot_rule"]["accuracy"],
-            "random few-shot": b["random_fewshot"]["accuracy"],
-            "ICM": res.metrics["accuracy"], "golden context": b["golden"]["accuracy"], "claims": len(claims),
-            "seconds": round(time.time() - t0, 1), "model_calls": res.metrics["model_calls"],
-            "prompt_tokens": res.metrics["prompt_tokens"], "warnings": res.metrics["warnings"]}
+    return {
+        "zero-shot": b["zero_shot"]["accuracy"],
+        "zero-shot + rule": b["zero_shot_rule"]["accuracy"],
+        "random few-shot": b["random_fewshot"]["accuracy"],
+        "ICM": res.metrics["accuracy"],
+        "golden context": b["golden"]["accuracy"],
+        "claims": len(claims),
+        "seconds": round(time.time() - t0, 1),
+        "model_calls": res.metrics["model_calls"],
+        "prompt_tokens": res.metrics["prompt_tokens"],
+        "warnings": res.metrics["warnings"],
+    }
 
 
-__all__ = ["icm", "ICMConfig", "ICMResult", "Template", "TASKS", "make_rule", "temperature",
-           "acceptance_probability", "comparison_claims", "exclusive_claims", "demo_claims", "demo_summary"]
+__all__ = [
+    "icm",
+    "ICMConfig",
+    "ICMResult",
+    "Template",
+    "TASKS",
+    "make_rule",
+    "temperature",
+    "acceptance_probability",
+    "comparison_claims",
+    "exclusive_claims",
+    "demo_claims",
+    "demo_summary",
+]

@@ -223,14 +223,20 @@ def validate_claims(claims: list[Claim], task: str) -> None:
             groups[c.group].append(c)
     if task == "comparison":
         if not groups:
-            raise SelfteachError("task comparison: claims need a 'group' (one group = both orders of one pair)")
+            raise SelfteachError(
+                "task comparison: claims need a 'group' (one group = both orders of one pair)"
+            )
         for c in claims:
             if c.group is None:
-                raise SelfteachError(f"claim {c.id!r}: task comparison needs field 'group' (the pair id)")
+                raise SelfteachError(
+                    f"claim {c.id!r}: task comparison needs field 'group' (the pair id)"
+                )
         for g, members in groups.items():
             if len(members) != 2:
-                raise SelfteachError(f"claim {members[0].id!r}: comparison group {g!r} has {len(members)} claim(s); "
-                                     "it must hold exactly the two orders of one pair (the other refers to nothing)")
+                raise SelfteachError(
+                    f"claim {members[0].id!r}: comparison group {g!r} has {len(members)} claim(s); "
+                    "it must hold exactly the two orders of one pair (the other refers to nothing)"
+                )
     if task in ("math", "exclusive") and not groups:
         raise SelfteachError(f"task {task}: no claim has a 'group', so the rule relates nothing; "
                              "set group (problem / question id) or use --task binary")

@@ -80,71 +80,131 @@ class ICMConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     objective: Literal["margin", "mean", "sum"] = Field(
-        "margin", description="P(D): margin = mean over D of log P(y_i|.) - log P(not y_i|.) (the authors' code; "
-                              "default); mean = mean of log P(y_i|.); sum = sum of log P(y_i|.) (the paper's formula)")
-    alpha: float = Field(50.0, gt=0, description="weight of mutual predictability P against inconsistency I; "
-                                                 "the authors lower it to 20-30 when the search moves slowly")
-    iters: int | None = Field(None, ge=0, le=MAX_STEPS, description="annealing steps N_iter; None: 2 x number of claims")
-    init_k: int = Field(8, ge=0, description="claims labeled at random (balanced) before the search")
+        "margin",
+        description="P(D): margin = mean over D of log P(y_i|.) - log P(not y_i|.) (the authors' code; "
+        "default); mean = mean of log P(y_i|.); sum = sum of log P(y_i|.) (the paper's formula)",
+    )
+    alpha: float = Field(
+        50.0,
+        gt=0,
+        description="weight of mutual predictability P against inconsistency I; "
+        "the authors lower it to 20-30 when the search moves slowly",
+    )
+    iters: int | None = Field(
+        None, ge=0, le=MAX_STEPS, description="annealing steps N_iter; None: 2 x number of claims"
+    )
+    init_k: int = Field(
+        8, ge=0, description="claims labeled at random (balanced) before the search"
+    )
     init: Literal["random", "zero_shot_rule"] = Field(
-        "random", description="starting labels: random = init_k random claims with random balanced labels (the "
-                              "paper); zero_shot_rule = every claim labeled by the zero-shot + rule baseline (a "
-                              "departure: the search starts from the one-pass labeling and keeps only changes "
-                              "that raise U)")
-    keep_best: bool = Field(False, description="return the labeling with the highest U measured with fresh "
-                                               "scores (the start, each full rescoring, the end) instead of the "
-                                               "last one: the fast scorer's cached scores can accept moves that a "
-                                               "rescoring shows lowered U (a departure from the paper)")
+        "random",
+        description="starting labels: random = init_k random claims with random balanced labels (the "
+        "paper); zero_shot_rule = every claim labeled by the zero-shot + rule baseline (a "
+        "departure: the search starts from the one-pass labeling and keeps only changes "
+        "that raise U)",
+    )
+    keep_best: bool = Field(
+        False,
+        description="return the labeling with the highest U measured with fresh "
+        "scores (the start, each full rescoring, the end) instead of the "
+        "last one: the fast scorer's cached scores can accept moves that a "
+        "rescoring shows lowered U (a departure from the paper)",
+    )
     leave_out: Literal["claim", "group"] = Field(
-        "claim", description="what a scored claim's context leaves out: claim = only itself (the paper, "
-                             "P(y_i | x_i, D without i)); group = every claim of its group (a departure: a small "
-                             "model copies the label of the same-question example in context, which rewards "
-                             "labeling a group's candidates alike, i.e. breaking the rule)")
+        "claim",
+        description="what a scored claim's context leaves out: claim = only itself (the paper, "
+        "P(y_i | x_i, D without i)); group = every claim of its group (a departure: a small "
+        "model copies the label of the same-question example in context, which rewards "
+        "labeling a group's candidates alike, i.e. breaking the rule)",
+    )
     t0: float = Field(10.0, gt=0, description="initial temperature T0")
     t_min: float = Field(0.01, gt=0, description="final temperature T_min")
     beta: float = Field(0.99, ge=0, description="cooling rate of the paper schedule: "
                                                 "T = max(T_min, T0 / (1 + beta * log n))")
     schedule: Literal["paper", "reference"] = Field(
-        "paper", description="paper: T cools over steps n, T0 / (1 + beta * log n) (the paper's text); "
-                             "reference: T cools over accepted flips k, T0 / (1 + 2 ln(1 + k)) (the authors' "
-                             "code); both floored at T_min")
+        "paper",
+        description="paper: T cools over steps n, T0 / (1 + beta * log n) (the paper's text); "
+        "reference: T cools over accepted flips k, T0 / (1 + 2 ln(1 + k)) (the authors' "
+        "code); both floored at T_min",
+    )
     fix: Literal["paper", "reference"] = Field(
-        "paper", description="ConsistencyFix: paper = keep the best consistent assignment of a violating pair "
-                             "only if it raises U (the paper's text); reference = always apply it (the authors' "
-                             "code)")
+        "paper",
+        description="ConsistencyFix: paper = keep the best consistent assignment of a violating pair "
+        "only if it raises U (the paper's text); reference = always apply it (the authors' "
+        "code)",
+    )
     fix_rounds: int = Field(10, ge=0, description="ConsistencyFix rounds M per step")
-    related_weight: float = Field(100.0, gt=0, description="sampling weight of an unlabeled claim related (same "
-                                                           "group, rule relates them) to a labeled one; others 1")
-    scoring: Literal["fast", "exact"] = Field("fast", description="fast: block contexts + prefix KV reuse + cached "
-                                              "scores (default); exact: naive full rescoring every step")
-    blocks: int = Field(2, ge=2, description="fast scoring: claims are split into this many blocks; a claim is "
-                                             "scored with the labeled claims of the other blocks in context")
-    refresh_every: int = Field(64, ge=1, description="fast scoring: rescore all labeled claims at least every this "
-                                                     "many steps (when any label changed)")
-    refresh_frac: float = Field(0.25, gt=0, description="fast scoring: rescore all labeled claims once this share "
-                                                        "of the snapshot's labels changed or was added")
-    max_context_tokens: int = Field(3072, ge=0, description="token budget of the few-shot context; the examples "
-                                                            "farthest from the query are cut first")
+    related_weight: float = Field(
+        100.0,
+        gt=0,
+        description="sampling weight of an unlabeled claim related (same "
+        "group, rule relates them) to a labeled one; others 1",
+    )
+    scoring: Literal["fast", "exact"] = Field(
+        "fast",
+        description="fast: block contexts + prefix KV reuse + cached "
+        "scores (default); exact: naive full rescoring every step",
+    )
+    blocks: int = Field(
+        2,
+        ge=2,
+        description="fast scoring: claims are split into this many blocks; a claim is "
+        "scored with the labeled claims of the other blocks in context",
+    )
+    refresh_every: int = Field(
+        64,
+        ge=1,
+        description="fast scoring: rescore all labeled claims at least every this "
+        "many steps (when any label changed)",
+    )
+    refresh_frac: float = Field(
+        0.25,
+        gt=0,
+        description="fast scoring: rescore all labeled claims once this share "
+        "of the snapshot's labels changed or was added",
+    )
+    max_context_tokens: int = Field(
+        3072,
+        ge=0,
+        description="token budget of the few-shot context; the examples "
+        "farthest from the query are cut first",
+    )
     context_claims: int | None = Field(
-        None, ge=1, description="bounded context (a departure, for claim sets larger than a context): a scored "
-                                "claim sees at most this many labeled claims, sampled afresh at every rescoring, "
-                                "within max_context_tokens; step time and memory then do not grow with the number "
-                                "of claims. None: every labeled claim (the paper; cut to max_context_tokens)")
-    context_share: int = Field(8, ge=1, description="bounded context: this many claims (a fixed random chunk) share "
-                                                    "one sampled context, read once through the prefix cache; 1 = "
-                                                    "every claim its own sample")
+        None,
+        ge=1,
+        description="bounded context (a departure, for claim sets larger than a context): a scored "
+        "claim sees at most this many labeled claims, sampled afresh at every rescoring, "
+        "within max_context_tokens; step time and memory then do not grow with the number "
+        "of claims. None: every labeled claim (the paper; cut to max_context_tokens)",
+    )
+    context_share: int = Field(
+        8,
+        ge=1,
+        description="bounded context: this many claims (a fixed random chunk) share "
+        "one sampled context, read once through the prefix cache; 1 = "
+        "every claim its own sample",
+    )
     context_select: Literal["random", "related"] = Field(
-        "random", description="bounded context: random = a uniform sample of the labeled claims; related = the "
-                              "labeled claims of the scored claims' groups (same subject) first, then random")
+        "random",
+        description="bounded context: random = a uniform sample of the labeled claims; related = the "
+        "labeled claims of the scored claims' groups (same subject) first, then random",
+    )
     checkpoint_every: int | None = Field(
-        None, ge=1, description="write the checkpoint every this many steps (a resumed run redoes the steps since "
-                                "and gives the same labels); None: every step, or every claims/20 steps with "
-                                "context_claims (the checkpoint holds O(claims) data)")
-    template: Template = Field(default_factory=Template, description="prompt format and label words")
+        None,
+        ge=1,
+        description="write the checkpoint every this many steps (a resumed run redoes the steps since "
+        "and gives the same labels); None: every step, or every claims/20 steps with "
+        "context_claims (the checkpoint holds O(claims) data)",
+    )
+    template: Template = Field(
+        default_factory=Template, description="prompt format and label words"
+    )
     seed: Seed = Field(0, description="same seed, same labels")
-    baselines: bool = Field(False, description="also compute zero-shot, zero-shot + rule, random-label few-shot "
-                                               "and golden-context labels (the last only when claims carry gold)")
-
+    baselines: bool = Field(
+        False,
+        description="also compute zero-shot, zero-shot + rule, random-label few-shot "
+        "and golden-context labels (the last only when claims carry gold)",
+    )
 
     @field_validator("context_claims")
     @classmethod
@@ -158,12 +218,20 @@ class ICMResult(BaseModel):
     """Labels by claim id, their margins in the final context, and diagnostics."""
 
     labels: dict[str, bool] = Field(description="claim id -> ICM label")
-    margins: dict[str, float] = Field(description="claim id -> log P(True) - log P(False) in the final context")
-    metrics: dict[str, Any] = Field(default_factory=dict, description="final U, P, I, accuracy (if gold), cost, "
-                                                                      "balance, warnings")
-    baselines: dict[str, Any] = Field(default_factory=dict, description="zero_shot / zero_shot_rule / "
-                                                                        "random_fewshot / golden: accuracy, labels")
-    trajectory: list[dict[str, Any]] = Field(default_factory=list, description="per-step U, P, I, T, acceptance")
+    margins: dict[str, float] = Field(
+        description="claim id -> log P(True) - log P(False) in the final context"
+    )
+    metrics: dict[str, Any] = Field(
+        default_factory=dict,
+        description="final U, P, I, accuracy (if gold), cost, balance, warnings",
+    )
+    baselines: dict[str, Any] = Field(
+        default_factory=dict,
+        description="zero_shot / zero_shot_rule / random_fewshot / golden: accuracy, labels",
+    )
+    trajectory: list[dict[str, Any]] = Field(
+        default_factory=list, description="per-step U, P, I, T, acceptance"
+    )
 
 
 REFERENCE_DECAY = 2.0  # the authors' code: T = T0 / (1 + 2 ln(1 + accepted flips))
@@ -191,9 +259,21 @@ class _Search:
     def __init__(self, claims: list[Claim], backend: LabelReader, rule: Rule, cfg: ICMConfig):
         self.claims, self.backend, self.rule, self.cfg = claims, backend, rule, cfg
         self.rng = random.Random(cfg.seed)
-        self.scorer = make_scorer(cfg.scoring, claims, backend, cfg.template, cfg.max_context_tokens,
-                                  cfg.blocks, cfg.refresh_every, cfg.refresh_frac, cfg.seed, cfg.leave_out,
-                                  cfg.context_claims, cfg.context_share, cfg.context_select)
+        self.scorer = make_scorer(
+            cfg.scoring,
+            claims,
+            backend,
+            cfg.template,
+            cfg.max_context_tokens,
+            cfg.blocks,
+            cfg.refresh_every,
+            cfg.refresh_frac,
+            cfg.seed,
+            cfg.leave_out,
+            cfg.context_claims,
+            cfg.context_share,
+            cfg.context_select,
+        )
         # bounded mode keeps U's parts per labeling (_Tally) so that a step costs O(1) in N
         self.bounded = cfg.context_claims is not None
         self.margin = cfg.objective == "margin"
@@ -209,8 +289,11 @@ class _Search:
             p = self.scorer.total_logp(labels, margin=self.margin)
         if self.cfg.objective != "sum":
             p /= len(labels)
-        if not math.isfinite(p):  # normalise() keeps read-outs finite; an inf/NaN U would stall the search
-            raise SelfteachError(f"ICM: mutual predictability is {p} (a label read-out was not finite)")
+        # normalise() keeps read-outs finite; an inf/NaN U would stall the search
+        if not math.isfinite(p):
+            raise SelfteachError(
+                f"ICM: mutual predictability is {p} (a label read-out was not finite)"
+            )
         return self.cfg.alpha * p - self.count(labels)
 
     # ---- labelings: plain dicts, or (bounded mode) dicts carrying a running tally ------------
@@ -224,7 +307,9 @@ class _Search:
             return out
         new = _Labels(labels)
         old_t: _Tally = labels.tally  # type: ignore[attr-defined]  # a _Labels in bounded mode
-        t = new.tally = _Tally(old_t.psum, old_t.icount, set(old_t.bad), old_t.ntrue, old_t.nagree, old_t.moved)
+        t = new.tally = _Tally(
+            old_t.psum, old_t.icount, set(old_t.bad), old_t.ntrue, old_t.nagree, old_t.moved
+        )
         snap = self.scorer.snapshot  # type: ignore[union-attr]  # bounded mode: a SampledScorer
         groups = set()
         for k, y in changes.items():
@@ -258,13 +343,24 @@ class _Search:
         if not self.bounded:
             return labels
         new = _Labels(labels)
-        bad = {g for g in {self.rule.group_of[i] for i in new} if g is not None and self._group_violations(new, g)} \
-            if self.rule.relates() else set()
+        bad = (
+            {
+                g
+                for g in {self.rule.group_of[i] for i in new}
+                if g is not None and self._group_violations(new, g)
+            }
+            if self.rule.relates()
+            else set()
+        )
         snap = self.scorer.snapshot  # type: ignore[union-attr]  # bounded mode: a SampledScorer
-        new.tally = _Tally(self.scorer.total_logp(new, margin=self.margin) if psum is None else psum,
-                           sum(len(self._group_violations(new, g)) for g in bad), bad, sum(new.values()),
-                           sum(y == self.zs_label[i] for i, y in new.items()),
-                           sum(snap.get(i) != y for i, y in new.items()))
+        new.tally = _Tally(
+            self.scorer.total_logp(new, margin=self.margin) if psum is None else psum,
+            sum(len(self._group_violations(new, g)) for g in bad),
+            bad,
+            sum(new.values()),
+            sum(y == self.zs_label[i] for i, y in new.items()),
+            sum(snap.get(i) != y for i, y in new.items()),
+        )
         return new
 
     def _group_violations(self, labels: dict[int, bool], g: str) -> list[tuple[int, int]]:
@@ -360,7 +456,8 @@ class _Tally:
 
     def __init__(self, psum: float, icount: int, bad: set, ntrue: int, nagree: int, moved: int):
         self.psum, self.icount, self.bad = psum, icount, bad  # P's sum; I; groups with a violation
-        self.ntrue, self.nagree, self.moved = ntrue, nagree, moved  # True; = zero-shot; != scorer snapshot
+        # True; = zero-shot; != scorer snapshot
+        self.ntrue, self.nagree, self.moved = ntrue, nagree, moved
 
 
 class _Labels(dict):
@@ -391,8 +488,14 @@ def _set_rng(rng: random.Random, state: list) -> None:
     rng.setstate((state[0], tuple(state[1]), state[2]))
 
 
-def icm(claims: list[Claim], backend: LabelReader, task: str = "binary", config: ICMConfig | dict | None = None,
-        run=None, progress: bool = True) -> ICMResult:
+def icm(
+    claims: list[Claim],
+    backend: LabelReader,
+    task: str = "binary",
+    config: ICMConfig | dict | None = None,
+    run=None,
+    progress: bool = True,
+) -> ICMResult:
     """Label `claims` True/False without supervision (ICM, arXiv 2506.10139).
 
     task: "binary" (no rule), "math" (final answers in `key`, problems in `group`),
@@ -429,13 +532,21 @@ def icm(claims: list[Claim], backend: LabelReader, task: str = "binary", config:
         zs = {int(i): tuple(v) for i, v in ck["zero_shot"].items()}
         s.zs_label = {i: v[0] >= v[1] for i, v in zs.items()}
         labels = {int(i): bool(y) for i, y in ck["labels"].items()}
-        u, step, accepted, proposals = float(ck["U"]), int(ck["step"]), int(ck["accepted"]), int(ck["proposals"])
+        u, step, accepted, proposals = (
+            float(ck["U"]),
+            int(ck["step"]),
+            int(ck["accepted"]),
+            int(ck["proposals"]),
+        )
         _set_rng(s.rng, ck["rng"])
         s.scorer.load_state(ck["scorer"])
         labels = s.retally(labels, ck.get("psum"))
         trajectory = ck.get("trajectory", [])
-        best = ({int(i): bool(y) for i, y in ck["best"][0].items()}, float(ck["best"][1])) if ck.get("best") \
+        best = (
+            ({int(i): bool(y) for i, y in ck["best"][0].items()}, float(ck["best"][1]))
+            if ck.get("best")
             else (dict(labels), u)
+        )
         if trajectory:  # the trajectory's call/token counts continue where the checkpoint left them
             start_calls = usage.calls - int(trajectory[-1]["calls"])
             start_tokens = usage.prompt_tokens - int(trajectory[-1]["prompt_tokens"])
@@ -460,14 +571,30 @@ def icm(claims: list[Claim], backend: LabelReader, task: str = "binary", config:
         if run is None:
             return
         # compact JSON (the C encoder; indent=2 takes the pure-Python one, ~10x slower on 10k claims)
-        run.write_text(CHECKPOINT, json.dumps({"psum": labels.tally.psum if s.bounded else None,  # type: ignore[attr-defined]
-                                    "fingerprint": fp, "step": step, "U": u, "accepted": accepted,
-                                    "proposals": proposals, "done": done, "metrics_offset": metrics_offset,
-                                    "labels": {str(i): y for i, y in labels.items()}, "rng": _rng_state(s.rng),
-                                    "scorer": s.scorer.state(), "cost": cost, "trajectory": trajectory,
-                                    "zero_shot": {str(i): list(v) for i, v in zs.items()},
-                                    "best": [{str(i): y for i, y in best[0].items()}, best[1]]},
-                                   separators=(",", ":"), default=str))
+        run.write_text(
+            CHECKPOINT,
+            json.dumps(
+                {
+                    "psum": labels.tally.psum if s.bounded else None,  # type: ignore[attr-defined]
+                    "fingerprint": fp,
+                    "step": step,
+                    "U": u,
+                    "accepted": accepted,
+                    "proposals": proposals,
+                    "done": done,
+                    "metrics_offset": metrics_offset,
+                    "labels": {str(i): y for i, y in labels.items()},
+                    "rng": _rng_state(s.rng),
+                    "scorer": s.scorer.state(),
+                    "cost": cost,
+                    "trajectory": trajectory,
+                    "zero_shot": {str(i): list(v) for i, v in zs.items()},
+                    "best": [{str(i): y for i, y in best[0].items()}, best[1]],
+                },
+                separators=(",", ":"),
+                default=str,
+            ),
+        )
 
     if not ck and every > 1:
         save()  # the start (zero-shot and init are the costly part of a large run's first interval)
@@ -483,7 +610,8 @@ def icm(claims: list[Claim], backend: LabelReader, task: str = "binary", config:
             ok = False
             if labels.get(i) != y:  # the same label again changes nothing: no need to score it
                 proposals += 1
-                prop = s.change(labels, {i: y})  # a copy: a rejected proposal must not touch the current state
+                # a copy: a rejected proposal must not touch the current state
+                prop = s.change(labels, {i: y})
                 prop, u_new = s.consistency_fix(prop, s.U(prop))
                 delta = u_new - u
                 ok = delta > 0 or s.rng.random() < acceptance_probability(delta, t)
@@ -498,15 +626,29 @@ def icm(claims: list[Claim], backend: LabelReader, task: str = "binary", config:
                 best = (dict(labels), u)
             step = n
             spent("search", c0, k0, t0)
-            row = _trajectory_row(step, t, u, len(labels), s.summary(labels), cfg, ok, accepted, proposals, usage,
-                                  start_calls, start_tokens)
+            row = _trajectory_row(
+                step,
+                t,
+                u,
+                len(labels),
+                s.summary(labels),
+                cfg,
+                ok,
+                accepted,
+                proposals,
+                usage,
+                start_calls,
+                start_tokens,
+            )
             trajectory.append(row)
             if step % every == 0 or step == n_iter:
                 save()
             if run is not None:
                 run.log_metrics({"stage": "icm", **row})
             if bar is not None:
-                bar[0].update(bar[1], advance=1, description=f"ICM U={u:.1f} I={row['I']} n={len(labels)}")
+                bar[0].update(
+                    bar[1], advance=1, description=f"ICM U={u:.1f} I={row['I']} n={len(labels)}"
+                )
     finally:
         if bar is not None:
             bar[0].stop()
@@ -523,8 +665,24 @@ def icm(claims: list[Claim], backend: LabelReader, task: str = "binary", config:
     spent("final", c0, k0, t0)
     reached = len(labels)
     out_labels = {i: labels.get(i, final[i][0] >= final[i][1]) for i in range(len(claims))}
-    result = _report(claims, rule, cfg, s, out_labels, labels, final, zs, u, trajectory, cost, reached,
-                     accepted, proposals, step, time.time() - t_start)
+    result = _report(
+        claims,
+        rule,
+        cfg,
+        s,
+        out_labels,
+        labels,
+        final,
+        zs,
+        u,
+        trajectory,
+        cost,
+        reached,
+        accepted,
+        proposals,
+        step,
+        time.time() - t_start,
+    )
     if cfg.baselines:
         result.baselines = _baselines(claims, s, zs, cost)
         result.metrics["baselines"] = {k: v.get("accuracy") for k, v in result.baselines.items()}
@@ -533,15 +691,36 @@ def icm(claims: list[Claim], backend: LabelReader, task: str = "binary", config:
     return result
 
 
-def _trajectory_row(step, t, u, n_labeled: int, summary: tuple[int, int, int], cfg, ok, accepted, proposals,
-                    usage, c0, k0) -> dict[str, Any]:
+def _trajectory_row(
+    step,
+    t,
+    u,
+    n_labeled: int,
+    summary: tuple[int, int, int],
+    cfg,
+    ok,
+    accepted,
+    proposals,
+    usage,
+    c0,
+    k0,
+) -> dict[str, Any]:
     i_count, n_true, n_agree = summary
     agree = n_agree / max(n_labeled, 1)
-    return {"step": step, "T": round(t, 5), "U": round(u, 4), "P": round((u + i_count) / cfg.alpha, 4),
-            "I": i_count, "accepted": ok, "acceptance": round(accepted / max(proposals, 1), 4),
-            "labeled": n_labeled,
-            "balance": round(n_true / max(n_labeled, 1), 4), "agree_zero_shot": round(agree, 4),
-            "calls": usage.calls - c0, "prompt_tokens": usage.prompt_tokens - k0}
+    return {
+        "step": step,
+        "T": round(t, 5),
+        "U": round(u, 4),
+        "P": round((u + i_count) / cfg.alpha, 4),
+        "I": i_count,
+        "accepted": ok,
+        "acceptance": round(accepted / max(proposals, 1), 4),
+        "labeled": n_labeled,
+        "balance": round(n_true / max(n_labeled, 1), 4),
+        "agree_zero_shot": round(agree, 4),
+        "calls": usage.calls - c0,
+        "prompt_tokens": usage.prompt_tokens - k0,
+    }
 
 
 def _progress(progress: bool, total: int, done: int):
@@ -549,8 +728,13 @@ def _progress(progress: bool, total: int, done: int):
         return None
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   transient=False)
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        transient=False,
+    )
     task = bar.add_task("ICM", total=total, completed=done)
     bar.start()
     return bar, task
@@ -566,13 +750,31 @@ def auroc(margins: dict[int, float], claims: list[Claim]) -> float | None:
     (`selfteach.stats.auroc` over the claims with gold and a margin); None without both."""
     from selfteach.stats import auroc as _auroc
 
-    known = [(margins[i], c.gold) for i, c in enumerate(claims) if c.gold is not None and i in margins]
+    known = [
+        (margins[i], c.gold) for i, c in enumerate(claims) if c.gold is not None and i in margins
+    ]
     value = _auroc([m for m, _ in known], [g for _, g in known])
     return None if math.isnan(value) else value
 
 
-def _report(claims, rule, cfg, s, out_labels, searched, final: dict[int, LP], zs: dict[int, LP], u, trajectory,
-            cost, reached, accepted, proposals, steps, seconds) -> ICMResult:
+def _report(
+    claims,
+    rule,
+    cfg,
+    s,
+    out_labels,
+    searched,
+    final: dict[int, LP],
+    zs: dict[int, LP],
+    u,
+    trajectory,
+    cost,
+    reached,
+    accepted,
+    proposals,
+    steps,
+    seconds,
+) -> ICMResult:
     margins = {i: final[i][0] - final[i][1] for i in range(len(claims))}
     zs_labels = {i: v[0] >= v[1] for i, v in zs.items()}
     n = len(claims)
@@ -584,15 +786,30 @@ def _report(claims, rule, cfg, s, out_labels, searched, final: dict[int, LP], zs
     calls = sum(cost.get(k, {}).get("calls", 0) for k in ("search", "final"))
     tokens = sum(cost.get(k, {}).get("prompt_tokens", 0) for k in ("search", "final"))
     metrics: dict[str, Any] = {
-        "task": rule.name, "scoring": cfg.scoring, "claims": n, "steps": steps, "proposals": proposals,
-        "accepted": accepted, "acceptance": round(accepted / proposals, 4) if proposals else None, "labeled_by_search": reached,
-        "labeled_by_final_argmax": n - reached, "U": round(u, 4), "P_final_context": round(p_final, 4),
-        "I": i_count, "balance": round(balance, 4), "agree_zero_shot": round(agree, 4),
-        "accuracy": accuracy(out_labels, claims), "zero_shot_accuracy": accuracy(zs_labels, claims),
-        "auroc": auroc(margins, claims), "zero_shot_auroc": auroc({i: v[0] - v[1] for i, v in zs.items()}, claims),
-        "model_calls": calls, "prompt_tokens": tokens,
-        "calls_per_claim": round(calls / n, 3), "tokens_per_claim": round(tokens / n, 1),
-        "cost": cost, "seconds": round(seconds, 2),
+        "task": rule.name,
+        "scoring": cfg.scoring,
+        "claims": n,
+        "steps": steps,
+        "proposals": proposals,
+        "accepted": accepted,
+        "acceptance": round(accepted / proposals, 4) if proposals else None,
+        "labeled_by_search": reached,
+        "labeled_by_final_argmax": n - reached,
+        "U": round(u, 4),
+        "P_final_context": round(p_final, 4),
+        "I": i_count,
+        "balance": round(balance, 4),
+        "agree_zero_shot": round(agree, 4),
+        "accuracy": accuracy(out_labels, claims),
+        "zero_shot_accuracy": accuracy(zs_labels, claims),
+        "auroc": auroc(margins, claims),
+        "zero_shot_auroc": auroc({i: v[0] - v[1] for i, v in zs.items()}, claims),
+        "model_calls": calls,
+        "prompt_tokens": tokens,
+        "calls_per_claim": round(calls / n, 3),
+        "tokens_per_claim": round(tokens / n, 1),
+        "cost": cost,
+        "seconds": round(seconds, 2),
     }
     if cfg.context_claims is not None:
         metrics["context_claims"] = cfg.context_claims
@@ -603,9 +820,13 @@ def _report(claims, rule, cfg, s, out_labels, searched, final: dict[int, LP], zs
         warnings.append(f"strong imbalance: {balance:.0%} of claims labeled True")
     if metrics["accuracy"] is not None and metrics["zero_shot_accuracy"] is not None:
         if metrics["accuracy"] <= metrics["zero_shot_accuracy"]:
-            warnings.append(f"no gain over zero-shot ({metrics['accuracy']:.3f} vs {metrics['zero_shot_accuracy']:.3f})")
+            warnings.append(
+                f"no gain over zero-shot ({metrics['accuracy']:.3f} vs {metrics['zero_shot_accuracy']:.3f})"
+            )
     elif agree > 0.95:
-        warnings.append(f"labels agree with zero-shot on {agree:.0%} of claims: ICM may have added nothing")
+        warnings.append(
+            f"labels agree with zero-shot on {agree:.0%} of claims: ICM may have added nothing"
+        )
     if i_count:
         warnings.append(f"{i_count} consistency violations remain")
     metrics["warnings"] = warnings
@@ -687,7 +908,9 @@ def _restore_metrics(run, ck: dict | None, trajectory: list[dict[str, Any]]) -> 
     from selfteach.data.jsonl import _dump, atomic_write_text
 
     now = round(time.time(), 3)
-    rows = "".join(_dump({"time": times.get(r["step"], now), "stage": "icm", **r}) + "\n" for r in trajectory)
+    rows = "".join(
+        _dump({"time": times.get(r["step"], now), "stage": "icm", **r}) + "\n" for r in trajectory
+    )
     atomic_write_text(f, data[:off].decode("utf-8") + rows + "".join(others))
     return off
 
@@ -710,8 +933,17 @@ def _write_outputs(run, result: ICMResult, claims: list[Claim]) -> None:
         return
     from selfteach.data.jsonl import write_jsonl
 
-    rows = [{"id": c.id, "label": result.labels[c.id], "margin": result.margins[c.id], "claim": c.claim,
-             "group": c.group, "gold": c.gold} for c in claims]
+    rows = [
+        {
+            "id": c.id,
+            "label": result.labels[c.id],
+            "margin": result.margins[c.id],
+            "claim": c.claim,
+            "group": c.group,
+            "gold": c.gold,
+        }
+        for c in claims
+    ]
     write_jsonl(run.file("labels.jsonl"), rows)
     run.write_json("icm_result.json", {"metrics": result.metrics, "baselines": result.baselines})
     run.log_metrics({"stage": "icm_final", **{k: v for k, v in result.metrics.items()

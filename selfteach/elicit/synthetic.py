@@ -38,7 +38,9 @@ class SyntheticBackend:
         line = next(ln for ln in block.splitlines() if ln.startswith("Claim: "))
         return line.removeprefix("Claim: ").strip()
 
-    def label_logprobs(self, prompts: list[str], labels: dict[str, list[str]]) -> list[dict[str, float]]:
+    def label_logprobs(
+        self, prompts: list[str], labels: dict[str, list[str]]
+    ) -> list[dict[str, float]]:
         if self.fail_after is not None and self.usage.calls >= self.fail_after:
             raise KeyboardInterrupt
         self.usage.calls += 1
@@ -48,7 +50,10 @@ class SyntheticBackend:
             self.prompts_seen.append(p)
             blocks = [b for b in p.split("\n\n") if b.strip()]
             q, ctx = self._claim(blocks[-1]), blocks[:-1]
-            agree = [1.0 if b.rstrip().endswith("True") == self.truth[self._claim(b)] else -1.0 for b in ctx]
+            agree = [
+                1.0 if b.rstrip().endswith("True") == self.truth[self._claim(b)] else -1.0
+                for b in ctx
+            ]
             m = sum(agree) / len(agree) if agree else 0.0
             z = 1.0 if self.truth[q] else -1.0
             logit = z * (self.strength[q] + self.w_ctx * max(m, 0.0))  # truthful context sharpens
@@ -56,7 +61,9 @@ class SyntheticBackend:
         return out
 
 
-def synthetic_task(n: int = 24, seed: int = 0, groups: bool = False) -> tuple[list[Claim], dict, dict]:
+def synthetic_task(
+    n: int = 24, seed: int = 0, groups: bool = False
+) -> tuple[list[Claim], dict, dict]:
     """n claims "item K holds" with random truth and strength (and groups of two if asked):
     (claims, truth by text, strength by text) for `SyntheticBackend(truth, strength)`."""
     rng = random.Random(seed)

@@ -31,12 +31,16 @@ class Template(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    block: str = Field("Question: {question}\nClaim: {claim}\nI think this claim is",
-                       description="one example without its label word; the label word follows after a space")
+    block: str = Field(
+        "Question: {question}\nClaim: {claim}\nI think this claim is",
+        description="one example without its label word; the label word follows after a space",
+    )
     block_no_question: str = Field("Claim: {claim}\nI think this claim is",
                                    description="the block used for claims whose question is empty")
     separator: str = Field("\n\n", description="between examples")
-    true_word: str = Field("True", description="label word for True (all its token variants are summed)")
+    true_word: str = Field(
+        "True", description="label word for True (all its token variants are summed)"
+    )
     false_word: str = Field("False", description="label word for False")
 
     @field_validator("block", "block_no_question")
@@ -52,7 +56,9 @@ class Template(BaseModel):
         try:
             return tpl.format(question=c.question.strip(), claim=c.claim.strip())
         except (KeyError, IndexError) as e:
-            raise SelfteachError(f"template: unknown field {e} (use {{question}} and {{claim}})") from None
+            raise SelfteachError(
+                f"template: unknown field {e} (use {{question}} and {{claim}})"
+            ) from None
 
     def example(self, c: Claim, label: bool) -> str:
         """A labeled demonstration block."""
@@ -72,8 +78,14 @@ class Template(BaseModel):
 
 
 # ---- turning other data into claims -----------------------------------------------------
-def comparison_claims(pid: str, prompt: str, response_a: str, response_b: str,
-                      gold_a_better: bool | None = None, criterion: str = "more helpful") -> list[Claim]:
+def comparison_claims(
+    pid: str,
+    prompt: str,
+    response_a: str,
+    response_b: str,
+    gold_a_better: bool | None = None,
+    criterion: str = "more helpful",
+) -> list[Claim]:
     """Both orders of one pairwise comparison as two claims sharing group `pid`.
 
     Keys "a>b" / "b>a" tell the asymmetry rule which claim is which order; exactly one of
@@ -85,7 +97,9 @@ def comparison_claims(pid: str, prompt: str, response_a: str, response_b: str,
                                       None if gold_a_better is None else not gold_a_better)):
         text = (f"Response 1: {first.strip()}\nResponse 2: {second.strip()}\n"
                 f"Response 1 is {criterion} than Response 2.")
-        out.append(Claim(id=f"{pid}:{key}", question=prompt, claim=text, group=pid, key=key, gold=gold))
+        out.append(
+            Claim(id=f"{pid}:{key}", question=prompt, claim=text, group=pid, key=key, gold=gold)
+        )
     return out
 
 

@@ -29,17 +29,32 @@ class AccuracyConfig(BaseModel):
 
     model_config = ConfigDict(allow_inf_nan=False)
 
-    model: str = Field("smollm2-135m", description="model alias, directory, .gguf, hub id or server URL")
-    data: str = Field("builtin:arithmetic", description="data spec: JSONL/parquet/dataset dir or builtin:NAME")
+    model: str = Field(
+        "smollm2-135m", description="model alias, directory, .gguf, hub id or server URL"
+    )
+    data: str = Field(
+        "builtin:arithmetic", description="data spec: JSONL/parquet/dataset dir or builtin:NAME"
+    )
     limit: int | None = Field(None, ge=1, description="evaluate the first N problems only")
-    samples: int = Field(1, ge=1, le=MAX_SAMPLES, description="k samples per problem (pass@k, maj@k)")
-    temperature: float = Field(0.0, ge=0.0, le=MAX_TEMPERATURE, description="0 = greedy (with samples > 1, 0 means 0.7; config.yaml records what ran)")
+    samples: int = Field(
+        1, ge=1, le=MAX_SAMPLES, description="k samples per problem (pass@k, maj@k)"
+    )
+    temperature: float = Field(
+        0.0,
+        ge=0.0,
+        le=MAX_TEMPERATURE,
+        description="0 = greedy (with samples > 1, 0 means 0.7; config.yaml records what ran)",
+    )
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling mass")
-    max_new_tokens: int = Field(256, ge=1, le=MAX_TOKENS, description="cap on generated tokens per sample")
+    max_new_tokens: int = Field(
+        256, ge=1, le=MAX_TOKENS, description="cap on generated tokens per sample"
+    )
     batch_size: int = Field(8, ge=1, le=MAX_BATCH, description="problems per generation batch")
     seed: Seed = Field(0, description="sampling seed")
     fields: dict[str, str] = Field(default_factory=dict, description="field mapping for JSONL data")
-    serve: bool = Field(False, description="generate on a llama.cpp server started on the model's GGUF")
+    serve: bool = Field(
+        False, description="generate on a llama.cpp server started on the model's GGUF"
+    )
 
 
 def score_item(problem: Problem, texts: list[str], tokens: list[int]) -> AccuracyRow:
@@ -54,25 +69,51 @@ def score_item(problem: Problem, texts: list[str], tokens: list[int]) -> Accurac
         correct = [answers_match(a, problem.answer) for a in answers]
     timed_out = verify_timeouts() - timeouts0  # before maj@k re-checks one of the same answers
     maj = majority(answers)
-    maj_ok = maj is not None and (maj == str(problem.answer).upper() if kind == "choice" else answers_match(maj, problem.answer))
+    maj_ok = maj is not None and (
+        maj == str(problem.answer).upper()
+        if kind == "choice"
+        else answers_match(maj, problem.answer)
+    )
     k = len(texts)
-    return AccuracyRow(id=problem.id, gold=problem.answer, answers=answers, correct=correct,
-                       accuracy=sum(correct) / k, pass_at_k=pass_at_k(k, sum(correct), k),
-                       maj_at_k=float(maj_ok), outputs=texts, verify_timeouts=timed_out, tokens=tokens)
+    return AccuracyRow(
+        id=problem.id,
+        gold=problem.answer,
+        answers=answers,
+        correct=correct,
+        accuracy=sum(correct) / k,
+        pass_at_k=pass_at_k(k, sum(correct), k),
+        maj_at_k=float(maj_ok),
+        outputs=texts,
+        verify_timeouts=timed_out,
+        tokens=tokens,
+    )
 
 
 def summarize(items: list[dict]) -> dict:
     """Mean and 95% bootstrap interval of accuracy, pass@k and maj@k over items."""
     if not items:
         raise SelfteachError("no items were evaluated")
-    return {name: mean_ci([it[name] for it in items]) for name in ("accuracy", "pass_at_k", "maj_at_k")} | {
-        "n": len(items), "k": len(items[0]["correct"]),
-        "verify_timeouts": sum(it.get("verify_timeouts", 0) for it in items)}  # counted as wrong
+    return {
+        name: mean_ci([it[name] for it in items]) for name in ("accuracy", "pass_at_k", "maj_at_k")
+    } | {
+        "n": len(items),
+        "k": len(items[0]["correct"]),
+        "verify_timeouts": sum(it.get("verify_timeouts", 0) for it in items),
+    }  # counted as wrong
 
 
-def accuracy(model: str | Backend, problems: list[Problem] | str, samples: int = 1, temperature: float | None = None,
-             max_new_tokens: int = 256, top_p: float = 1.0, seed: int = 0, batch_size: int = 8,
-             run: RunDir | None = None, progress: bool = True) -> dict:
+def accuracy(
+    model: str | Backend,
+    problems: list[Problem] | str,
+    samples: int = 1,
+    temperature: float | None = None,
+    max_new_tokens: int = 256,
+    top_p: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 8,
+    run: RunDir | None = None,
+    progress: bool = True,
+) -> dict:
     """Evaluate `model` on `problems` (records, or a data spec like "builtin:arithmetic").
     Returns `summarize(...)` plus `items` and the backend's `usage`.
 
@@ -91,11 +132,15 @@ def accuracy(model: str | Backend, problems: list[Problem] | str, samples: int =
     backend = load_backend(model) if isinstance(model, str) else model
     missing = [p.id for p in problems if p.answer is None]
     if missing:
-        raise SelfteachError(f"{len(missing)} problems have no gold answer (first id {missing[0]!r}); "
-                             "accuracy needs answers")
+        raise SelfteachError(
+            f"{len(missing)} problems have no gold answer (first id {missing[0]!r}); "
+            "accuracy needs answers"
+        )
     if temperature is None:
         temperature = 0.0 if samples == 1 else 0.7
-    params = SamplingParams(n=samples, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
+    params = SamplingParams(
+        n=samples, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed
+    )
 
     def solve(batch: Batch[Problem]) -> list[AccuracyRow]:
         gens = backend.generate([solve_prompt(backend, p) for p in batch.items],
@@ -118,14 +163,22 @@ def effective_config(config: AccuracyConfig) -> AccuracyConfig:
     return config
 
 
-def run_accuracy(config: AccuracyConfig, out: str | Path, resume: bool = False, progress: bool = True) -> dict:
+def run_accuracy(
+    config: AccuracyConfig, out: str | Path, resume: bool = False, progress: bool = True
+) -> dict:
     """`selfteach eval accuracy`: load data and model, evaluate, write the run directory."""
     from selfteach.backends import load_backend
     from selfteach.data.loaders import load_problems
 
-    problems = load_problems(config.data, fields=config.fields, limit=config.limit, require_answers=True,
-                             seed=config.seed)
-    backend = load_backend(config.model, serve=config.serve)  # before the run dir: a bad model leaves nothing behind
+    problems = load_problems(
+        config.data,
+        fields=config.fields,
+        limit=config.limit,
+        require_answers=True,
+        seed=config.seed,
+    )
+    # before the run dir: a bad model leaves nothing behind
+    backend = load_backend(config.model, serve=config.serve)
     config = effective_config(config)  # config.yaml and the summary record the temperature that ran
     device = backend.device if isinstance(backend, OnDevice) else None
     run = RunDir.create(out, config, resume=resume, seed=config.seed, device=device)
@@ -135,18 +188,37 @@ def run_accuracy(config: AccuracyConfig, out: str | Path, resume: bool = False, 
     result["temperature"] = config.temperature
     summary = {k: v for k, v in result.items() if k != "items"}
     run.write_json("metrics.json", summary)
-    run.log_metrics({"event": "accuracy", **{k: v["mean"] for k, v in summary.items() if isinstance(v, dict) and "mean" in v}})
+    run.log_metrics(
+        {
+            "event": "accuracy",
+            **{k: v["mean"] for k, v in summary.items() if isinstance(v, dict) and "mean" in v},
+        }
+    )
     run.write_json("summary.json", summary_tables(config, summary))
     return result
 
 
 def summary_tables(config: AccuracyConfig, s: dict) -> dict:
-    rows = [[name, f"{s[key]['mean']:.3f}", f"[{s[key]['lo']:.3f}, {s[key]['hi']:.3f}]"]
-            for name, key in (("accuracy (mean over samples)", "accuracy"), (f"pass@{s['k']}", "pass_at_k"),
-                              (f"maj@{s['k']}", "maj_at_k"))]
-    return {"title": f"Accuracy of {config.model} on {config.data}",
-            "tables": [{"name": f"{s['n']} problems, k={s['k']}", "columns": ["metric", "value", "95% CI (bootstrap)"],
-                        "rows": rows}],
-            "notes": [f"temperature {s.get('temperature', config.temperature)}, "  # what ran
-                      f"max_new_tokens {config.max_new_tokens}, seed {config.seed}",
-                      f"answer checks that timed out (counted wrong): {s['verify_timeouts']}"]}
+    rows = [
+        [name, f"{s[key]['mean']:.3f}", f"[{s[key]['lo']:.3f}, {s[key]['hi']:.3f}]"]
+        for name, key in (
+            ("accuracy (mean over samples)", "accuracy"),
+            (f"pass@{s['k']}", "pass_at_k"),
+            (f"maj@{s['k']}", "maj_at_k"),
+        )
+    ]
+    return {
+        "title": f"Accuracy of {config.model} on {config.data}",
+        "tables": [
+            {
+                "name": f"{s['n']} problems, k={s['k']}",
+                "columns": ["metric", "value", "95% CI (bootstrap)"],
+                "rows": rows,
+            }
+        ],
+        "notes": [
+            f"temperature {s.get('temperature', config.temperature)}, "  # what ran
+            f"max_new_tokens {config.max_new_tokens}, seed {config.seed}",
+            f"answer checks that timed out (counted wrong): {s['verify_timeouts']}",
+        ],
+    }

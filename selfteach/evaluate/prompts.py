@@ -9,7 +9,9 @@ from selfteach.data.loaders import LETTERS
 from selfteach.data.records import Problem
 
 MATH_INSTRUCTION = "Solve the problem. End with 'The answer is N.' where N is the final number."
-CHOICE_INSTRUCTION = "Answer the multiple-choice question. End with 'The answer is X.' where X is the letter."
+CHOICE_INSTRUCTION = (
+    "Answer the multiple-choice question. End with 'The answer is X.' where X is the letter."
+)
 
 
 def problem_text(problem: Problem) -> str:

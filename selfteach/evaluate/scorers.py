@@ -77,7 +77,9 @@ class TripConstraints:
 
     @property
     def cities(self) -> list[str]:
-        names = set(self.stays) | {c for c, _, _ in self.events} | {c for f in self.flights for c in f}
+        names = (
+            set(self.stays) | {c for c, _, _ in self.events} | {c for f in self.flights for c in f}
+        )
         return sorted(names, key=len, reverse=True)  # longest first: "New York" before "York"
 
     @property
@@ -102,7 +104,9 @@ _STAY_PATTERNS = [
     re.compile(r"spend (\d+) days in " + _CITY),
     re.compile(r"stay in " + _CITY + r" for (\d+) days"),
 ]
-_TOTAL = re.compile(r"for (\d+) days in total|visiting the cities for (\d+) days|cities for (\d+) days")
+_TOTAL = re.compile(
+    r"for (\d+) days in total|visiting the cities for (\d+) days|cities for (\d+) days"
+)
 _WINDOW = re.compile(r"(?:between|from) day (\d+) (?:and|to) day (\d+)", re.IGNORECASE)
 _DAY_RANGE = re.compile(r"Day\s*(\d+)\s*(?:-|–|to)\s*(\d+)", re.IGNORECASE)
 _SINGLE_DAY = re.compile(r"Day\s*(\d+)\b(?!\s*(?:-|–|to)\s*\d)", re.IGNORECASE)
@@ -203,7 +207,11 @@ def scorer_kind(kind: str, problem: Problem) -> str:
         return kind
     if problem.choices:
         return "choice"
-    if problem.answer and _DAY_RANGE.search(problem.answer) and "direct flights" in problem.question:
+    if (
+        problem.answer
+        and _DAY_RANGE.search(problem.answer)
+        and "direct flights" in problem.question
+    ):
         return "trip"
     return "math"
 
@@ -225,14 +233,18 @@ def check_scorable(problems: list[Problem], kind: str, where: str) -> list[str]:
             raise SelfteachError(f"{where}: item {p.id!r} has no gold answer")
         if k == "choice":
             if not p.choices:
-                raise SelfteachError(f"{where}: item {p.id!r}: scorer 'choice' needs field 'choices'")
+                raise SelfteachError(
+                    f"{where}: item {p.id!r}: scorer 'choice' needs field 'choices'"
+                )
             if str(p.answer).strip().upper() not in LETTERS[: len(p.choices)]:
                 raise SelfteachError(f"{where}: item {p.id!r}: answer {p.answer!r} is not a letter "
                                      f"A-{LETTERS[len(p.choices) - 1]}")
         if k == "trip":
             c = parse_trip_constraints(p.question, p.answer)
             if not c.stays:
-                raise SelfteachError(f"{where}: item {p.id!r}: no city stays found in the question or gold plan "
-                                     "(expected NaturalPlan trip format)")
+                raise SelfteachError(
+                    f"{where}: item {p.id!r}: no city stays found in the question or gold plan "
+                    "(expected NaturalPlan trip format)"
+                )
         kinds.append(k)
     return kinds

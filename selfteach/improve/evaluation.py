@@ -17,9 +17,17 @@ from selfteach.runs import RunDir
 from selfteach.stats import bootstrap_ci
 
 
-def evaluate_model(backend: Backend, problems: list[Problem], samples: int = 4, temperature: float = 0.7,
-                   max_new_tokens: int = 128, seed: int = 0, batch_size: int = 8, run_path: Path | None = None,
-                   progress: bool = True) -> dict:
+def evaluate_model(
+    backend: Backend,
+    problems: list[Problem],
+    samples: int = 4,
+    temperature: float = 0.7,
+    max_new_tokens: int = 128,
+    seed: int = 0,
+    batch_size: int = 8,
+    run_path: Path | None = None,
+    progress: bool = True,
+) -> dict:
     """{"greedy": {mean, lo, hi, n}, "maj": {...} (when samples > 1), "k", "items": {id: [greedy, maj]}}."""
     from selfteach.evaluate.accuracy import accuracy
 
@@ -28,8 +36,17 @@ def evaluate_model(backend: Backend, problems: list[Problem], samples: int = 4, 
         if run_path is not None:
             (run_path / name).mkdir(parents=True, exist_ok=True)
             run = RunDir(run_path / name)
-        return accuracy(backend, problems, samples=k, temperature=temp, max_new_tokens=max_new_tokens, seed=seed,
-                        batch_size=batch_size, run=run, progress=progress)
+        return accuracy(
+            backend,
+            problems,
+            samples=k,
+            temperature=temp,
+            max_new_tokens=max_new_tokens,
+            seed=seed,
+            batch_size=batch_size,
+            run=run,
+            progress=progress,
+        )
 
     g = one("greedy", 1, 0.0)
     out = {"greedy": g["accuracy"], "k": samples, "usage": g["usage"],
@@ -46,7 +63,11 @@ def evaluate_model(backend: Backend, problems: list[Problem], samples: int = 4, 
 def compare(a: dict, b: dict, which: int = 0, seed: int = 0) -> dict:
     """Paired difference b - a over shared items: mean and 95% bootstrap interval.
     `which` = 0 for greedy accuracy, 1 for maj@k."""
-    ids = [i for i in a["items"] if i in b["items"] and len(a["items"][i]) > which and len(b["items"][i]) > which]
+    ids = [
+        i
+        for i in a["items"]
+        if i in b["items"] and len(a["items"][i]) > which and len(b["items"][i]) > which
+    ]
     diffs = [b["items"][i][which] - a["items"][i][which] for i in ids]
     if not diffs:
         return {"mean": float("nan"), "lo": float("nan"), "hi": float("nan"), "n": 0}

@@ -24,9 +24,17 @@ from selfteach.errors import SelfteachError
 
 def claims_from_candidates(candidates: list[dict], questions: dict[str, str]) -> list[Claim]:
     """One ICM claim per candidate: claim = solution text, group = problem, key = final answer."""
-    return [Claim(id=c["id"], question=questions[c["problem_id"]], claim=c["text"].strip() or "(empty)",
-                  group=c["problem_id"], key=c["answer"], gold=c.get("correct"))
-            for c in candidates]
+    return [
+        Claim(
+            id=c["id"],
+            question=questions[c["problem_id"]],
+            claim=c["text"].strip() or "(empty)",
+            group=c["problem_id"],
+            key=c["answer"],
+            gold=c.get("correct"),
+        )
+        for c in candidates
+    ]
 
 
 def is_degenerate(text: str, min_chars: int = 3) -> bool:
@@ -46,9 +54,20 @@ def build_pairs(candidates: list[dict], labels: dict[str, bool], cap: int = 5,
     by_problem: dict[str, list[dict]] = defaultdict(list)
     for c in candidates:
         by_problem[c["problem_id"]].append(c)
-    stats = {"problems": len(by_problem), "candidates": len(candidates), "labeled": 0, "labeled_true": 0,
-             "labeled_false": 0, "dropped_degenerate": 0, "dropped_duplicate": 0, "problems_with_both": 0,
-             "pairs_possible": 0, "pairs": 0, "pairs_correct_order": 0, "pairs_with_gold": 0}
+    stats = {
+        "problems": len(by_problem),
+        "candidates": len(candidates),
+        "labeled": 0,
+        "labeled_true": 0,
+        "labeled_false": 0,
+        "dropped_degenerate": 0,
+        "dropped_duplicate": 0,
+        "problems_with_both": 0,
+        "pairs_possible": 0,
+        "pairs": 0,
+        "pairs_correct_order": 0,
+        "pairs_with_gold": 0,
+    }
     pairs: list[PreferencePair] = []
     for pid, cands in by_problem.items():
         good: dict[str, dict] = {}
@@ -84,8 +103,14 @@ def build_pairs(candidates: list[dict], labels: dict[str, bool], cap: int = 5,
                 stats["pairs_with_gold"] += 1
                 stats["pairs_correct_order"] += int(bool(w["correct"]) and not lo["correct"])
                 meta |= {"chosen_correct": w["correct"], "rejected_correct": lo["correct"]}
-            pairs.append(PreferencePair(prompt=w["prompt"], chosen=w["text"].strip(), rejected=lo["text"].strip(),
-                                        meta=meta))
+            pairs.append(
+                PreferencePair(
+                    prompt=w["prompt"],
+                    chosen=w["text"].strip(),
+                    rejected=lo["text"].strip(),
+                    meta=meta,
+                )
+            )
     stats["pairs"] = len(pairs)
     return pairs, stats
 
@@ -115,11 +140,13 @@ def no_pairs_message(stats: dict) -> str:
         why = f"ICM put every candidate in one class (True {stats['labeled_true']}, False {stats['labeled_false']})"
     else:
         why = "no problem has both a True and a False candidate (candidates within a problem all agree)"
-    return (f"no preference pairs: {why}; {stats['problems']} problems, {stats['candidates']} candidates, "
-            f"{stats['labeled_true']} labeled True, {stats['labeled_false']} False, "
-            f"{stats['dropped_degenerate']} degenerate and {stats['dropped_duplicate']} duplicate texts dropped. "
-            "Try more samples per problem (--samples), a wider temperature spread (--temperatures), "
-            "or more problems")
+    return (
+        f"no preference pairs: {why}; {stats['problems']} problems, {stats['candidates']} candidates, "
+        f"{stats['labeled_true']} labeled True, {stats['labeled_false']} False, "
+        f"{stats['dropped_degenerate']} degenerate and {stats['dropped_duplicate']} duplicate texts dropped. "
+        "Try more samples per problem (--samples), a wider temperature spread (--temperatures), "
+        "or more problems"
+    )
 
 
 def require_pairs(pairs: list[PreferencePair], stats: dict) -> None:

@@ -16,5 +16,14 @@ from selfteach.judge.parse import parse_scores
 from selfteach.judge.prompts import JudgePrompt, build_prompt
 from selfteach.judge.voting import JudgeConfig, accuracy_at_k, credit, judge_items, vote
 
-__all__ = ["JudgeConfig", "JudgePrompt", "accuracy_at_k", "build_prompt", "credit", "judge_items", "load_judge_items",
-           "parse_scores", "vote"]
+__all__ = [
+    "JudgeConfig",
+    "JudgePrompt",
+    "accuracy_at_k",
+    "build_prompt",
+    "credit",
+    "judge_items",
+    "load_judge_items",
+    "parse_scores",
+    "vote",
+]

@@ -49,8 +49,10 @@ def _text(v: Any, where: str, name: str, role: str) -> str:
 def item_from_row(row: dict, idx: int, where: str) -> JudgeItem:
     """One `JudgeItem` from a RewardBench or n-response row (see the module docstring)."""
     if "prompt" not in row:
-        raise SelfteachError(f"{where}: missing field 'prompt' (expected RewardBench {{prompt, chosen, rejected}} "
-                             "or {prompt, responses, best})")
+        raise SelfteachError(
+            f"{where}: missing field 'prompt' (expected RewardBench {{prompt, chosen, rejected}} "
+            "or {prompt, responses, best})"
+        )
     prompt = _text(row["prompt"], where, "prompt", "user")
     rid = row_id(row, where, idx, names=("id",))
     subset = as_label(row.get("subset"), where, "subset") or "default"
@@ -64,18 +66,24 @@ def item_from_row(row: dict, idx: int, where: str) -> JudgeItem:
     elif "responses" in row:
         if not isinstance(row["responses"], list) or not row["responses"]:
             raise SelfteachError(f"{where}: field 'responses': expected a non-empty list")
-        responses = [_text(r, where, f"responses[{j}]", "assistant") for j, r in enumerate(row["responses"])]
+        responses = [
+            _text(r, where, f"responses[{j}]", "assistant") for j, r in enumerate(row["responses"])
+        ]
         best = row.get("best")
         if best is not None and (isinstance(best, bool) or not isinstance(best, int)
                                  or not 0 <= best < len(responses)):
-            raise SelfteachError(f"{where}: field 'best': {best!r} is not an index into {len(responses)} responses")
+            raise SelfteachError(
+                f"{where}: field 'best': {best!r} is not an index into {len(responses)} responses"
+            )
     else:
         raise SelfteachError(f"{where}: missing field 'chosen'/'rejected' or 'responses'")
     try:
         return JudgeItem(id=rid, prompt=prompt, responses=responses, best=best, subset=subset)
     except ValidationError as e:
         err = e.errors()[0]
-        raise SelfteachError(f"{where}: field {'.'.join(map(str, err['loc']))!r}: {err['msg']}") from None
+        raise SelfteachError(
+            f"{where}: field {'.'.join(map(str, err['loc']))!r}: {err['msg']}"
+        ) from None
 
 
 def load_judge_items(spec: str | Path, limit: int | None = None, pairwise: bool = False,
@@ -98,7 +106,9 @@ def load_judge_items(spec: str | Path, limit: int | None = None, pairwise: bool 
             raise SelfteachError(f"{spec_s}:{n}: item {it.id!r} has {len(it.responses)} response; "
                                  "comparing needs at least 2 (or use --mode pointwise)")
         if need_best and it.best is None:
-            raise SelfteachError(f"{spec_s}:{n}: item {it.id!r} has no field 'best' (needed for accuracy)")
+            raise SelfteachError(
+                f"{spec_s}:{n}: item {it.id!r} has no field 'best' (needed for accuracy)"
+            )
     if limit is not None:
         if limit < 1:
             raise SelfteachError(f"--limit {limit}: must be >= 1")
@@ -122,8 +132,14 @@ def _slip(solution: str, answer: str, rng: random.Random) -> str | None:
     return f"{body.rstrip()}\nFinal answer: {wrong}"
 
 
-def make_builtin_pairs(gsm8k_train: str | Path, mawps: str | Path, n_per_subset: int = 32, seed: int = 0,
-                       max_chars: int = 320, skip: int = 0) -> list[dict]:
+def make_builtin_pairs(
+    gsm8k_train: str | Path,
+    mawps: str | Path,
+    n_per_subset: int = 32,
+    seed: int = 0,
+    max_chars: int = 320,
+    skip: int = 0,
+) -> list[dict]:
     """RewardBench-format rows (see the module docstring). Short GSM8K solutions only
     (<= `max_chars`) so that a CPU judge fits two of them in its context cheaply. `skip`
     drops the first candidates of each subset (use it to draw a disjoint training set)."""
@@ -146,7 +162,15 @@ def make_builtin_pairs(gsm8k_train: str | Path, mawps: str | Path, n_per_subset:
         if taken <= skip:
             continue
         good = f"{sol.rpartition('####')[0].rstrip()}\nFinal answer: {ans}"
-        rows.append({"id": f"gsm8k-train-{i}", "prompt": q, "chosen": good, "rejected": bad, "subset": "gsm8k-slip"})
+        rows.append(
+            {
+                "id": f"gsm8k-train-{i}",
+                "prompt": q,
+                "chosen": good,
+                "rejected": bad,
+                "subset": "gsm8k-slip",
+            }
+        )
         if taken - skip >= n_per_subset:
             break
     maw = read_rows(mawps)
@@ -159,8 +183,15 @@ def make_builtin_pairs(gsm8k_train: str | Path, mawps: str | Path, n_per_subset:
         if wrong < 0:
             wrong = gold + 3
         wrong_s = str(int(wrong)) if float(wrong).is_integer() else str(round(wrong, 4))
-        rows.append({"id": f"mawps-{i}", "prompt": maw[i]["input"], "chosen": f"The answer is {gold_s}.",
-                     "rejected": f"The answer is {wrong_s}.", "subset": "mawps-answer"})
+        rows.append(
+            {
+                "id": f"mawps-{i}",
+                "prompt": maw[i]["input"],
+                "chosen": f"The answer is {gold_s}.",
+                "rejected": f"The answer is {wrong_s}.",
+                "subset": "mawps-answer",
+            }
+        )
     return rows
 
 
@@ -170,7 +201,9 @@ def main() -> None:  # python -m selfteach.judge.data GSM8K_TRAIN MAWPS [OUT]
     gsm, maw = sys.argv[1], sys.argv[2]
     out = Path(sys.argv[3]) if len(sys.argv) > 3 else BUILTIN_PAIRS
     rows = make_builtin_pairs(gsm, maw)
-    out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    out.write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"
+    )
     print(f"wrote {len(rows)} pairs to {out}")
 
 

@@ -36,13 +36,23 @@ class MetaConfig(BaseModel):
 
     model_config = ConfigDict(allow_inf_nan=False)
 
-    backbone: str = Field("smollm2-135m", description="model whose hidden states the head reads (alias/dir/...)")
-    max_tokens: int = Field(768, ge=16, le=MAX_TOKENS, description="keep the last N tokens of query + judgment")
-    epochs: int = Field(300, ge=1, le=MAX_STEPS, description="full-batch optimisation steps of the head")
+    backbone: str = Field(
+        "smollm2-135m", description="model whose hidden states the head reads (alias/dir/...)"
+    )
+    max_tokens: int = Field(
+        768, ge=16, le=MAX_TOKENS, description="keep the last N tokens of query + judgment"
+    )
+    epochs: int = Field(
+        300, ge=1, le=MAX_STEPS, description="full-batch optimisation steps of the head"
+    )
     lr: float = Field(0.01, gt=0, le=MAX_LR, description="AdamW learning rate of the head")
     weight_decay: float = Field(0.1, ge=0, description="L2 regularisation of the head")
-    val_frac: float = Field(0.2, ge=0, lt=1, description="held-out share of items for the reported AUROC")
-    batch_size: int = Field(8, ge=1, le=MAX_BATCH, description="judgments per feature-extraction forward pass")
+    val_frac: float = Field(
+        0.2, ge=0, lt=1, description="held-out share of items for the reported AUROC"
+    )
+    batch_size: int = Field(
+        8, ge=1, le=MAX_BATCH, description="judgments per feature-extraction forward pass"
+    )
     seed: Seed = Field(0, description="split and init seed")
 
 
@@ -60,7 +70,9 @@ def labeled_judgments(records: list[dict]) -> list[tuple[str, str, int]]:
 
 
 @torch.inference_mode()
-def features(backend: Backend, texts: list[str], max_tokens: int, batch_size: int = 8) -> torch.Tensor:
+def features(
+    backend: Backend, texts: list[str], max_tokens: int, batch_size: int = 8
+) -> torch.Tensor:
     """[len(texts), 2*hidden]: last-token and mean final hidden state of the backbone."""
     model: HiddenStates = require(backend, HiddenStates, "meta RM")
     seqs = [backend.tokenize(t)[-max_tokens:] for t in texts]
@@ -76,7 +88,9 @@ def _fit(x: torch.Tensor, y: torch.Tensor, cfg: MetaConfig) -> torch.nn.Linear:
     pos_weight = torch.tensor((len(y) - pos) / max(pos, 1.0))
     for _ in range(cfg.epochs):
         opt.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(head(x).squeeze(-1), y, pos_weight=pos_weight)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            head(x).squeeze(-1), y, pos_weight=pos_weight
+        )
         loss.backward()
         opt.step()
     return head
@@ -87,7 +101,14 @@ class MetaRM:
     right). Load with `MetaRM.load(dir, backend=...)`; pass the judge's backend when it is
     the same model as the backbone, to avoid loading it twice."""
 
-    def __init__(self, backend: Backend, head: torch.nn.Linear, mean: torch.Tensor, std: torch.Tensor, info: dict):
+    def __init__(
+        self,
+        backend: Backend,
+        head: torch.nn.Linear,
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        info: dict,
+    ):
         self.backend, self.head, self.mean, self.std, self.info = backend, head, mean, std, info
 
     @torch.inference_mode()
@@ -98,8 +119,13 @@ class MetaRM:
     def save(self, out: str | Path) -> Path:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        blob = {**self.info, "weight": self.head.weight.detach()[0].tolist(), "bias": float(self.head.bias.detach()[0]),
-                "mean": self.mean.tolist(), "std": self.std.tolist()}
+        blob = {
+            **self.info,
+            "weight": self.head.weight.detach()[0].tolist(),
+            "bias": float(self.head.bias.detach()[0]),
+            "mean": self.mean.tolist(),
+            "std": self.std.tolist(),
+        }
         path = out / "meta_rm.json"
         path.write_text(json.dumps(blob), encoding="utf-8")
         return path
@@ -109,14 +135,20 @@ class MetaRM:
         p = Path(path)
         p = p / "meta_rm.json" if p.is_dir() else p
         if not p.is_file():
-            raise SelfteachError(f"{p}: meta RM not found (train one with `selfteach judge train-meta`)")
+            raise SelfteachError(
+                f"{p}: meta RM not found (train one with `selfteach judge train-meta`)"
+            )
         try:
             blob = json.loads(p.read_text(encoding="utf-8"))
             weight, bias = torch.tensor(blob.pop("weight")), float(blob.pop("bias"))
             mean, std = torch.tensor(blob.pop("mean")), torch.tensor(blob.pop("std"))
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise SelfteachError(f"{p}: not a meta RM file ({type(e).__name__}: {e})") from None
-        if backend is None or backend.name != blob["backbone"] or not isinstance(backend, HiddenStates):
+        if (
+            backend is None
+            or backend.name != blob["backbone"]
+            or not isinstance(backend, HiddenStates)
+        ):
             from selfteach.backends import load_backend
 
             backend = load_backend(blob["backbone"], "hf")
@@ -131,11 +163,15 @@ def train_meta(records: list[dict], cfg: MetaConfig, backend: Backend | None = N
     """Fit the meta RM on judged records (from `judge run`/`judge eval` outputs)."""
     data = labeled_judgments(records)
     if not data:
-        raise SelfteachError("no usable judgments: records need a known 'best' and multi-mode samples")
+        raise SelfteachError(
+            "no usable judgments: records need a known 'best' and multi-mode samples"
+        )
     labels = [y for _, _, y in data]
     if len(set(labels)) < 2:
         which = "right" if labels[0] else "wrong"
-        raise SelfteachError(f"all {len(labels)} judgments are {which}: the meta RM needs both right and wrong ones")
+        raise SelfteachError(
+            f"all {len(labels)} judgments are {which}: the meta RM needs both right and wrong ones"
+        )
     if backend is None:
         from selfteach.backends import load_backend
 
@@ -144,7 +180,10 @@ def train_meta(records: list[dict], cfg: MetaConfig, backend: Backend | None = N
     y = torch.tensor(labels, dtype=torch.float32)
     ids = sorted({i for i, _, _ in data})
     g = torch.Generator().manual_seed(cfg.seed)
-    val_ids = {ids[j] for j in torch.randperm(len(ids), generator=g)[: int(len(ids) * cfg.val_frac)].tolist()}
+    val_ids = {
+        ids[j]
+        for j in torch.randperm(len(ids), generator=g)[: int(len(ids) * cfg.val_frac)].tolist()
+    }
     val = torch.tensor([i in val_ids for i, _, _ in data])
     metrics: dict = {"n": len(data), "n_right": int(y.sum()), "n_items": len(ids)}
     if val.any() and (~val).any() and len(set(y[~val].tolist())) == 2:

@@ -105,13 +105,22 @@ class JudgePrompt(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     system: str | None = Field(SYSTEM, description="system message (None: no system turn)")
-    multi: str = Field(STYLES[DEFAULT_STYLE]["multi"], description="template for n >= 2 responses judged together")
-    pointwise: str = Field(STYLES[DEFAULT_STYLE]["pointwise"], description="template for one response judged alone")
+    multi: str = Field(
+        STYLES[DEFAULT_STYLE]["multi"], description="template for n >= 2 responses judged together"
+    )
+    pointwise: str = Field(
+        STYLES[DEFAULT_STYLE]["pointwise"], description="template for one response judged alone"
+    )
     response: str = Field(RESPONSE, description="how one response is shown; {i} is 1-based")
-    chat: bool = Field(True, description="wrap in the model's chat template (no effect on base models)")
-    stop: list[str] = Field(default_factory=list, description="stop strings ending a judgment; a stop string that "
-                            "starts with '}' and cuts a judgment inside its last box gets that brace back "
-                            "(parse.close_stopped_box)")
+    chat: bool = Field(
+        True, description="wrap in the model's chat template (no effect on base models)"
+    )
+    stop: list[str] = Field(
+        default_factory=list,
+        description="stop strings ending a judgment; a stop string that "
+        "starts with '}' and cuts a judgment inside its last box gets that brace back "
+        "(parse.close_stopped_box)",
+    )
 
     @classmethod
     def style(cls, name: PromptStyle = DEFAULT_STYLE, **fields) -> JudgePrompt:
@@ -138,13 +147,17 @@ class JudgePrompt(BaseModel):
             prompt = cls.style(style, **data)
         except ValidationError as e:
             err = e.errors()[0]
-            raise SelfteachError(f"{p}: field {'.'.join(map(str, err['loc']))!r}: {err['msg']}") from None
+            raise SelfteachError(
+                f"{p}: field {'.'.join(map(str, err['loc']))!r}: {err['msg']}"
+            ) from None
         for name in ("multi", "pointwise"):  # fail now, not at the first item
             try:
                 getattr(prompt, name).format(n=2, query="q", responses="r")
             except (KeyError, IndexError, ValueError) as e:
-                raise SelfteachError(f"{p}: field {name!r}: bad template ({e!r}); use {{n}} {{query}} {{responses}}, "
-                                     "and double literal braces: \\\\boxed{{{{s}}}}") from None
+                raise SelfteachError(
+                    f"{p}: field {name!r}: bad template ({e!r}); use {{n}} {{query}} {{responses}}, "
+                    "and double literal braces: \\\\boxed{{{{s}}}}"
+                ) from None
         return prompt
 
 
@@ -152,12 +165,16 @@ def build_prompt(query: str, responses: list[str], prompt: JudgePrompt | None = 
     """The judge's user message for `responses` in the order they are shown. One response
     uses the pointwise template, two or more the multi-response one."""
     prompt = prompt or JudgePrompt()
-    shown = "\n".join(prompt.response.format(i=i + 1, response=r.strip()) for i, r in enumerate(responses))
+    shown = "\n".join(
+        prompt.response.format(i=i + 1, response=r.strip()) for i, r in enumerate(responses)
+    )
     template = prompt.pointwise if len(responses) == 1 else prompt.multi
     return template.format(n=len(responses), query=query.strip(), responses=shown)
 
 
-def render(backend: Backend, query: str, responses: list[str], prompt: JudgePrompt | None = None) -> str:
+def render(
+    backend: Backend, query: str, responses: list[str], prompt: JudgePrompt | None = None
+) -> str:
     """The full text sent to the model: the user message inside the chat template."""
     prompt = prompt or JudgePrompt()
     user = build_prompt(query, responses, prompt)

@@ -57,9 +57,17 @@ def judge_rule_reward(correct: float = 1.0, wrong: float = -1.0) -> Callable[...
     return judge_rule
 
 
-def judge_reward(model_spec: str | None = None, k: int = 1, backend: Backend | None = None, temperature: float = 0.5,
-                 max_new_tokens: int = 384, fail_reward: float = 0.5, asynchronous: bool = False,
-                 seed: int = 0, **backend_kwargs) -> Callable:
+def judge_reward(
+    model_spec: str | None = None,
+    k: int = 1,
+    backend: Backend | None = None,
+    temperature: float = 0.5,
+    max_new_tokens: int = 384,
+    fail_reward: float = 0.5,
+    asynchronous: bool = False,
+    seed: int = 0,
+    **backend_kwargs,
+) -> Callable:
     """Pointwise generative-judge reward in [0, 1]: (mean valid score - 1) / 9, or
     `fail_reward` when no sample parses. The judge model is loaded on first use
     (`load_backend(model_spec)`) unless a `backend` is given."""
@@ -68,17 +76,25 @@ def judge_reward(model_spec: str | None = None, k: int = 1, backend: Backend | N
     if backend is None and not model_spec:
         raise SelfteachError("judge reward: give a judge model (judge:MODEL) or a backend")
     state: dict[str, Any] = {"backend": backend, "calls": 0}
-    cfg = JudgeConfig(k=k, temperature=temperature, max_new_tokens=max_new_tokens, mode="pointwise", seed=seed)
+    cfg = JudgeConfig(
+        k=k, temperature=temperature, max_new_tokens=max_new_tokens, mode="pointwise", seed=seed
+    )
 
     def _score(prompts, completions) -> list[float]:
         if state["backend"] is None:
             from selfteach.backends import load_backend
 
             state["backend"] = load_backend(str(model_spec), **backend_kwargs)
-        items = [JudgeItem(id=f"c{i}", prompt=_query(p) or "(empty prompt)", responses=[_text(c) or "(empty)"])
-                 for i, (p, c) in enumerate(zip(prompts, completions, strict=True))]
+        items = [
+            JudgeItem(
+                id=f"c{i}", prompt=_query(p) or "(empty prompt)", responses=[_text(c) or "(empty)"]
+            )
+            for i, (p, c) in enumerate(zip(prompts, completions, strict=True))
+        ]
         state["calls"] += 1
-        call_cfg = cfg.model_copy(update={"items_per_call": max(1, len(items)), "seed": seed + state["calls"]})
+        call_cfg = cfg.model_copy(
+            update={"items_per_call": max(1, len(items)), "seed": seed + state["calls"]}
+        )
         recs = judge_items(state["backend"], items, call_cfg)
         out = []
         for r in recs:

@@ -33,7 +33,11 @@ def rft_rows(records: list[dict], prompt: JudgePrompt | None = None) -> tuple[li
               "skipped_no_best": 0, "judgments_kept": 0}
     for rec in records:
         counts["items"] += 1
-        if rec.get("best") is None or rec.get("mode", "multi") != "multi" or len(rec["responses"]) < 2:
+        if (
+            rec.get("best") is None
+            or rec.get("mode", "multi") != "multi"
+            or len(rec["responses"]) < 2
+        ):
             counts["skipped_no_best"] += 1
             continue
         right = [s for s in rec["samples"] if ranks_best_first(s.get("scores"), rec["best"])]
@@ -52,7 +56,9 @@ def rft_rows(records: list[dict], prompt: JudgePrompt | None = None) -> tuple[li
     return rows, counts
 
 
-def grpo_rows(items: list[JudgeItem], prompt: JudgePrompt | None = None, seed: int = 0) -> list[dict]:
+def grpo_rows(
+    items: list[JudgeItem], prompt: JudgePrompt | None = None, seed: int = 0
+) -> list[dict]:
     """Judge prompts for rule-reward GRPO: {"prompt", "judge_best", "judge_n"}; TRL passes
     the extra columns to the reward function as keyword lists."""
     prompt = prompt or JudgePrompt()
@@ -63,6 +69,12 @@ def grpo_rows(items: list[JudgeItem], prompt: JudgePrompt | None = None, seed: i
             continue
         order = rng.sample(range(len(it.responses)), len(it.responses))
         user = build_prompt(it.prompt, [it.responses[i] for i in order], prompt)
-        rows.append({"id": it.id, "prompt": _messages(user, prompt), "judge_best": order.index(it.best),
-                     "judge_n": len(it.responses)})
+        rows.append(
+            {
+                "id": it.id,
+                "prompt": _messages(user, prompt),
+                "judge_best": order.index(it.best),
+                "judge_n": len(it.responses),
+            }
+        )
     return rows

@@ -26,7 +26,10 @@ overflow:auto;font-size:12px}.note{color:#555}h2{border-bottom:1px solid #ddd}""
 
 def _table(t: dict) -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in t.get("columns", []))
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(x))}</td>" for x in r) + "</tr>" for r in t.get("rows", []))
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(x))}</td>" for x in r) + "</tr>"
+        for r in t.get("rows", [])
+    )
     return f"<h3>{html.escape(str(t.get('name', '')))}</h3><table><tr>{head}</tr>{body}</table>"
 
 
@@ -55,7 +58,8 @@ def run_section(run: Path) -> str:
             parts.append(f"<details><summary>{name}</summary><pre>{html.escape(text)}</pre></details>")
     metrics = run / "metrics.jsonl"
     if metrics.exists():
-        lines = metrics.read_text(encoding="utf-8", errors="replace").splitlines()[-30:]  # shown only
+        # shown only
+        lines = metrics.read_text(encoding="utf-8", errors="replace").splitlines()[-30:]
         parts.append(f"<details><summary>metrics.jsonl (last {len(lines)} lines)</summary>"
                      f"<pre>{html.escape(chr(10).join(lines))}</pre></details>")
     return "\n".join(parts)
@@ -65,8 +69,10 @@ def read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
-        raise SelfteachError(f"{path}: not UTF-8 (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
-                             "the run directory is damaged") from None
+        raise SelfteachError(
+            f"{path}: not UTF-8 (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+            "the run directory is damaged"
+        ) from None
 
 
 def read_json(path: Path) -> dict:
@@ -86,22 +92,35 @@ def check_summary(s: dict, path: Path) -> dict:
     """summary.json's shape: {"title", "tables": [{"name", "columns": [...], "rows": [[...]]}], "notes"}."""
     tables, notes = s.get("tables", []), s.get("notes", [])
     if not isinstance(tables, list) or not isinstance(notes, list):
-        raise SelfteachError(f"{path}: field {'tables' if not isinstance(tables, list) else 'notes'!r}: "
-                             "expected a list")
+        raise SelfteachError(
+            f"{path}: field {'tables' if not isinstance(tables, list) else 'notes'!r}: "
+            "expected a list"
+        )
     for i, t in enumerate(tables):
         if not isinstance(t, dict) or not isinstance(t.get("columns", []), list) \
                 or not isinstance(t.get("rows", []), list) \
                 or not all(isinstance(r, list) for r in t.get("rows", [])):
-            raise SelfteachError(f"{path}: field 'tables[{i}]': expected {{name, columns: [...], rows: [[...]]}}")
+            raise SelfteachError(
+                f"{path}: field 'tables[{i}]': expected {{name, columns: [...], rows: [[...]]}}"
+            )
     return s
 
 
-def write_report(runs: list[Path], out: Path | None = None, extra_images: list[Path] | None = None) -> Path:
+def write_report(
+    runs: list[Path], out: Path | None = None, extra_images: list[Path] | None = None
+) -> Path:
     """Write report.html for one run (into the run dir) or a comparison of several."""
     if not runs:
         raise SelfteachError("no run directory given")
     out = out or (runs[0] / "report.html" if len(runs) == 1 else Path("runs") / "compare.html")
     title = "selfteach report" if len(runs) == 1 else f"selfteach comparison of {len(runs)} runs"
-    body = [f"<h1>{title}</h1>"] + [_img(p) for p in extra_images or []] + [run_section(r) for r in runs]
-    page = f"<!doctype html><meta charset=utf-8><title>{title}</title><style>{_CSS}</style>" + "\n".join(body)
+    body = (
+        [f"<h1>{title}</h1>"]
+        + [_img(p) for p in extra_images or []]
+        + [run_section(r) for r in runs]
+    )
+    page = (
+        f"<!doctype html><meta charset=utf-8><title>{title}</title><style>{_CSS}</style>"
+        + "\n".join(body)
+    )
     return atomic_write_text(out, page)

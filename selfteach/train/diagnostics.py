@@ -40,7 +40,9 @@ def grad_mass(p: torch.Tensor, log_sum_sq: torch.Tensor, gate: torch.Tensor) -> 
     return gate * (1 - 2 * p + log_sum_sq.exp()).clamp(min=0).sqrt()
 
 
-def _hist(x: torch.Tensor, bins: int, hi: float, weights: torch.Tensor | None = None) -> list[float]:
+def _hist(
+    x: torch.Tensor, bins: int, hi: float, weights: torch.Tensor | None = None
+) -> list[float]:
     idx = (x / hi * bins).long().clamp(0, bins - 1)
     w = torch.ones_like(x) if weights is None else weights
     return torch.zeros(bins, dtype=torch.float64).index_add_(0, idx, w.double()).tolist()
@@ -49,7 +51,9 @@ def _hist(x: torch.Tensor, bins: int, hi: float, weights: torch.Tensor | None = 
 def _hist2d(p: torch.Tensor, h: torch.Tensor, weights: torch.Tensor) -> list[list[float]]:
     pi = (p * P_BINS).long().clamp(0, P_BINS - 1)
     hi = (h / H_MAX * H_BINS).long().clamp(0, H_BINS - 1)
-    flat = torch.zeros(P_BINS * H_BINS, dtype=torch.float64).index_add_(0, pi * H_BINS + hi, weights.double())
+    flat = torch.zeros(P_BINS * H_BINS, dtype=torch.float64).index_add_(
+        0, pi * H_BINS + hi, weights.double()
+    )
     return flat.view(P_BINS, H_BINS).tolist()  # [p bin][entropy bin]
 
 
@@ -61,10 +65,19 @@ class Diagnostics:
         self.rows: list[dict[str, Any]] = []
         self._buf: list[tuple[torch.Tensor, ...]] = []
 
-    def update(self, p: torch.Tensor, entropy: torch.Tensor, log_sum_sq: torch.Tensor, gate: torch.Tensor,
-               alpha: torch.Tensor, mask: torch.Tensor) -> None:
+    def update(
+        self,
+        p: torch.Tensor,
+        entropy: torch.Tensor,
+        log_sum_sq: torch.Tensor,
+        gate: torch.Tensor,
+        alpha: torch.Tensor,
+        mask: torch.Tensor,
+    ) -> None:
         m = mask.bool()
-        self._buf.append(tuple(t.detach()[m].float().cpu() for t in (p, entropy, log_sum_sq, gate, alpha)))
+        self._buf.append(
+            tuple(t.detach()[m].float().cpu() for t in (p, entropy, log_sum_sq, gate, alpha))
+        )
 
     def flush(self, step: int) -> dict[str, Any] | None:
         if not self._buf:
@@ -74,15 +87,28 @@ class Diagnostics:
         mass = grad_mass(p, lsq, gate)
         total = float(mass.sum()) or 1.0
         confident = h < CONFIDENT_H
-        q = torch.quantile(alpha, torch.tensor([0.1, 0.5, 0.9])).tolist() if alpha.numel() else [0.0] * 3
+        q = (
+            torch.quantile(alpha, torch.tensor([0.1, 0.5, 0.9])).tolist()
+            if alpha.numel()
+            else [0.0] * 3
+        )
         row = {
-            "kind": "diagnostics", "step": int(step), "tokens": int(p.numel()), "objective": self.objective,
-            "mean_p": float(p.mean()), "mean_entropy": float(h.mean()), "mean_gate": float(gate.mean()),
-            "mean_alpha": float(alpha.mean()), "alpha_p10": q[0], "alpha_p50": q[1], "alpha_p90": q[2],
+            "kind": "diagnostics",
+            "step": int(step),
+            "tokens": int(p.numel()),
+            "objective": self.objective,
+            "mean_p": float(p.mean()),
+            "mean_entropy": float(h.mean()),
+            "mean_gate": float(gate.mean()),
+            "mean_alpha": float(alpha.mean()),
+            "alpha_p10": q[0],
+            "alpha_p50": q[1],
+            "alpha_p90": q[2],
             "grad_share_confident": float(mass[confident].sum()) / total,
             "grad_share_conflict": float(mass[confident & (p < CONFLICT_P)].sum()) / total,
             "grad_share_high_p": float(mass[p >= HIGH_P].sum()) / total,
-            "hist_p": _hist(p, P_BINS, 1.0), "hist_entropy": _hist(h, H_BINS, H_MAX),
+            "hist_p": _hist(p, P_BINS, 1.0),
+            "hist_entropy": _hist(h, H_BINS, H_MAX),
             "hist_alpha": _hist(alpha, P_BINS, 1.0),
             "tokens_p_entropy": _hist2d(p, h, torch.ones_like(p)),
             "grad_mass_p_entropy": _hist2d(p, h, mass),
@@ -99,18 +125,27 @@ class Diagnostics:
             rows = [r for r in self.run.read("metrics.jsonl") if r.get("kind") == "diagnostics"]
         cols = ["step", "tokens", "mean_p", "mean_entropy", "mean_gate", "mean_alpha", "alpha_p50",
                 "grad_share_confident", "grad_share_conflict", "grad_share_high_p"]
-        table = [[r[c] if isinstance(r[c], int | str) else float(f"{r[c]:.4g}") for c in cols] for r in rows]
+        table = [
+            [r[c] if isinstance(r[c], int | str) else float(f"{r[c]:.4g}") for c in cols]
+            for r in rows
+        ]
         mass2d = _sum2d([r["grad_mass_p_entropy"] for r in rows])
         tot = sum(map(sum, mass2d)) or 1.0
         h_edges = [f"{H_MAX * j / H_BINS:g}-{H_MAX * (j + 1) / H_BINS:g}" for j in range(H_BINS)]
-        grid = [[f"{i / P_BINS:.1f}-{(i + 1) / P_BINS:.1f}"] + [float(f"{v / tot:.3g}") for v in mass2d[i]]
-                for i in range(P_BINS)]
+        grid = [
+            [f"{i / P_BINS:.1f}-{(i + 1) / P_BINS:.1f}"]
+            + [float(f"{v / tot:.3g}") for v in mass2d[i]]
+            for i in range(P_BINS)
+        ]
         summary = {
             "title": title,
             "tables": [
                 {"name": "token diagnostics over training", "columns": cols, "rows": table},
-                {"name": "share of gradient mass by target p (rows) and entropy in nats (columns)",
-                 "columns": ["p \\ H"] + h_edges, "rows": grid},
+                {
+                    "name": "share of gradient mass by target p (rows) and entropy in nats (columns)",
+                    "columns": ["p \\ H"] + h_edges,
+                    "rows": grid,
+                },
             ],
             "notes": [
                 f"objective {self.objective}; gate = -dL/dlog p, so each token's logit gradient is "
@@ -159,7 +194,9 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     mass = _sum2d([r["grad_mass_p_entropy"] for r in rows])
     tot = sum(map(sum, mass)) or 1.0
     mass = [[v / tot for v in row] for row in mass]
-    im = ax[0, 2].imshow(mass, origin="lower", aspect="auto", extent=(0, H_MAX, 0, 1), cmap="viridis")
+    im = ax[0, 2].imshow(
+        mass, origin="lower", aspect="auto", extent=(0, H_MAX, 0, 1), cmap="viridis"
+    )
     ax[0, 2].set_xlabel("entropy (nats)")
     ax[0, 2].set_ylabel("target p")
     ax[0, 2].set_title("share of gradient mass (all steps)")
@@ -168,7 +205,9 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     ax[1, 0].set_title("mean gate (-dL/dlog p)")
     ax[1, 0].set_ylim(0, 1.05)
     for key in ("grad_share_confident", "grad_share_conflict", "grad_share_high_p"):
-        ax[1, 1].plot(steps, [r[key] for r in rows], marker="o", label=key.removeprefix("grad_share_"))
+        ax[1, 1].plot(
+            steps, [r[key] for r in rows], marker="o", label=key.removeprefix("grad_share_")
+        )
     ax[1, 1].set_title("share of gradient mass")
     ax[1, 1].set_ylim(-0.02, 1.02)
     ax[1, 1].legend()

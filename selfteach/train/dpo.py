@@ -40,17 +40,37 @@ from selfteach.train.common import (
 )
 
 # TRL's DPO loss names (DPOConfig.loss_type), checked before anything is loaded.
-DPOLoss = Literal["sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
-                  "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm"]
+DPOLoss = Literal[
+    "sigmoid",
+    "hinge",
+    "ipo",
+    "exo_pair",
+    "nca_pair",
+    "robust",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "aot_unpaired",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "sft",
+    "sigmoid_norm",
+]
 
 
 class DPOArgs(TrainConfig):
     """DPO options (TRL DPOConfig names in brackets)."""
 
     beta: float = Field(0.1, gt=0, le=100, description="KL strength of the implicit reward [beta]")
-    loss_type: DPOLoss = Field("sigmoid", description="TRL DPO loss: sigmoid (DPO), ipo, hinge, robust, ... [loss_type]")
-    precompute_ref: bool = Field(True, description="compute reference log-probs once before training "
-                                                   "[precompute_ref_log_probs]; exact, and faster")
+    loss_type: DPOLoss = Field(
+        "sigmoid", description="TRL DPO loss: sigmoid (DPO), ipo, hinge, robust, ... [loss_type]"
+    )
+    precompute_ref: bool = Field(
+        True,
+        description="compute reference log-probs once before training "
+        "[precompute_ref_log_probs]; exact, and faster",
+    )
     learning_rate: float = Field(5e-6, gt=0, le=1.0, description="AdamW peak learning rate")
 
 
@@ -60,7 +80,9 @@ def read_pairs(path: str | Path) -> list[PreferencePair]:
     pairs = []
     for i, row in iter_jsonl_at(path):
         try:
-            pairs.append(PreferencePair(**{k: row[k] for k in ("prompt", "chosen", "rejected") if k in row}))
+            pairs.append(
+                PreferencePair(**{k: row[k] for k in ("prompt", "chosen", "rejected") if k in row})
+            )
         except ValidationError as e:
             err = e.errors()[0]
             loc = ".".join(str(x) for x in err["loc"]) or "row"
@@ -73,18 +95,31 @@ def read_pairs(path: str | Path) -> list[PreferencePair]:
 def pairs_dataset(pairs: list[PreferencePair]):
     from datasets import Dataset
 
-    return Dataset.from_list([{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in pairs])
+    return Dataset.from_list(
+        [{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in pairs]
+    )
 
 
 def dpo_config(args: DPOArgs, out: Path, device: str):
     from trl import DPOConfig
 
-    return DPOConfig(**trl_common_kwargs(args, out, device), beta=args.beta, loss_type=[args.loss_type],
-                     max_length=args.max_length, precompute_ref_log_probs=args.precompute_ref)
+    return DPOConfig(
+        **trl_common_kwargs(args, out, device),
+        beta=args.beta,
+        loss_type=[args.loss_type],
+        max_length=args.max_length,
+        precompute_ref_log_probs=args.precompute_ref,
+    )
 
 
-def train_dpo(pairs: list[PreferencePair] | str | Path, args: DPOArgs | None = None,
-              out: str | Path = "runs/dpo", model=None, tokenizer=None, resume: bool = False) -> TrainResult:
+def train_dpo(
+    pairs: list[PreferencePair] | str | Path,
+    args: DPOArgs | None = None,
+    out: str | Path = "runs/dpo",
+    model=None,
+    tokenizer=None,
+    resume: bool = False,
+) -> TrainResult:
     """Train `args.model` (or the given model object) with DPO on `pairs`; save to OUT/model.
 
     Returns a `TrainResult` (model directory, TRL log history with loss and reward margins).
@@ -109,8 +144,14 @@ def train_dpo(pairs: list[PreferencePair] | str | Path, args: DPOArgs | None = N
     # TRL reloads a reference by the model's name when none is given; a model object has no
     # usable name (platform notes), so give a frozen copy unless LoRA/precompute make it moot.
     ref = None if (peft is not None or args.precompute_ref) else copy.deepcopy(model).eval()
-    trainer = DPOTrainer(model=model, ref_model=ref, args=dpo_config(args, out, device),
-                         train_dataset=pairs_dataset(pairs), processing_class=tokenizer, peft_config=peft,
-                         callbacks=[crash_points()])
+    trainer = DPOTrainer(
+        model=model,
+        ref_model=ref,
+        args=dpo_config(args, out, device),
+        train_dataset=pairs_dataset(pairs),
+        processing_class=tokenizer,
+        peft_config=peft,
+        callbacks=[crash_points()],
+    )
     trainer.train(resume_from_checkpoint=ckpt)
     return finish(trainer, args, out, f"DPO ({len(pairs)} pairs, beta={args.beta})")

@@ -46,16 +46,35 @@ class GRPOArgs(TrainConfig):
     """GRPO options (TRL GRPOConfig names in brackets)."""
 
     reward: str = Field("gold-answer", description="reward: gold-answer | judge:MODEL | judge-rule")
-    loss_type: Literal["grpo", "dr_grpo", "dapo"] = Field("grpo", description="grpo | dr_grpo | dapo [loss_type]")
-    num_generations: int = Field(8, ge=2, le=1024, description="group size G: completions per prompt [num_generations]")
-    max_completion_length: int = Field(128, ge=1, le=131072, description="cap on generated tokens [max_completion_length]")
-    temperature: float = Field(1.0, gt=0, le=10.0, description="sampling temperature of the group [temperature]")
-    beta: float = Field(0.0, ge=0, le=100, description="KL coefficient to the reference (0 = no reference model) [beta]")
+    loss_type: Literal["grpo", "dr_grpo", "dapo"] = Field(
+        "grpo", description="grpo | dr_grpo | dapo [loss_type]"
+    )
+    num_generations: int = Field(
+        8, ge=2, le=1024, description="group size G: completions per prompt [num_generations]"
+    )
+    max_completion_length: int = Field(
+        128, ge=1, le=131072, description="cap on generated tokens [max_completion_length]"
+    )
+    temperature: float = Field(
+        1.0, gt=0, le=10.0, description="sampling temperature of the group [temperature]"
+    )
+    beta: float = Field(
+        0.0,
+        ge=0,
+        le=100,
+        description="KL coefficient to the reference (0 = no reference model) [beta]",
+    )
     epsilon: float = Field(0.2, gt=0, description="lower clip range [epsilon]")
-    epsilon_high: float | None = Field(None, description="upper clip range; None = epsilon, DAPO uses 0.28 [epsilon_high]")
-    num_iterations: int = Field(1, ge=1, description="policy updates per generated batch (mu) [num_iterations]")
+    epsilon_high: float | None = Field(
+        None, description="upper clip range; None = epsilon, DAPO uses 0.28 [epsilon_high]"
+    )
+    num_iterations: int = Field(
+        1, ge=1, description="policy updates per generated batch (mu) [num_iterations]"
+    )
     learning_rate: float = Field(1e-6, gt=0, le=1.0, description="AdamW peak learning rate")
-    batch_size: int = Field(8, ge=1, description="completions per device per step (must be divisible into groups)")
+    batch_size: int = Field(
+        8, ge=1, description="completions per device per step (must be divisible into groups)"
+    )
 
 
 class _ChatShim:
@@ -67,7 +86,9 @@ class _ChatShim:
     def chat_prompt(self, user: str, system: str | None = None) -> str:
         if not getattr(self.tokenizer, "chat_template", None):
             return user
-        msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+        msgs = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": user}
+        ]
         return self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
 
 
@@ -78,7 +99,9 @@ def prompts_dataset(problems: list[Problem], tokenizer):
     from selfteach.evaluate.prompts import solve_prompt
 
     shim: Any = _ChatShim(tokenizer)  # stands in for the Backend solve_prompt takes
-    return Dataset.from_list([{"prompt": solve_prompt(shim, p), "answer": p.answer} for p in problems])
+    return Dataset.from_list(
+        [{"prompt": solve_prompt(shim, p), "answer": p.answer} for p in problems]
+    )
 
 
 def grpo_config(args: GRPOArgs, out: Path, device: str):
@@ -91,10 +114,17 @@ def grpo_config(args: GRPOArgs, out: Path, device: str):
         extra["epsilon_high"] = 0.28
     elif args.epsilon_high is not None:
         extra["epsilon_high"] = args.epsilon_high
-    return GRPOConfig(**trl_common_kwargs(args, out, device), loss_type=args.loss_type,
-                      num_generations=args.num_generations, max_completion_length=args.max_completion_length,
-                      temperature=args.temperature, beta=args.beta, epsilon=args.epsilon,
-                      num_iterations=args.num_iterations, **extra)
+    return GRPOConfig(
+        **trl_common_kwargs(args, out, device),
+        loss_type=args.loss_type,
+        num_generations=args.num_generations,
+        max_completion_length=args.max_completion_length,
+        temperature=args.temperature,
+        beta=args.beta,
+        epsilon=args.epsilon,
+        num_iterations=args.num_iterations,
+        **extra,
+    )
 
 
 def train_grpo(problems: list[Problem], args: GRPOArgs | None = None, out: str | Path = "runs/grpo",
@@ -111,11 +141,15 @@ def train_grpo(problems: list[Problem], args: GRPOArgs | None = None, out: str |
     if args.reward == "gold-answer":
         missing = [p.id for p in problems if p.answer is None]
         if missing:
-            raise SelfteachError(f"--reward gold-answer needs gold answers: {len(missing)} problems have none "
-                                 f"(first id {missing[0]!r})")
+            raise SelfteachError(
+                f"--reward gold-answer needs gold answers: {len(missing)} problems have none "
+                f"(first id {missing[0]!r})"
+            )
     if (args.batch_size * args.grad_accum) % args.num_generations:
-        raise SelfteachError(f"--batch-size x --grad-accum ({args.batch_size * args.grad_accum}) must be a multiple "
-                             f"of --num-generations ({args.num_generations})")
+        raise SelfteachError(
+            f"--batch-size x --grad-accum ({args.batch_size * args.grad_accum}) must be a multiple "
+            f"of --num-generations ({args.num_generations})"
+        )
     reward = resolve_reward(args.reward)
     if resume and (done := finished_result(out)):
         return done
@@ -124,9 +158,16 @@ def train_grpo(problems: list[Problem], args: GRPOArgs | None = None, out: str |
     if model is None:
         model, tokenizer = load_trainable(args.model, device)
     # TRL types reward functions as returning list[float | None]; ours return list[float]
-    trainer = GRPOTrainer(model=model, reward_funcs=reward,  # type: ignore[arg-type]
-                          args=grpo_config(args, out, device),
-                          train_dataset=prompts_dataset(problems, tokenizer), processing_class=tokenizer,
-                          peft_config=lora_config(args), callbacks=[crash_points()])
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=reward,  # type: ignore[arg-type]
+        args=grpo_config(args, out, device),
+        train_dataset=prompts_dataset(problems, tokenizer),
+        processing_class=tokenizer,
+        peft_config=lora_config(args),
+        callbacks=[crash_points()],
+    )
     trainer.train(resume_from_checkpoint=ckpt)
-    return finish(trainer, args, out, f"GRPO {args.loss_type} ({args.reward}, G={args.num_generations})")
+    return finish(
+        trainer, args, out, f"GRPO {args.loss_type} ({args.reward}, G={args.num_generations})"
+    )

@@ -51,18 +51,24 @@ def check_objective(objective: str, alpha: float | None) -> float | None:
     silently ignored.
     """
     if objective not in OBJECTIVES:
-        raise SelfteachError(f"--objective {objective!r}: unknown objective (choose: {', '.join(OBJECTIVES)})")
+        raise SelfteachError(
+            f"--objective {objective!r}: unknown objective (choose: {', '.join(OBJECTIVES)})"
+        )
     if objective == "deformed":
         if alpha is None:
-            raise SelfteachError("--objective deformed needs --alpha A with 0 < A <= 1 (A -> 0 is nll, A = 1 is prob)")
+            raise SelfteachError(
+                "--objective deformed needs --alpha A with 0 < A <= 1 (A -> 0 is nll, A = 1 is prob)"
+            )
         if not (0.0 < float(alpha) <= 1.0):
             raise SelfteachError(f"--alpha {alpha}: out of range for deformed, need 0 < alpha <= 1")
         return float(alpha)
     if alpha is not None:
         fixed = {"nll": "0", "prob": "1", "dft": "none (gate = p)", "cayley": "computed per token",
                  "deft": "computed per token"}[objective]
-        raise SelfteachError(f"--alpha {alpha}: --objective {objective} takes no alpha (its alpha is {fixed}); "
-                             "use --objective deformed --alpha A for a fixed alpha")
+        raise SelfteachError(
+            f"--alpha {alpha}: --objective {objective} takes no alpha (its alpha is {fixed}); "
+            "use --objective deformed --alpha A for a fixed alpha"
+        )
     return None
 
 
@@ -79,8 +85,13 @@ class TokenLoss:
     p: torch.Tensor
 
 
-def entropic_loss(log_p: torch.Tensor, mask: torch.Tensor, objective: str = "nll", alpha: float | None = None,
-                  log_sum_sq: torch.Tensor | None = None) -> TokenLoss:
+def entropic_loss(
+    log_p: torch.Tensor,
+    mask: torch.Tensor,
+    objective: str = "nll",
+    alpha: float | None = None,
+    log_sum_sq: torch.Tensor | None = None,
+) -> TokenLoss:
     """Per-token loss and gate of `objective` (see the module table).
 
     log_p: log-probability of each target token (gradient flows through it only).
@@ -95,7 +106,8 @@ def entropic_loss(log_p: torch.Tensor, mask: torch.Tensor, objective: str = "nll
     zero = torch.zeros_like(p)
     if objective == "nll":
         loss, gate, a = -lp, torch.ones_like(p), zero
-    elif objective == "dft":  # -sg(p) log p (arXiv 2508.05629); same gradient as prob, different value
+    # -sg(p) log p (arXiv 2508.05629); same gradient as prob, different value
+    elif objective == "dft":
         loss, gate, a = -p * lp, p, zero
     else:
         eps = 0.0
@@ -115,7 +127,9 @@ def entropic_loss(log_p: torch.Tensor, mask: torch.Tensor, objective: str = "nll
     return TokenLoss(loss=loss * m, gate=gate * m, alpha=a * m, p=p * m)
 
 
-def reduce_loss(per_token: torch.Tensor, mask: torch.Tensor, num_items: int | torch.Tensor | None = None) -> torch.Tensor:
+def reduce_loss(
+    per_token: torch.Tensor, mask: torch.Tensor, num_items: int | torch.Tensor | None = None
+) -> torch.Tensor:
     """Sum over trained tokens / their count (TRL's token-level mean; `num_items` is the
     whole accumulated batch's count when gradient accumulation passes it)."""
     n = mask.sum() if num_items is None else num_items
@@ -133,7 +147,9 @@ class TokenStats:
     mask: torch.Tensor
 
 
-def token_stats(logits: torch.Tensor, labels: torch.Tensor, chunk_size: int = 8192, shift: bool = True) -> TokenStats:
+def token_stats(
+    logits: torch.Tensor, labels: torch.Tensor, chunk_size: int = 8192, shift: bool = True
+) -> TokenStats:
     """Per-token statistics from logits [B, T, V], folding the vocabulary in chunks.
 
     log p_y = z_y - logsumexp(z): the log-sum-exp is an online fold over vocabulary chunks,
@@ -169,8 +185,14 @@ def token_stats(logits: torch.Tensor, labels: torch.Tensor, chunk_size: int = 81
                       log_sum_sq=torch.where(mask, log_sq, zero), mask=mask)
 
 
-def objective_loss(logits: torch.Tensor, labels: torch.Tensor, objective: str = "nll", alpha: float | None = None,
-                   num_items: int | None = None, chunk_size: int = 8192) -> torch.Tensor:
+def objective_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    objective: str = "nll",
+    alpha: float | None = None,
+    num_items: int | None = None,
+    chunk_size: int = 8192,
+) -> torch.Tensor:
     """Scalar loss of `objective` from logits and labels (-100 = not trained), e.g. for a
     custom training loop: `objective_loss(model(ids).logits, labels, "deft").backward()`."""
     st = token_stats(logits, labels, chunk_size=chunk_size)

@@ -34,7 +34,9 @@ def gold_answer_reward(prompts: list, completions: list, answer: list[str | None
     """1.0 if the extracted final answer equals the gold answer (math-verify), else 0.0."""
     if answer is None:
         raise SelfteachError("reward gold-answer: the training problems have no 'answer' column")
-    return [1.0 if is_correct(_text(c), a) else 0.0 for c, a in zip(completions, answer, strict=True)]
+    return [
+        1.0 if is_correct(_text(c), a) else 0.0 for c, a in zip(completions, answer, strict=True)
+    ]
 
 
 gold_answer_reward.__name__ = "gold_answer"
