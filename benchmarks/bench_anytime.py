@@ -73,7 +73,10 @@ def main(model: str = "smollm2-135m", n_items: int = 4, budgets: list[int] | Non
     same_ids = all(a is b or (a is not None and b is not None and a.token_ids == b.token_ids)
                    for r1, r2 in zip(kv, ids, strict=True) for a, b in zip(r1, r2, strict=True))
     forced = sum(a is not None for row in kv for a in row)
-    common = f"{len(prompts)} prompts, budgets {','.join(map(str, budgets))}, answers <= {answer_tokens} tokens"
+    common = (
+        f"{len(prompts)} prompts, budgets {','.join(map(str, budgets))}, "
+        f"answers <= {answer_tokens} tokens"
+    )
     g_full = u_full["generated_tokens"]
     runs = [
         ("full generation (trace to b_T)", t_full, g_full, f"reference; {common}"),
@@ -81,7 +84,8 @@ def main(model: str = "smollm2-135m", n_items: int = 4, budgets: list[int] | Non
             "8 budgets, shared KV cache",
             t_full + t_kv,
             g_full + u_kv["generated_tokens"],
-            f"trace + {forced} forced answers from the KV cache; same tokens as the token-id path: {same_ids}",
+            f"trace + {forced} forced answers from the KV cache; "
+            f"same tokens as the token-id path: {same_ids}",
         ),
         (
             "8 budgets, token-id prompts",

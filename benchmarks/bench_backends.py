@@ -9,9 +9,10 @@ tokens/s at batch 1 and 8, transformers (`hf`) vs a real server (`openai` over l
   "batch 8" = the 8 prompts at once (`hf`: one left-padded batch; server: 8 concurrent
   requests on 8 slots). tok/s = generated tokens / wall seconds.
 
-Times are the best of 2 runs. Everything runs on ONE CPU thread (torch and llama-server `-t 1`): the machine is shared and
-it makes the two backends comparable. The server serves SmolLM2 twice: the F32 re-encoding
-(the same arithmetic as `hf`, whose GGUF is dequantised to fp32) and the original Q4_1 file.
+Times are the best of 2 runs. Everything runs on ONE CPU thread (torch and llama-server
+`-t 1`): the machine is shared and it makes the two backends comparable. The server serves
+SmolLM2 twice: the F32 re-encoding (the same arithmetic as `hf`, whose GGUF is dequantised
+to fp32) and the original Q4_1 file.
 
     python -m benchmarks.bench_backends          # ~2-3 min
     python -m benchmarks.run_all bench_backends  # same, and writes docs/benchmarks.md
@@ -94,7 +95,8 @@ def scoring_rows(hf, remote_by_name: dict) -> list[dict]:
                     "seconds": s,
                     "claims_per_s": 64 / s,
                     "speedup": one / s,
-                    "note": "single-token variants; 1 token + top-20 logprobs per claim; speedup vs hf one per call",
+                    "note": "single-token variants; 1 token + top-20 logprobs per claim; "
+                    "speedup vs hf one per call",
                 }
             )
     return rows

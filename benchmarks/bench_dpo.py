@@ -34,17 +34,23 @@ import json, sys
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import DPOConfig, DPOTrainer
-path, pairs, out, steps, precompute = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5] == "1"
+path, pairs, out = sys.argv[1], sys.argv[2], sys.argv[3]
+steps, precompute = int(sys.argv[4]), sys.argv[5] == "1"
 rows = [json.loads(l) for l in open(pairs)]
-ds = Dataset.from_list([{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows])
+ds = Dataset.from_list(
+    [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"]} for r in rows]
+)
 tok = AutoTokenizer.from_pretrained(path)
 model = AutoModelForCausalLM.from_pretrained(path, dtype="float32")
-args = DPOConfig(output_dir=out, max_steps=steps, per_device_train_batch_size=4, learning_rate=5e-6, beta=0.1,
-                 max_length=512, use_cpu=True, bf16=False, report_to="none", save_strategy="no", logging_steps=1,
+args = DPOConfig(output_dir=out, max_steps=steps, per_device_train_batch_size=4,
+                 learning_rate=5e-6, beta=0.1, max_length=512, use_cpu=True, bf16=False,
+                 report_to="none", save_strategy="no", logging_steps=1,
                  precompute_ref_log_probs=precompute, gradient_checkpointing=False, seed=0)
 trainer = DPOTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
 res = trainer.train()
-print("RESULT" + json.dumps({"train_runtime": res.metrics["train_runtime"], "global_step": trainer.state.global_step}))
+print("RESULT" + json.dumps(
+    {"train_runtime": res.metrics["train_runtime"], "global_step": trainer.state.global_step}
+))
 """
 
 
@@ -58,7 +64,10 @@ def make_pairs(model: str, path: Path, n: int = 32) -> None:
     tok = AutoTokenizer.from_pretrained(str(resolve(model)))
     rows = []
     for p in builtin_problems("arithmetic", n=n):
-        user = f"{p.question}\n\nSolve the problem. End with 'The answer is N.' where N is the final number."
+        user = (
+            f"{p.question}\n\nSolve the problem. "
+            "End with 'The answer is N.' where N is the final number."
+        )
         prompt = (
             tok.apply_chat_template(
                 [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True
@@ -70,8 +79,14 @@ def make_pairs(model: str, path: Path, n: int = 32) -> None:
         rows.append(
             PreferencePair(
                 prompt=prompt,
-                chosen=f"Let's work it out step by step. From the question, the result is {a}. The answer is {a}.",
-                rejected=f"I think we should combine the numbers differently, which gives {a + 3}. The answer is {a + 3}.",
+                chosen=(
+                    f"Let's work it out step by step. From the question, the result is {a}. "
+                    f"The answer is {a}."
+                ),
+                rejected=(
+                    f"I think we should combine the numbers differently, which gives {a + 3}. "
+                    f"The answer is {a + 3}."
+                ),
             )
         )
     path.write_text("".join(r.model_dump_json() + "\n" for r in rows))

@@ -13,8 +13,8 @@ same, label accuracy against gold, and the agreement of the two modes' labels.
 On the shared 2-core CPU the exact loop is far too slow for a full run (each exact step
 at |D| = 100 reads ~300k tokens), so both modes run the same reduced number of steps
 (ICM_BENCH_ITERS, default 4) and the same context budget (ICM_BENCH_CONTEXT tokens,
-default 256, about 9 examples); claims the search did not reach are labeled by argmax in the final context,
-in both modes alike.
+default 256, about 9 examples); claims the search did not reach are labeled by argmax in
+the final context, in both modes alike.
 
     python -m benchmarks.bench_icm                 # SmolLM2-135M, ~20-30 min on a busy 2-core box
     ICM_BENCH_MODEL=gemma3-270m python -m benchmarks.bench_icm
@@ -78,7 +78,8 @@ def main() -> list[dict]:
         claims
     )
     note = (
-        f"{model}, builtin:capitals x{len(claims)}, task exclusive, {iters} annealing steps, context budget "
+        f"{model}, builtin:capitals x{len(claims)}, task exclusive, {iters} annealing steps, "
+        "context budget "
         f"{context} tokens, seed 0, 1 CPU thread"
     )
     for r in (fast, exact):
@@ -93,7 +94,8 @@ def main() -> list[dict]:
         "prompt_tokens": round(exact["prompt_tokens"] / max(fast["prompt_tokens"], 1), 1),
         "icm_seconds": round(exact["icm_seconds"] / max(fast["icm_seconds"], 1e-9), 1),
         "accuracy": round((fast["accuracy"] or 0) - (exact["accuracy"] or 0), 4),
-        "note": f"ratios (exact/fast); accuracy = fast - exact; label agreement fast vs exact {agree:.3f}",
+        "note": "ratios (exact/fast); accuracy = fast - exact; "
+        f"label agreement fast vs exact {agree:.3f}",
     }
     return [fast, exact, ratio]
 

@@ -20,7 +20,8 @@ With ICM_OPT_MODEL set, the four variants instead run on that real model, on the
 claims (`demo_claims`: ICM_OPT_COUNTRIES countries x 2 capitals, task comparison, 512-token
 context, 2 x claims steps, one CPU thread), for ICM_OPT_SEEDS seeds (default 1):
 
-    flock /tmp/selfteach-model.lock env ICM_OPT_MODEL=gemma3-270m python -m benchmarks.bench_icm_options
+    flock /tmp/selfteach-model.lock env ICM_OPT_MODEL=gemma3-270m \
+        python -m benchmarks.bench_icm_options
 """
 
 from __future__ import annotations

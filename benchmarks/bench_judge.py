@@ -4,7 +4,8 @@ batched: `judge_items` with k=8 -- the 8 samples of an item come from one `gener
 (2 balanced orders x n=4 samples). sequential: the same 8 prompts (same orders) as 8
 `generate` calls with n=1. Target (issue 6): wall-time ratio batched/sequential <= 0.5.
 
-Run: python -m benchmarks.bench_judge [--models tiny-random,smollm2-135m] [--items 2] [--max-new-tokens 64]
+Run: python -m benchmarks.bench_judge [--models tiny-random,smollm2-135m] [--items 2]
+         [--max-new-tokens 64]
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ def _one(model: str, n_items: int, max_new: int, repeats: int) -> dict:
         "batched_tok_per_s": round(tok_b / best_b, 1),
         "sequential_tok_per_s": round(tok_s / best_s, 1),
         "target": "ratio <= 0.5",
-        "note": f"best of {repeats}; mawps-answer pairs; sampled lengths differ between the two arms, so "
+        "note": f"best of {repeats}; mawps-answer pairs; "
+        "sampled lengths differ between the two arms, so "
         "tokens/s is the fairer speed figure",
     }
 

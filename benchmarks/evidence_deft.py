@@ -131,7 +131,8 @@ def main(
                 mean_alpha=res["mean_alpha"],
             )
         r["note"] = (
-            f"{model}, {n_train} MAWPS single-op train problems, {steps} steps x batch {batch}, lr {lr}; "
+            f"{model}, {n_train} MAWPS single-op train problems, "
+            f"{steps} steps x batch {batch}, lr {lr}; "
             f"{n_eval} held-out, greedy"
         )
         rows.append(r)

@@ -1,7 +1,7 @@
 """Math verification claims from a model's own solutions (issue 12, item 2).
 
-    python -m benchmarks.evidence_math_claims --model qwen2.5-coder-0.5b --data ../shared/data/math/svamp.jsonl \
-        --problems 100 --samples 4 --out runs/ev/svamp-claims
+    python -m benchmarks.evidence_math_claims --model qwen2.5-coder-0.5b \
+        --data ../shared/data/math/svamp.jsonl --problems 100 --samples 4 --out runs/ev/svamp-claims
 
 Samples `--samples` solutions per problem on the served path (`--serve`), with a prompt that
 asks for a short, code-free solution (Qwen2.5-Coder otherwise writes plans and code and runs

@@ -55,14 +55,16 @@ def row(run: Path, ks: tuple[int, ...] = (1, 2)) -> str:
             accs.append("-")
     err_s = ", ".join(f"{k} {v}" for k, v in errs.most_common()) or "-"
     return (
-        f"| {run.name} | {len(recs)} | {ok}/{len(samples)} ({ok / len(samples):.0%}) [{lo:.2f}, {hi:.2f}] | {err_s} | "
+        f"| {run.name} | {len(recs)} | {ok}/{len(samples)} ({ok / len(samples):.0%}) "
+        f"[{lo:.2f}, {hi:.2f}] | {err_s} | "
         f"{np.mean(toks):.0f} | {capped} | " + " | ".join(accs) + " |"
     )
 
 
 def main() -> None:
     print(
-        "| run | items | parseable [95% Wilson] | failures | mean tokens | hit cap | acc k=1 | acc k=2 |"
+        "| run | items | parseable [95% Wilson] | failures | mean tokens | hit cap "
+        "| acc k=1 | acc k=2 |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for arg in sys.argv[1:]:

@@ -26,7 +26,10 @@ def machine() -> str:
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{os.cpu_count()}-core {platform.machine()} CPU, {mem:.0f} GiB, {gpu}; torch {torch.__version__}"
+    return (
+        f"{os.cpu_count()}-core {platform.machine()} CPU, {mem:.0f} GiB, {gpu}; "
+        f"torch {torch.__version__}"
+    )
 
 
 def markdown(rows: list[dict]) -> str:

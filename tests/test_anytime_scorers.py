@@ -23,15 +23,20 @@ from selfteach.evaluate.scorers import (
 )
 
 TRIP = (
-    "You plan to visit 3 European cities for 14 days in total. You only take direct flights to commute between "
-    "cities. You would like to visit Florence for 6 days. You want to spend 5 days in London. You would like to "
-    "visit Oslo for 5 days. You are going to attend a wedding in Oslo between day 10 and day 14.\n\n"
+    "You plan to visit 3 European cities for 14 days in total. "
+    "You only take direct flights to commute between "
+    "cities. You would like to visit Florence for 6 days. "
+    "You want to spend 5 days in London. You would like to "
+    "visit Oslo for 5 days. "
+    "You are going to attend a wedding in Oslo between day 10 and day 14.\n\n"
     "Here are the cities that have direct flights:\nLondon and Oslo, from Florence to London.\n\n"
-    "Find a trip plan of visiting the cities for 14 days by taking direct flights to commute between them."
+    "Find a trip plan of visiting the cities for 14 days "
+    "by taking direct flights to commute between them."
 )
 GOLD = (
     "Here is the trip plan for visiting the 3 European cities for 14 days:\n\n"
-    "**Day 1-6:** Arriving in Florence and visit Florence for 6 days.\n**Day 6:** Fly from Florence to London.\n"
+    "**Day 1-6:** Arriving in Florence and visit Florence for 6 days.\n"
+    "**Day 6:** Fly from Florence to London.\n"
     "**Day 6-10:** Visit London for 5 days.\n**Day 10:** Fly from London to Oslo.\n"
     "**Day 10-14:** Visit Oslo for 5 days."
 )

@@ -409,7 +409,8 @@ def test_train_dpo_grpo_cli_have_resume():
 
 def test_train_dpo_grpo_leftover_checkpoints_need_resume(tmp_path, capsys):
     """Without --resume, an interrupted run's checkpoints are an error before any model loads;
-    with it, an incomplete one is set aside and training starts from the last complete one (none)."""
+    with it, an incomplete one is set aside and training starts from the last complete one
+    (none)."""
     from selfteach.data.builtin import builtin_problems
     from selfteach.data.records import PreferencePair
     from selfteach.errors import SelfteachError

@@ -806,7 +806,8 @@ def test_cli_fix_and_schedule_options_reach_the_search(tmp_path):
 
 
 def test_cli_defaults_are_the_config_defaults():
-    """The options are generated from ICMConfig: every field's option defaults to the field's default."""
+    """The options are generated from ICMConfig: every field's option defaults to the field's
+    default."""
     from selfteach.elicit.commands import elicit
 
     defaults = {f.key: f.default for f in elicit.spec.fields}

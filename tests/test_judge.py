@@ -615,7 +615,8 @@ def test_cli_eval_run_rft_meta(tmp_path, tiny_backend):
 
 
 def test_cli_bad_choice_is_a_usage_error(capsys):
-    """A Literal field's option rejects a value outside its choices while parsing: one line, exit 2."""
+    """A Literal field's option rejects a value outside its choices while parsing: one line,
+    exit 2."""
     from selfteach.cli import run
 
     assert run(["judge", "run", "--data", "builtin:pairs", "--mode", "nope"]) == 2

@@ -1,9 +1,10 @@
 """Integration test against a real OpenAI-compatible server (issue 2, item 3).
 
 llama.cpp's server (the default engine: the `xllamacpp` wheel installed by `make setup`; or
-`llama-server` built by `make server`) serves an F32 re-encoding of the SmolLM2-135M GGUF on 127.0.0.1; the same 50 True/False claims go
-through the hf backend and the openai backend, which must agree on the argmax label for
->= 95% of them, on every log-prob to a small tolerance, and on short greedy generations.
+`llama-server` built by `make server`) serves an F32 re-encoding of the SmolLM2-135M GGUF on
+127.0.0.1; the same 50 True/False claims go through the hf backend and the openai backend,
+which must agree on the argmax label for >= 95% of them, on every log-prob to a small
+tolerance, and on short greedy generations.
 Skipped only when no engine is installed (the reason says how to install one).
 """
 

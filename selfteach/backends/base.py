@@ -288,8 +288,9 @@ def has(backend: object, capability: type) -> bool:
 def require(backend: Backend, capability: type, what: str) -> Any:
     """`backend` as a `capability` (annotate the result: `m: HiddenStates = require(...)`;
     mypy refuses a protocol class as `type[C]`), or one line naming the command, the
-    backend and what it cannot do, e.g. "eval anytime: backend URL#model (OpenAIBackend) cannot continue a
-    token-id prompt exactly (TokenContinuation); use the server's completions mode ..."."""
+    backend and what it cannot do, e.g. "eval anytime: backend URL#model (OpenAIBackend)
+    cannot continue a token-id prompt exactly (TokenContinuation); use the server's
+    completions mode ..."."""
     if has(backend, capability):
         return backend
     ability = ABILITIES.get(capability, f"provide {capability.__name__}")

@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         server = xllamacpp.Server(p)  # loads the model and starts listening
     except Exception as e:  # the engine's own message, on one line, for the parent's error
         print(
-            f"xllamacpp: cannot serve {args.model}: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
+            f"xllamacpp: cannot serve {args.model}: "
+            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}",
             file=sys.stderr,
             flush=True,
         )

@@ -57,7 +57,8 @@ class Problem(_Record):
             valid = "ABCDEFGHIJ"[: len(self.choices)]
             if len(letter) != 1 or letter not in valid:
                 raise ValueError(
-                    f"field 'answer': {self.answer!r} is not a letter of the {len(self.choices)} choices "
+                    f"field 'answer': {self.answer!r} is not a letter of the "
+                    f"{len(self.choices)} choices "
                     f"({valid[0]}-{valid[-1]})"
                 )
             self.answer = letter

@@ -4,7 +4,8 @@
     result = icm(claims, backend, task="exclusive", config=ICMConfig(alpha=50))
     result.labels   # {claim id: bool}
     result.margins  # {claim id: log P(True) - log P(False) in the final context}
-    result.metrics  # U, P, I, accuracy vs gold (if any), zero-shot accuracy, cost, balance, warnings
+    result.metrics  # U, P, I, accuracy vs gold (if any), zero-shot accuracy, cost, balance,
+                    # warnings
 
 CLI: `selfteach elicit --model M --claims FILE|builtin:capitals --task exclusive --out runs/x`.
 See docs/icm.md.
@@ -39,8 +40,9 @@ def demo_summary(model: str = "gemma3-270m", out: str | Path | None = None, n_co
                  iters: int | None = None, seed: int = 0, progress: bool = True) -> dict[str, Any]:
     """ICM on a small built-in fact task, with its floor and ceiling, for `selfteach demo`.
 
-    Returns {"zero-shot", "zero-shot + rule", "random few-shot", "ICM", "golden context"} label accuracies
-    (fractions) plus "claims", "seconds", "model_calls", "prompt_tokens" and "warnings".
+    Returns {"zero-shot", "zero-shot + rule", "random few-shot", "ICM", "golden context"} label
+    accuracies (fractions) plus "claims", "seconds", "model_calls", "prompt_tokens" and
+    "warnings".
     With `out`, the run directory gets labels.jsonl, metrics.jsonl and icm_result.json.
     """
     import time

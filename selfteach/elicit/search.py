@@ -81,7 +81,8 @@ class ICMConfig(BaseModel):
 
     objective: Literal["margin", "mean", "sum"] = Field(
         "margin",
-        description="P(D): margin = mean over D of log P(y_i|.) - log P(not y_i|.) (the authors' code; "
+        description="P(D): margin = mean over D of log P(y_i|.) - log P(not y_i|.) "
+        "(the authors' code; "
         "default); mean = mean of log P(y_i|.); sum = sum of log P(y_i|.) (the paper's formula)",
     )
     alpha: float = Field(
@@ -98,7 +99,8 @@ class ICMConfig(BaseModel):
     )
     init: Literal["random", "zero_shot_rule"] = Field(
         "random",
-        description="starting labels: random = init_k random claims with random balanced labels (the "
+        description="starting labels: random = init_k random claims with random balanced labels "
+        "(the "
         "paper); zero_shot_rule = every claim labeled by the zero-shot + rule baseline (a "
         "departure: the search starts from the one-pass labeling and keeps only changes "
         "that raise U)",
@@ -129,7 +131,8 @@ class ICMConfig(BaseModel):
     )
     fix: Literal["paper", "reference"] = Field(
         "paper",
-        description="ConsistencyFix: paper = keep the best consistent assignment of a violating pair "
+        description="ConsistencyFix: paper = keep the best consistent assignment of a "
+        "violating pair "
         "only if it raises U (the paper's text); reference = always apply it (the authors' "
         "code)",
     )
@@ -186,13 +189,15 @@ class ICMConfig(BaseModel):
     )
     context_select: Literal["random", "related"] = Field(
         "random",
-        description="bounded context: random = a uniform sample of the labeled claims; related = the "
+        description="bounded context: random = a uniform sample of the labeled claims; "
+        "related = the "
         "labeled claims of the scored claims' groups (same subject) first, then random",
     )
     checkpoint_every: int | None = Field(
         None,
         ge=1,
-        description="write the checkpoint every this many steps (a resumed run redoes the steps since "
+        description="write the checkpoint every this many steps "
+        "(a resumed run redoes the steps since "
         "and gives the same labels); None: every step, or every claims/20 steps with "
         "context_claims (the checkpoint holds O(claims) data)",
     )
@@ -467,7 +472,8 @@ class _Labels(dict):
     tally: _Tally
 
 
-# options that do not change the labels, or are new and at their default (old checkpoints still match)
+# options that do not change the labels, or are new and at their default
+# (old checkpoints still match)
 _NOT_FINGERPRINTED = {"baselines", "checkpoint_every"}
 _BOUNDED_OPTIONS = {"context_claims", "context_share", "context_select"}
 
@@ -518,7 +524,8 @@ def icm(
     fp = _fingerprint(claims, task, cfg)
     ck = _load_checkpoint(run, fp)
     t_start = time.time()
-    # stages after the search (final context, baselines) are redone by a resumed run: not counted twice
+    # stages after the search (final context, baselines) are redone by a resumed run:
+    # not counted twice
     cost: dict[str, dict[str, float]] = {k: v for k, v in (ck.get("cost", {}) if ck else {}).items()
                                          if k in ("zero_shot", "search")}
 
@@ -570,7 +577,8 @@ def icm(
     def save(done: bool = False) -> None:
         if run is None:
             return
-        # compact JSON (the C encoder; indent=2 takes the pure-Python one, ~10x slower on 10k claims)
+        # compact JSON (the C encoder; indent=2 takes the pure-Python one,
+        # ~10x slower on 10k claims)
         run.write_text(
             CHECKPOINT,
             json.dumps(
@@ -821,7 +829,8 @@ def _report(
     if metrics["accuracy"] is not None and metrics["zero_shot_accuracy"] is not None:
         if metrics["accuracy"] <= metrics["zero_shot_accuracy"]:
             warnings.append(
-                f"no gain over zero-shot ({metrics['accuracy']:.3f} vs {metrics['zero_shot_accuracy']:.3f})"
+                f"no gain over zero-shot ({metrics['accuracy']:.3f} "
+                f"vs {metrics['zero_shot_accuracy']:.3f})"
             )
     elif agree > 0.95:
         warnings.append(

@@ -28,7 +28,8 @@ def evaluate_model(
     run_path: Path | None = None,
     progress: bool = True,
 ) -> dict:
-    """{"greedy": {mean, lo, hi, n}, "maj": {...} (when samples > 1), "k", "items": {id: [greedy, maj]}}."""
+    """{"greedy": {mean, lo, hi, n}, "maj": {...} (when samples > 1), "k",
+    "items": {id: [greedy, maj]}}."""
     from selfteach.evaluate.accuracy import accuracy
 
     def one(name: str, k: int, temp: float) -> dict:

@@ -86,7 +86,8 @@ def build_pairs(candidates: list[dict], labels: dict[str, bool], cap: int = 5,
                 stats["dropped_duplicate"] += 1
                 continue
             side[text] = c
-        # the same text labelled both ways (possible when ICM splits identical answers) is no preference
+        # the same text labelled both ways (possible when ICM splits identical answers)
+        # is no preference
         for text in set(good) & set(bad):
             del good[text], bad[text]
             stats["dropped_duplicate"] += 2
@@ -137,13 +138,21 @@ def no_pairs_message(stats: dict) -> str:
     if stats["labeled"] == 0:
         why = "no candidate was labeled"
     elif stats["labeled_true"] == 0 or stats["labeled_false"] == 0:
-        why = f"ICM put every candidate in one class (True {stats['labeled_true']}, False {stats['labeled_false']})"
+        why = (
+            "ICM put every candidate in one class "
+            f"(True {stats['labeled_true']}, False {stats['labeled_false']})"
+        )
     else:
-        why = "no problem has both a True and a False candidate (candidates within a problem all agree)"
+        why = (
+            "no problem has both a True and a False candidate "
+            "(candidates within a problem all agree)"
+        )
     return (
-        f"no preference pairs: {why}; {stats['problems']} problems, {stats['candidates']} candidates, "
+        f"no preference pairs: {why}; {stats['problems']} problems, "
+        f"{stats['candidates']} candidates, "
         f"{stats['labeled_true']} labeled True, {stats['labeled_false']} False, "
-        f"{stats['dropped_degenerate']} degenerate and {stats['dropped_duplicate']} duplicate texts dropped. "
+        f"{stats['dropped_degenerate']} degenerate and "
+        f"{stats['dropped_duplicate']} duplicate texts dropped. "
         "Try more samples per problem (--samples), a wider temperature spread (--temperatures), "
         "or more problems"
     )

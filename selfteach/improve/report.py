@@ -92,7 +92,8 @@ def write_summary(
         columns, acc_rows = columns[:5], [r[:5] for r in acc_rows]
     tables = [
         {
-            "name": f"Accuracy on {len(evals)} held-out problems (95% bootstrap intervals; deltas are paired)",
+            "name": f"Accuracy on {len(evals)} held-out problems "
+            "(95% bootstrap intervals; deltas are paired)",
             "columns": columns,
             "rows": acc_rows,
         }
@@ -141,12 +142,14 @@ def write_summary(
     notes = [
         f"model {cfg.model}"
         + (f", labels from {cfg.label_model}" if cfg.label_model else "")
-        + f"; {len(train)} training problems, {len(evals)} eval problems from {cfg.eval_problems or cfg.problems}",
+        + f"; {len(train)} training problems, {len(evals)} eval problems from "
+        f"{cfg.eval_problems or cfg.problems}",
         f"candidates: {cfg.samples} per problem over temperatures {cfg.temperatures}, "
         f"max {cfg.max_new_tokens} new tokens; pairs capped at {cfg.pairs_per_problem} per problem",
         f"DPO: beta {cfg.dpo.beta}, lr {cfg.dpo.learning_rate}, {cfg.dpo.epochs} epochs, "
         f"{'LoRA' if cfg.dpo.lora else 'full fine-tuning'}; GRPO: loss {cfg.grpo.loss_type}, "
-        f"lr {cfg.grpo.learning_rate}, same problems and samples per problem; SFT: NLL, lr {cfg.sft_learning_rate}",
+        f"lr {cfg.grpo.learning_rate}, same problems and samples per problem; "
+        f"SFT: NLL, lr {cfg.sft_learning_rate}",
         "greedy = temperature 0"
         + (
             f"; maj@{k} = majority of {k} samples at temperature {cfg.eval_temperature}"

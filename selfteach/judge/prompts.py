@@ -155,7 +155,8 @@ class JudgePrompt(BaseModel):
                 getattr(prompt, name).format(n=2, query="q", responses="r")
             except (KeyError, IndexError, ValueError) as e:
                 raise SelfteachError(
-                    f"{p}: field {name!r}: bad template ({e!r}); use {{n}} {{query}} {{responses}}, "
+                    f"{p}: field {name!r}: bad template ({e!r}); "
+                    "use {n} {query} {responses}, "
                     "and double literal braces: \\\\boxed{{{{s}}}}"
                 ) from None
         return prompt

@@ -35,7 +35,10 @@ def _table(t: dict) -> str:
 
 def _img(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
-    return f"<figure><img src='data:image/png;base64,{data}'><figcaption>{html.escape(path.name)}</figcaption></figure>"
+    return (
+        f"<figure><img src='data:image/png;base64,{data}'>"
+        f"<figcaption>{html.escape(path.name)}</figcaption></figure>"
+    )
 
 
 def run_section(run: Path) -> str:
@@ -89,7 +92,8 @@ def read_json(path: Path) -> dict:
 
 
 def check_summary(s: dict, path: Path) -> dict:
-    """summary.json's shape: {"title", "tables": [{"name", "columns": [...], "rows": [[...]]}], "notes"}."""
+    """summary.json's shape:
+    {"title", "tables": [{"name", "columns": [...], "rows": [[...]]}], "notes"}."""
     tables, notes = s.get("tables", []), s.get("notes", [])
     if not isinstance(tables, list) or not isinstance(notes, list):
         raise SelfteachError(

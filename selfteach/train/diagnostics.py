@@ -142,7 +142,8 @@ class Diagnostics:
             "tables": [
                 {"name": "token diagnostics over training", "columns": cols, "rows": table},
                 {
-                    "name": "share of gradient mass by target p (rows) and entropy in nats (columns)",
+                    "name": "share of gradient mass by target p (rows) "
+                    "and entropy in nats (columns)",
                     "columns": ["p \\ H"] + h_edges,
                     "rows": grid,
                 },
@@ -150,7 +151,8 @@ class Diagnostics:
             "notes": [
                 f"objective {self.objective}; gate = -dL/dlog p, so each token's logit gradient is "
                 "-gate * (e_y - pi) and its mass is gate * sqrt(1 - 2p + sum pi^2).",
-                f"confident: entropy < {CONFIDENT_H} nat; conflict: confident and p < {CONFLICT_P}; "
+                f"confident: entropy < {CONFIDENT_H} nat; "
+                f"conflict: confident and p < {CONFLICT_P}; "
                 f"high p: p >= {HIGH_P}.",
                 *(extra_notes or []),
             ],

@@ -14,7 +14,8 @@ so every objective is NLL's error (e_y - pi) times a "trust gate" p^alpha:
     prob       1                                        1 - p                     p
     dft        (arXiv 2508.05629)                       -sg(p) log p              p
     cayley     f + (1-f) p/(2-p), f = mean_batch(p)/2   (1 - p^alpha) / alpha     p^alpha
-    deft       sum_v pi_v^2  (collision prob., exp(-H2)) (1 - p^alpha)/(alpha+1e-6) p^alpha alpha/(alpha+1e-6)
+    deft       sum_v pi_v^2  (collision prob., exp(-H2)) (1 - p^alpha)/(alpha+1e-6)
+                                                         p^alpha alpha/(alpha+1e-6)
 
 `gate` below is exactly -dL/dlog p, so the logit gradient of every token is
 -gate * (e_y - pi), and its norm is gate * sqrt(1 - 2p + sum_v pi_v^2) (used by the
@@ -57,7 +58,8 @@ def check_objective(objective: str, alpha: float | None) -> float | None:
     if objective == "deformed":
         if alpha is None:
             raise SelfteachError(
-                "--objective deformed needs --alpha A with 0 < A <= 1 (A -> 0 is nll, A = 1 is prob)"
+                "--objective deformed needs --alpha A with 0 < A <= 1 "
+            "(A -> 0 is nll, A = 1 is prob)"
             )
         if not (0.0 < float(alpha) <= 1.0):
             raise SelfteachError(f"--alpha {alpha}: out of range for deformed, need 0 < alpha <= 1")
