@@ -169,4 +169,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # `python -m selfteach.cli`: run the package module's app, the one whose sub-apps (judge, eval,
+    # train) the command modules fill; this __main__ copy's sub-apps stay empty
+    from selfteach.cli import main as package_main
+
+    package_main()

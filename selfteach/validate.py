@@ -135,8 +135,11 @@ def check_model_spec(model: str | None, backend: str = "auto", option: str = "--
             f"{option} '': empty; give an alias (see `selfteach models`), a directory, "
             "a .gguf file, a hub id or a server URL"
         )
-    if model.startswith(("http://", "https://")):
-        _check_url(model, option)
+    from selfteach.backends.endpoints import is_server_spec, split_spec
+
+    if is_server_spec(model):  # one URL, URL,URL,... or @FILE of URLs
+        for url in split_spec(model, option):
+            _check_url(url, option)
         return
     if backend == "openai":
         raise SelfteachError(f"{option} {model!r}: --backend openai needs an http(s):// server URL")

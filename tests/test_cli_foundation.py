@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -41,6 +42,14 @@ def test_help_lists_commands():
         [sys.executable, "-m", "selfteach", "--help"], capture_output=True, text=True, timeout=300
     )
     assert p.returncode == 0 and "unavailable" not in p.stderr, p.stderr
+
+
+def test_module_cli_has_sub_commands():
+    """`python -m selfteach.cli` (the form the docs give) runs the app whose sub-apps the
+    command modules fill: `judge eval` used to be missing there ("No such command 'eval'")."""
+    p = subprocess.run([sys.executable, "-m", "selfteach.cli", "judge", "eval", "--help"], capture_output=True,
+                       text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+    assert p.returncode == 0 and "--prompt-style" in p.stdout, p.stdout + p.stderr
 
 
 def test_models_lists_aliases():

@@ -542,7 +542,7 @@ def test_example_style_renders_the_format_and_a_filled_in_example_parses():
     one = build_prompt("Q?", ["x"], JudgePrompt.style("example"))
     shape = one[one.index("Principle 1 (<weight>%)"):one.index("[Query]")]
     assert parse_scores(_fill(shape, {"weight": "50", "score": "7"}), 1).scores == [7]
-    assert JudgePrompt() == JudgePrompt.style("paper")  # the default style: the paper's plain prompt
+    assert JudgePrompt() == JudgePrompt.style("example")  # the default style (measured on the 1.5B, docs/judge.md)
 
 
 def test_prompt_style_and_file_compose(tmp_path):

@@ -35,7 +35,9 @@ def load_backend(model: str, backend: str = "auto", serve: bool = False, **kwarg
 
         return serve_backend(model, **{**server_defaults(), **kwargs})
     if backend == "auto":
-        backend = "openai" if model.startswith(("http://", "https://")) else "hf"
+        from selfteach.backends.endpoints import is_server_spec
+
+        backend = "openai" if is_server_spec(model) else "hf"
     if backend == "hf":
         from selfteach.backends.hf import HFBackend
 

@@ -53,7 +53,8 @@ from selfteach.backends.base import (
     TokenContinuation,
     Usage,
 )
-from selfteach.backends.transport import Aborted, BadResponse, Transport
+from selfteach.backends.endpoints import check_same_model, open_transport, parse_endpoints
+from selfteach.backends.transport import Aborted, BadResponse
 from selfteach.errors import SelfteachError
 
 TOP_K = 20  # top log-probs per label-scoring request (OpenAI's and vLLM's default cap)
@@ -176,24 +177,6 @@ def _logsumexp(xs: Iterable[float]) -> float:
     return m + math.log(sum(math.exp(x - m) for x in xs))
 
 
-QUERY_KEYS = ("model", "mode", "tokenizer", "api_key_env", "max_concurrency", "system")
-
-
-def _split_query(url: str) -> tuple[str, dict[str, str]]:
-    """`http://host:8000/v1?mode=chat&tokenizer=Qwen/Qwen2.5-0.5B-Instruct` -> (url, options):
-    constructor options inside the URL, so `--model URL` on the command line can carry them."""
-    from urllib.parse import parse_qsl, urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise SelfteachError(f"server URL {url!r}: expected http(s)://HOST:PORT/v1")
-    query = dict(parse_qsl(parts.query))
-    unknown = sorted(set(query) - set(QUERY_KEYS))
-    if unknown:
-        raise SelfteachError(f"server URL option {unknown[0]!r}: choose from {', '.join(QUERY_KEYS)}")
-    return urlunsplit(parts._replace(query="", fragment="")), query
-
-
 def _as_int(name: str, value: Any) -> int:
     try:
         return int(value)
@@ -232,7 +215,8 @@ class OpenAIBackend(Backend, TokenContinuation, ChatTemplate):
     def __init__(self, base_url: str, model: str | None = None, api_key_env: str = "OPENAI_API_KEY",
                  mode: str = "completions", max_concurrency: int = 8, timeout: float = 120.0,
                  max_retries: int = 3, tokenizer: Any = None, system: str | None = None):
-        base_url, query = _split_query(base_url)
+        urls, query = parse_endpoints(base_url)  # one URL, URL,URL,... or @FILE (backends.endpoints)
+        base_url, chosen = urls[0], model or query.get("model")
         model, mode, tokenizer = model or query.get("model"), query.get("mode", mode), tokenizer or query.get("tokenizer")
         api_key_env, system = query.get("api_key_env", api_key_env), system or query.get("system")
         max_concurrency = _as_int("max_concurrency", query.get("max_concurrency", max_concurrency))
@@ -248,16 +232,17 @@ class OpenAIBackend(Backend, TokenContinuation, ChatTemplate):
         self._lock = threading.Lock()
         self._local = threading.local()  # the batch a pool thread works for (to stop its retries)
         key = os.environ.get(api_key_env) or "EMPTY"
-        self._http_client = Transport(self.base_url, {"Authorization": f"Bearer {key}"},
-                                      timeout=timeout, max_retries=max_retries)
-        self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="selfteach-openai")
+        self._http_client = open_transport(urls, {"Authorization": f"Bearer {key}"},
+                                           timeout, max_retries, max_concurrency)
+        self._pool = ThreadPoolExecutor(max_workers=max_concurrency * len(urls), thread_name_prefix="selfteach-openai")
         from urllib.parse import urlsplit
 
         self._path = urlsplit(self.base_url).path.rstrip("/")  # /v1
         self._root = self._path[: -len("/v1")] if self._path.endswith("/v1") else self._path
         self.kind, served = self._probe()
         self.model = model or served
-        self.name = f"{self.base_url}#{self.model}"
+        check_same_model(self._http_client, f"{self._path}/models", self.model, explicit=chosen is not None)
+        self.name = f"{self._http_client.base_url}#{self.model}"
         self.tokenizer = self._load_tokenizer(tokenizer)
         self._bos: list[int] | None = None
 

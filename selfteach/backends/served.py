@@ -57,9 +57,10 @@ def _env_int(name: str, default: int | None = None) -> int:
 def gguf_for(spec: str, quant: str = "Q8_0") -> Path:
     """The GGUF to serve for a model spec: an alias's GGUF, a .gguf path, or a model directory
     (a trained checkpoint) converted once with llama.cpp's converter at `quant`."""
+    from selfteach.backends.endpoints import is_server_spec
     from selfteach.backends.models import alias_gguf
 
-    if spec.startswith(("http://", "https://")):
+    if is_server_spec(spec):
         raise SelfteachError(f"--serve {spec}: already a server URL; drop --serve")
     found = alias_gguf(spec)
     if found is not None:
