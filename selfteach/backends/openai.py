@@ -39,7 +39,7 @@ from __future__ import annotations
 import math
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
@@ -169,7 +169,7 @@ def check_completion(obj: Any, *, chat: bool, n: int, top: int) -> None:
             raise BadResponse("no top logprobs (does the server support logprobs?)")
 
 
-def _logsumexp(xs: Sequence[float]) -> float:
+def _logsumexp(xs: Iterable[float]) -> float:
     xs = [x for x in xs if x != -math.inf]
     if not xs:
         return -math.inf
@@ -306,7 +306,7 @@ class OpenAIBackend(Backend, TokenContinuation, ChatTemplate):
                 for f in futures:
                     f.cancel()
         wait(futures)
-        errors = [f.exception() for f in futures if not f.cancelled() and f.exception() is not None]
+        errors = [e for e in (f.exception() for f in futures if not f.cancelled()) if e is not None]
         if errors:
             raise next((e for e in errors if not isinstance(e, Aborted)), errors[0])
         return [f.result() for f in futures]
@@ -339,7 +339,8 @@ class OpenAIBackend(Backend, TokenContinuation, ChatTemplate):
 
         def check(obj: Any) -> None:
             val = obj.get(key) if isinstance(obj, dict) else None
-            if not isinstance(val, kind) or (kind is list and not all(_is_int(t) for t in val)):
+            bad_ids = kind is list and isinstance(val, list) and not all(_is_int(t) for t in val)
+            if not isinstance(val, kind) or bad_ids:
                 what = "token ids" if kind is list else "text"
                 raise BadResponse(f"{path} answered without {key!r} as {what}")
 
@@ -557,7 +558,8 @@ class OpenAIBackend(Backend, TokenContinuation, ChatTemplate):
         return s.logprob
 
     # ---- generation ---------------------------------------------------------------------
-    def generate(self, prompts: list[Prompt], params: SamplingParams) -> list[list[Generation]]:
+    def generate(self, prompts: Sequence[Prompt],
+                 params: SamplingParams) -> list[list[Generation]]:
         def one(prompt: Prompt) -> list[Generation]:
             resp = self._request(prompt, max_tokens=params.max_new_tokens, temperature=params.temperature,
                                  top_p=params.top_p, n=params.n, stop=params.stop or None, seed=params.seed)

@@ -67,7 +67,8 @@ def gguf_for(spec: str, quant: str = "Q8_0") -> Path:
         return found
     from selfteach.backends.models import ALIASES, resolve
 
-    path = resolve(spec) if spec in ALIASES else Path(spec).expanduser()  # tiny-random: a directory
+    # an alias resolves to a Path (a str is only a hub id); tiny-random: a directory
+    path = Path(resolve(spec)) if spec in ALIASES else Path(spec).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
             raise SelfteachError(f"{path}: GGUF file not found")

@@ -73,10 +73,12 @@ def normalise(row: dict[str, float]) -> LP:
     (with -inf one such claim made every delta-U NaN and the search accepted nothing).
     """
     a, b = (float(row[k]) if math.isfinite(float(row[k])) else None for k in ("True", "False"))
-    if a is None and b is None:  # nothing read: no preference
-        return (math.log(0.5), math.log(0.5))
-    a = min(FLOOR, b) if a is None else a
-    b = min(FLOOR, a) if b is None else b
+    if a is None:
+        if b is None:  # nothing read: no preference
+            return (math.log(0.5), math.log(0.5))
+        a = min(FLOOR, b)
+    elif b is None:
+        b = min(FLOOR, a)
     m = max(a, b)
     z = m + math.log(math.exp(a - m) + math.exp(b - m))
     return (a - z, b - z)
@@ -316,7 +318,7 @@ class SampledScorer(FastScorer):
         for i in sorted(self.block):
             chunks.setdefault(self.block[i], []).append(i)
         self.excluded = {b: {j for i in m for j in self.left_out[i]} for b, m in chunks.items()}
-        self.chunk_groups = {b: sorted({self.claims[i].group for i in m if self.claims[i].group is not None})
+        self.chunk_groups = {b: sorted({g for i in m if (g := self.claims[i].group) is not None})
                              for b, m in chunks.items()}
         self.version = 0  # refreshes so far: part of the context seed
         self.pool: list[int] = []  # the snapshot's labeled claims, sorted: what contexts are drawn from

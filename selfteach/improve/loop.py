@@ -28,7 +28,7 @@ import gc
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -157,7 +157,7 @@ class Improver:
                                                 batch_size=max(8, self.cfg.gen_batch_size))
         return self._backends[spec]
 
-    def release(self, keep: set[str] = frozenset()) -> None:
+    def release(self, keep: Collection[str] = frozenset()) -> None:
         for spec in list(self._backends):
             if spec not in keep:
                 backend = self._backends.pop(spec)
@@ -280,10 +280,10 @@ class Improver:
                     return {"skipped": f"no {name} training examples"}
                 from selfteach.train.sft import train_sft
 
-                res = train_sft(cfg.model, rows, bdir, objective="nll", resume=True, progress=False,
+                sft = train_sft(cfg.model, rows, bdir, objective="nll", resume=True, progress=False,
                                 learning_rate=cfg.sft_learning_rate, epochs=cfg.sft_epochs, seed=cfg.seed,
                                 batch_size=cfg.dpo.batch_size)
-                out = {"model_dir": res["model_dir"], "metrics": res, "examples": len(rows),
+                out = {"model_dir": sft["model_dir"], "metrics": sft, "examples": len(rows),
                        "labels": "ICM labels" if name == "sft-icm" else "gold answers"}
             RunDir(bdir).write_json("result.json", out)
             return out
@@ -299,9 +299,9 @@ def sft_rows(name: str, train: list[Problem], round1: dict) -> list[dict]:
     cands = round1["candidates"]
     if name == "sft-gold":
         prompts = {c["problem_id"]: c["prompt"] for c in cands}
-        with_sol = [p for p in train if p.solution and p.id in prompts]
+        with_sol = [(p.id, sol) for p in train if (sol := p.solution) and p.id in prompts]
         if with_sol:
-            return [{"prompt": prompts[p.id], "completion": p.solution.strip()} for p in with_sol]
+            return [{"prompt": prompts[pid], "completion": sol.strip()} for pid, sol in with_sol]
         keep = [c for c in cands if c.get("correct")]  # rejection sampling with the gold answer (RFT)
     elif name == "sft-icm":
         keep = [c for c in cands if round1["labels"].get(c["id"])]

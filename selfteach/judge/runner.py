@@ -107,6 +107,15 @@ def _fmt(x: float | None) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
 
 
+def _accuracies(records: list[dict], k: int, meta_k: int | None = None) -> list[float]:
+    """accuracy@k of each record; never None: every record of a run has the same K >= k samples."""
+    accs = [accuracy_at_k(r, k, meta_k=meta_k) for r in records]
+    known = [a for a in accs if a is not None]
+    if len(known) != len(accs):  # cannot happen (see above); say so rather than average wrongly
+        raise SelfteachError(f"voting@{k}: a judged item has fewer than {k} samples")
+    return known
+
+
 def summarize(records: list[dict], cfg: JudgeRunConfig, title: str) -> dict:
     """summary.json: accuracy per subset x k (voting, and meta-RM voting when rated),
     failure and tie rates. Accuracy needs a known best; otherwise only rates are shown."""
@@ -126,19 +135,20 @@ def summarize(records: list[dict], cfg: JudgeRunConfig, title: str) -> dict:
         cols = ["subset", "n"] + [f"voting@{k}" for k in ks]
         if has_meta:
             cols += [f"meta@{k}" for k in ks if k > 1]
-        rows, curve = [], {}
+        rows: list[list] = []
+        curve: dict[str, dict[int, float]] = {}
         for name in [*subsets, "overall"]:
             rs = scored if name == "overall" else [r for r in scored if r["subset"] == name]
             row: list = [name, len(rs)]
             for k in ks:
-                acc = mean_ci([accuracy_at_k(r, k) for r in rs], seed=cfg.seed)
+                acc = mean_ci(_accuracies(rs, k), seed=cfg.seed)
                 row.append(f"{acc['mean']:.3f} [{acc['lo']:.2f}, {acc['hi']:.2f}]")
                 curve.setdefault(name, {})[k] = acc["mean"]
             if has_meta:
                 for k in ks:
                     if k > 1:
                         km = max(1, int(round(k * cfg.k_meta)))
-                        acc = mean_ci([accuracy_at_k(r, k, meta_k=km) for r in rs], seed=cfg.seed)
+                        acc = mean_ci(_accuracies(rs, k, meta_k=km), seed=cfg.seed)
                         row.append(f"{acc['mean']:.3f} [{acc['lo']:.2f}, {acc['hi']:.2f}]")
                         curve.setdefault(f"{name} (meta RM)", {})[k] = acc["mean"]
             rows.append(row)

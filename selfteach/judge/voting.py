@@ -144,7 +144,7 @@ def _assemble(item: JudgeItem, cfg: JudgeConfig, plan: dict, gens: list[list], s
         if pointwise:  # sample j = the j-th judgment of every response
             outs = [gens[i][j] for i in range(n)]
             parsed = [parse_scores(g.text, 1) for g in outs]
-            scores = [p.scores[0] if p.ok else None for p in parsed]
+            scores = [p.scores[0] if p.scores is not None else None for p in parsed]
             errors = [p.error for p in parsed]
             samples.append({"texts": [g.text for g in outs], "scores": None if all(s is None for s in scores)
                             else scores, "errors": errors, "tokens": sum(g.num_tokens for g in outs)})
@@ -152,12 +152,12 @@ def _assemble(item: JudgeItem, cfg: JudgeConfig, plan: dict, gens: list[list], s
         o, r = j % len(orders), j // len(orders)
         g = gens[o][r]
         p = parse_scores(g.text, n)
-        scores = None
-        if p.ok:
-            scores = [0] * n
+        mapped: list[int] | None = None  # the scores in the original response order
+        if p.scores is not None:
+            mapped = [0] * n
             for pos, orig in enumerate(orders[o]):
-                scores[orig] = p.scores[pos]
-        samples.append({"order": orders[o], "text": g.text, "scores": scores, "error": p.error,
+                mapped[orig] = p.scores[pos]
+        samples.append({"order": orders[o], "text": g.text, "scores": mapped, "error": p.error,
                         "tokens": g.num_tokens, "finish": g.finish_reason})
     assert per * len(orders) >= cfg.k
     return samples
@@ -242,7 +242,7 @@ def read_scores(backend: Backend, prefixes: list[str], n: int, lo: int = 1, hi: 
     cur = list(prefixes)
     for pos in range(n):
         for i, lp in enumerate(backend.label_logprobs(cur, labels)):
-            best = max(lp, key=lp.get)
+            best = max(lp, key=lp.__getitem__)
             chosen[i].append(int(best))
             cur[i] += best + (", " if pos < n - 1 else "")
     return chosen
@@ -265,11 +265,11 @@ def _force(backend: Backend, item: JudgeItem, samples: list[dict],
         s["text"] = text.rstrip()
         shown = render(backend, item.prompt, [responses[i] for i in s["order"]], prompt)
         prefixes.append(shown + s["text"] + FORCE_PREFIX)
-    for s, shown in zip(failed, read_scores(backend, prefixes, len(responses)), strict=True):
+    for s, read in zip(failed, read_scores(backend, prefixes, len(responses)), strict=True):
         scores = [0] * len(responses)
         for pos, orig in enumerate(s["order"]):
-            scores[orig] = shown[pos]
-        s.update(text=s["text"] + FORCE_PREFIX + ", ".join(map(str, shown)) + "}", scores=scores,
+            scores[orig] = read[pos]
+        s.update(text=s["text"] + FORCE_PREFIX + ", ".join(map(str, read)) + "}", scores=scores,
                  raw_error=s.get("raw_error") or s.get("error"), error=None, forced=True)
 
 
