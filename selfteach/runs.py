@@ -33,23 +33,50 @@ from selfteach.data.jsonl import (
 )
 from selfteach.errors import SelfteachError
 
-_PACKAGES = ["selfteach", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "openai",
-             "math-verify", "pydantic", "gguf", "xllamacpp"]
+_PACKAGES = [
+    "selfteach",
+    "torch",
+    "transformers",
+    "trl",
+    "peft",
+    "accelerate",
+    "datasets",
+    "openai",
+    "math-verify",
+    "pydantic",
+    "gguf",
+    "xllamacpp",
+]
 
 
 def environment(seed: int | None = None, device: str | None = None) -> dict[str, Any]:
     """Versions, git commit, seed and device: what a result depends on."""
-    versions = {}
+    versions: dict[str, str | None] = {}
     for p in _PACKAGES:
         try:
             versions[p] = metadata.version(p)
         except metadata.PackageNotFoundError:
             versions[p] = None
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                                cwd=Path(__file__).parent).stdout.strip() or None
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                                    text=True, timeout=5, cwd=Path(__file__).parent).stdout.strip())
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                cwd=Path(__file__).parent,
+            ).stdout.strip()
+            or None
+        )
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                cwd=Path(__file__).parent,
+            ).stdout.strip()
+        )
     except (OSError, subprocess.SubprocessError):
         commit, dirty = None, None
     return {"python": sys.version.split()[0], "platform": platform.platform(), "versions": versions,
@@ -95,13 +122,17 @@ ID_FILES = ("outputs.jsonl", "judgments.jsonl")
 
 
 # ---- where a run may go (`--out`) ----------------------------------------------------
-def check_out(out: str | Path | None, resume: bool = False, option: str = "--out", kind: str = "dir") -> Path:
+def check_out(
+    out: str | Path | None, resume: bool = False, option: str = "--out", kind: str = "dir"
+) -> Path:
     """`out` as a Path, after checking it can be a run directory (`kind="dir"`) or an
     output file (`kind="file"`): not empty, not an existing file (resp. directory), not
     under a file, writable, and (for a run directory) not a finished run unless resuming.
     Nothing is created."""
     if out is None or not str(out).strip():
-        raise SelfteachError(f"{option} {str(out or '')!r}: empty; give a {'directory' if kind == 'dir' else 'file'}")
+        raise SelfteachError(
+            f"{option} {str(out or '')!r}: empty; give a {'directory' if kind == 'dir' else 'file'}"
+        )
     path = Path(str(out)).expanduser()
     shown = f"{option} {str(out)}"
     if kind == "dir" and path.exists() and not path.is_dir():
@@ -118,7 +149,9 @@ def check_out(out: str | Path | None, resume: bool = False, option: str = "--out
         raise SelfteachError(f"{shown}: {existing} is a file, cannot create a directory under it")
     _probe_writable(existing, shown)
     if kind == "dir" and not resume and (path / "config.yaml").exists():
-        raise SelfteachError(f"{path}: run directory exists; pass --resume to continue it or choose another --out")
+        raise SelfteachError(
+            f"{path}: run directory exists; pass --resume to continue it or choose another --out"
+        )
     return path
 
 
@@ -128,7 +161,9 @@ def _probe_writable(folder: Path, shown: str) -> None:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as e:
-        raise SelfteachError(f"{shown}: not writable ({e.strerror or type(e).__name__} in {folder})") from None
+        raise SelfteachError(
+            f"{shown}: not writable ({e.strerror or type(e).__name__} in {folder})"
+        ) from None
 
 
 class RunDir:
@@ -139,8 +174,14 @@ class RunDir:
         self.path = Path(path)
 
     @classmethod
-    def create(cls, path: str | Path, config: BaseModel | dict, resume: bool = False, seed: int | None = None,
-               device: str | None = None) -> RunDir:
+    def create(
+        cls,
+        path: str | Path,
+        config: BaseModel | dict,
+        resume: bool = False,
+        seed: int | None = None,
+        device: str | None = None,
+    ) -> RunDir:
         """Check `path` (`check_out`), then write config.yaml and env.json.
         Callers validate options, data and the model first, so a failed start leaves no
         directory behind and the retry is not refused."""
@@ -149,14 +190,19 @@ class RunDir:
         cfg_file = run.path / "config.yaml"
         if cfg_file.exists() and resume:
             old = run.read_config()
-            changed = sorted(k for k in set(old) | set(cfg) if old.get(k) != cfg.get(k) and k not in ("resume",))
+            changed = sorted(
+                k for k in set(old) | set(cfg) if old.get(k) != cfg.get(k) and k not in ("resume",)
+            )
             if changed:
-                raise SelfteachError(f"{cfg_file}: cannot resume, config differs in {', '.join(changed)}")
+                raise SelfteachError(
+                    f"{cfg_file}: cannot resume, config differs in {', '.join(changed)}"
+                )
         run.path.mkdir(parents=True, exist_ok=True)
         atomic_write_text(cfg_file, yaml.safe_dump(cfg, sort_keys=False))
         from selfteach.backends.models import run_weights
 
-        env = environment(seed, device) | {"weights": run_weights(cfg)}  # quantization of each model
+        # quantization of each model
+        env = environment(seed, device) | {"weights": run_weights(cfg)}
         atomic_write_text(run.path / "env.json", json.dumps(env, indent=2))
         return run
 
@@ -166,13 +212,17 @@ class RunDir:
         try:
             cfg = yaml.safe_load(f.read_text(encoding="utf-8"))
         except UnicodeDecodeError as e:
-            raise SelfteachError(f"{f}: not UTF-8 (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
-                                 "the run directory is damaged") from None
+            raise SelfteachError(
+                f"{f}: not UTF-8 (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                "the run directory is damaged"
+            ) from None
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             at = f":{mark.line + 1}" if mark is not None else ""
-            raise SelfteachError(f"{f}{at}: malformed YAML ({getattr(e, 'problem', None) or type(e).__name__}); "
-                                 "the run directory is damaged") from None
+            raise SelfteachError(
+                f"{f}{at}: malformed YAML ({getattr(e, 'problem', None) or type(e).__name__}); "
+                "the run directory is damaged"
+            ) from None
         if not isinstance(cfg, dict):
             raise SelfteachError(f"{f}: expected a mapping of settings, got {type(cfg).__name__}; "
                                  "the run directory is damaged")
@@ -202,7 +252,9 @@ class RunDir:
             return []
         return read_jsonl(f, finite=False)  # our own rows: NaN metrics are allowed
 
-    def done_rows(self, name: str, key: str | None = "id", repair: bool = True) -> dict[str, dict[str, Any]]:
+    def done_rows(
+        self, name: str, key: str | None = "id", repair: bool = True
+    ) -> dict[str, dict[str, Any]]:
         """Rows already written to an outputs file, by `key` (for --resume). Only a torn
         LAST line (an interrupted append) is dropped, with a note on stderr, and the file
         repaired; any other damage is an error naming file:line, never a silent loss."""
@@ -218,20 +270,28 @@ class RunDir:
                 continue
             where = f"{f}:{i + 1}"
             try:
-                row = parse_line(decode_line(ln, f, i + 1), where, finite=False)  # NaN metrics are ours
+                # NaN metrics are ours
+                row = parse_line(decode_line(ln, f, i + 1), where, finite=False)
             except SelfteachError:
                 if i == last and not raw.endswith(b"\n"):  # torn by an interruption mid-append
                     if repair:
-                        _note(f"{where}: dropped a torn last line (interrupted write); it will be redone")
+                        _note(
+                            f"{where}: dropped a torn last line (interrupted write); it will be "
+                            "redone"
+                        )
                         atomic_write_bytes(f, b"\n".join(lines[:i]) + b"\n" if i else b"")
                     break
-                raise SelfteachError(f"{where}: damaged row in the run directory "
-                                     f"({_reason(where)}); fix or remove the line, or start a new --out") from None
+                raise SelfteachError(
+                    f"{where}: damaged row in the run directory "
+                    f"({_reason(where)}); fix or remove the line, or start a new --out"
+                ) from None
             if key is None:
                 continue
             if key not in row or isinstance(row[key], dict | list) or row[key] is None:
-                raise SelfteachError(f"{where}: row has no valid {key!r}; the run directory is damaged "
-                                     "(fix or remove the line, or start a new --out)")
+                raise SelfteachError(
+                    f"{where}: row has no valid {key!r}; the run directory is damaged "
+                    "(fix or remove the line, or start a new --out)"
+                )
             rows[str(row[key])] = row
         return rows
 
@@ -249,7 +309,9 @@ def _note(text: str) -> None:
     from rich.console import Console
     from rich.markup import escape
 
-    Console(stderr=True).print(f"[yellow]note:[/yellow] {escape(text)}", highlight=False, soft_wrap=True)
+    Console(stderr=True).print(
+        f"[yellow]note:[/yellow] {escape(text)}", highlight=False, soft_wrap=True
+    )
 
 
 def _reason(where: str) -> str:

@@ -16,6 +16,7 @@ the backend and the missing capability; an optional fast path checks
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -152,7 +153,8 @@ class Backend(LabelReader, Tokenizes, Protocol):
         """The k most likely next tokens after each prompt: {token text: log-prob}."""
         ...
 
-    def generate(self, prompts: list[Prompt], params: SamplingParams) -> list[list[Generation]]:
+    def generate(self, prompts: Sequence[Prompt],
+                 params: SamplingParams) -> list[list[Generation]]:
         """`params.n` samples per prompt. A prompt given as token ids is continued exactly
         where the backend has `TokenContinuation`."""
         ...

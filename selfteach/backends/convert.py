@@ -29,7 +29,9 @@ def requantize_f32(src: Path, dst: Path) -> Path:
     try:
         reader = gguf.GGUFReader(str(src))
     except (ValueError, OSError) as e:
-        raise SelfteachError(f"{src}: not a readable GGUF ({str(e).splitlines()[0] if str(e) else e})") from None
+        raise SelfteachError(
+            f"{src}: not a readable GGUF ({str(e).splitlines()[0] if str(e) else e})"
+        ) from None
     arch = reader.fields[gguf.Keys.General.ARCHITECTURE].contents()
     writer = gguf.GGUFWriter(str(dst), arch=arch, endianess=reader.endianess)
     for field in reader.fields.values():
@@ -46,7 +48,8 @@ def requantize_f32(src: Path, dst: Path) -> Path:
     for t in reader.tensors:
         data = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32, copy=False)
         tensors.append((t.name, data))
-        writer.add_tensor_info(t.name, data.shape, np.float32, data.nbytes, gguf.GGMLQuantizationType.F32)
+        writer.add_tensor_info(t.name, data.shape, data.dtype, data.nbytes,
+                               gguf.GGMLQuantizationType.F32)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
@@ -56,7 +59,8 @@ def requantize_f32(src: Path, dst: Path) -> Path:
     return dst
 
 
-QUANTS = {"F32": "f32", "F16": "f16", "Q8_0": "q8_0", "Q4_K_M": "f16"}  # Q4_K_M: f16, then llama-quantize
+# Q4_K_M: f16, then llama-quantize
+QUANTS = {"F32": "f32", "F16": "f16", "Q8_0": "q8_0", "Q4_K_M": "f16"}
 
 
 def converter_dir() -> Path:
@@ -91,21 +95,39 @@ def to_gguf(model_dir: Path, quant: str = "Q8_0") -> Path:
         return target
     script = converter_dir() / "convert_hf_to_gguf.py"
     if not script.is_file():
-        raise SelfteachError(f"{model_dir}: llama.cpp's GGUF converter is not installed: run `make converter` "
-                             "(scripts/fetch_converter.sh)")
+        raise SelfteachError(
+            f"{model_dir}: llama.cpp's GGUF converter is not installed: run `make converter` "
+            "(scripts/fetch_converter.sh)"
+        )
     quantize = None
     if quant == "Q4_K_M":
         from selfteach.backends.models import server_binary
 
         quantize = server_binary("llama-quantize")
         if quantize is None:
-            raise SelfteachError(f"{model_dir}: Q4_K_M needs llama-quantize: run `make server`, or use F16/Q8_0")
+            raise SelfteachError(
+                f"{model_dir}: Q4_K_M needs llama-quantize: run `make server`, or use F16/Q8_0"
+            )
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     try:
-        _run([sys.executable, str(script), str(model_dir), "--outfile", str(tmp), "--outtype", QUANTS[quant]],
-             model_dir, quant, env={**os.environ, "PYTHONPATH": os.pathsep.join(
-                 [str(script.parent / "gguf-py"), str(script.parent)])})
+        _run(
+            [
+                sys.executable,
+                str(script),
+                str(model_dir),
+                "--outfile",
+                str(tmp),
+                "--outtype",
+                QUANTS[quant],
+            ],
+            model_dir,
+            quant,
+            env={
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join([str(script.parent / "gguf-py"), str(script.parent)]),
+            },
+        )
         if quantize is not None:
             q = tmp.with_name(tmp.name + ".q")
             try:
@@ -122,5 +144,9 @@ def to_gguf(model_dir: Path, quant: str = "Q8_0") -> Path:
 def _run(cmd: list[str], model_dir: Path, quant: str, env: dict | None = None) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
-        lines = [ln for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()] or ["no output"]
-        raise SelfteachError(f"{model_dir}: conversion to GGUF {quant} failed ({lines[-1].strip()[:300]})")
+        lines = [ln for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()] or [
+            "no output"
+        ]
+        raise SelfteachError(
+            f"{model_dir}: conversion to GGUF {quant} failed ({lines[-1].strip()[:300]})"
+        )

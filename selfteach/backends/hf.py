@@ -264,7 +264,8 @@ class HFBackend(
 
     # ---- generation -------------------------------------------------------------------
     @torch.inference_mode()
-    def generate(self, prompts: list[Prompt], params: SamplingParams) -> list[list[Generation]]:
+    def generate(self, prompts: Sequence[Prompt],
+                 params: SamplingParams) -> list[list[Generation]]:
         seqs = [self._prompt_ids(p) for p in prompts]
         for s in seqs:
             self._check_length(len(s) + params.max_new_tokens)

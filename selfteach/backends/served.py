@@ -35,7 +35,9 @@ def machine_threads() -> int:
     """CPU threads for the server: the free cores of this machine (>= 1)."""
     if os.environ.get("SELFTEACH_SERVE_THREADS"):
         return _env_int("SELFTEACH_SERVE_THREADS")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    )
     busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     return max(1, min(cores, round(cores - busy)))
 
@@ -67,7 +69,8 @@ def gguf_for(spec: str, quant: str = "Q8_0") -> Path:
         return found
     from selfteach.backends.models import ALIASES, resolve
 
-    path = resolve(spec) if spec in ALIASES else Path(spec).expanduser()  # tiny-random: a directory
+    # an alias resolves to a Path (a str is only a hub id); tiny-random: a directory
+    path = Path(resolve(spec)) if spec in ALIASES else Path(spec).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
             raise SelfteachError(f"{path}: GGUF file not found")
@@ -76,7 +79,9 @@ def gguf_for(spec: str, quant: str = "Q8_0") -> Path:
         from selfteach.backends.convert import to_gguf
 
         return to_gguf(path, quant)
-    raise SelfteachError(f"--serve {spec}: needs a GGUF alias, a .gguf file or a local model directory")
+    raise SelfteachError(
+        f"--serve {spec}: needs a GGUF alias, a .gguf file or a local model directory"
+    )
 
 
 class ServedBackend(OpenAIBackend, PrefixScoring, ServedProcess):
@@ -113,8 +118,10 @@ class ServedBackend(OpenAIBackend, PrefixScoring, ServedProcess):
         except SelfteachError:
             proc = self.server.proc
             if proc is not None and proc.poll() is not None:  # say why, not "unreachable"
-                raise SelfteachError(f"{self.server.engine} server for {self.server.model_name} died mid-run "
-                                     f"(exit code {proc.returncode}): {self.server.log_tail()}") from None
+                raise SelfteachError(
+                    f"{self.server.engine} server for {self.server.model_name} died mid-run "
+                    f"(exit code {proc.returncode}): {self.server.log_tail()}"
+                ) from None
             raise
 
     def close(self) -> None:
@@ -143,7 +150,9 @@ def start_server(gguf: Path | str, name: str | None = None, engine: str = "auto"
     return server
 
 
-def serve_backend(spec: str, engine: str | None = None, quant: str = "Q8_0", **kwargs) -> ServedBackend:
+def serve_backend(
+    spec: str, engine: str | None = None, quant: str = "Q8_0", **kwargs
+) -> ServedBackend:
     """Start a server on `spec` (alias, .gguf, model directory) and return a backend on it."""
     gguf = gguf_for(spec, quant)
     from selfteach.backends.models import ALIASES

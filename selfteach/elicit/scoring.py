@@ -60,23 +60,28 @@ from selfteach.elicit.templates import Template
 LP = tuple[float, float]  # (log P(True), log P(False)), renormalised over the two labels
 
 
-REFRESH_SCALE = 256  # bounded contexts: the refresh period grows with |D| beyond this (SampledScorer)
-FLOOR = math.log(1e-5)  # a label the backend could not read (-inf, NaN) gets at most this (authors' eps)
+# bounded contexts: the refresh period grows with |D| beyond this (SampledScorer)
+REFRESH_SCALE = 256
+# a label the backend could not read (-inf, NaN) gets at most this (authors' eps)
+FLOOR = math.log(1e-5)
 
 
 def normalise(row: dict[str, float]) -> LP:
     """Renormalise {True: a, False: b} log-probs over the two labels; always finite.
 
-    A label read as -inf or NaN (or +inf: no log-prob is positive) (e.g. absent from a server's top-k) is floored at
-    min(log 1e-5, the other label's log-prob): it says "less likely than what was read",
+    A label read as -inf or NaN (or +inf: no log-prob is positive) (e.g. absent from a
+    server's top-k) is floored at min(log 1e-5, the other label's log-prob): it says "less
+    likely than what was read",
     never "impossible", so the margin stays finite and U and delta-U never become inf/NaN
     (with -inf one such claim made every delta-U NaN and the search accepted nothing).
     """
     a, b = (float(row[k]) if math.isfinite(float(row[k])) else None for k in ("True", "False"))
-    if a is None and b is None:  # nothing read: no preference
-        return (math.log(0.5), math.log(0.5))
-    a = min(FLOOR, b) if a is None else a
-    b = min(FLOOR, a) if b is None else b
+    if a is None:
+        if b is None:  # nothing read: no preference
+            return (math.log(0.5), math.log(0.5))
+        a = min(FLOOR, b)
+    elif b is None:
+        b = min(FLOOR, a)
     m = max(a, b)
     z = m + math.log(math.exp(a - m) + math.exp(b - m))
     return (a - z, b - z)
@@ -92,16 +97,24 @@ def term(lp: LP, label: bool, margin: bool = False) -> float:
 
 
 class _Base:
-    def __init__(self, claims: list[Claim], backend: LabelReader, template: Template, max_context_tokens: int,
-                 leave_out: str = "claim"):
+    def __init__(
+        self,
+        claims: list[Claim],
+        backend: LabelReader,
+        template: Template,
+        max_context_tokens: int,
+        leave_out: str = "claim",
+    ):
         self.claims, self.backend, self.template = claims, backend, template
         # leave_out="group": a claim is scored without its own group's claims in context
         members: dict[str, list[int]] = {}
         for i, c in enumerate(claims):
             if c.group is not None:
                 members.setdefault(c.group, []).append(i)
-        self.left_out = {i: (members[c.group] if leave_out == "group" and c.group is not None else [i])
-                         for i, c in enumerate(claims)}
+        self.left_out = {
+            i: (members[c.group] if leave_out == "group" and c.group is not None else [i])
+            for i, c in enumerate(claims)
+        }
         self.group_members = members
         self.labels_spec = template.labels()
         order: dict[str, int] = {}
@@ -109,8 +122,10 @@ class _Base:
             if c.group is not None:
                 order.setdefault(c.group, len(order))
         # contexts list related claims together: by group (first appearance), then index
-        self.rank = {i: (order.get(c.group, len(order) + i) if c.group is not None else len(order) + i, i)
-                     for i, c in enumerate(claims)}
+        self.rank = {
+            i: (order.get(c.group, len(order) + i) if c.group is not None else len(order) + i, i)
+            for i, c in enumerate(claims)
+        }
         self.budget = max_context_tokens
         limit = backend.max_length if isinstance(backend, ContextLimit) else None
         if isinstance(backend, Tokenizes):
@@ -121,13 +136,17 @@ class _Base:
                 longest_query = max(len(tok(template.suffix(c, True))) for c in claims)
                 self.budget = max(0, min(self.budget, int(limit) - longest_query - 8))
         else:  # a backend without a tokenizer: a rough character estimate
-            self.example_len = {i: len(template.example(c, True)) // 3 + 2 for i, c in enumerate(claims)}
+            self.example_len = {
+                i: len(template.example(c, True)) // 3 + 2 for i, c in enumerate(claims)
+            }
 
     # ---- prompts ----------------------------------------------------------------------
     def context(self, labels: dict[int, bool], exclude: Iterable[int]) -> str:
         """Labeled examples except `exclude`, grouped, cut from the far end to the budget."""
         skip = set(exclude)
-        return self._render(labels, sorted((i for i in labels if i not in skip), key=self.rank.__getitem__))
+        return self._render(
+            labels, sorted((i for i in labels if i not in skip), key=self.rank.__getitem__)
+        )
 
     def _render(self, labels: dict[int, bool], members: list[int]) -> str:
         """The examples `members` in this order, cut from the far end (the front) to the budget."""
@@ -139,7 +158,9 @@ class _Base:
             kept.append(i)
             used += self.example_len[i]
         kept.reverse()
-        return self.template.context([self.template.example(self.claims[i], labels[i]) for i in kept])
+        return self.template.context(
+            [self.template.example(self.claims[i], labels[i]) for i in kept]
+        )
 
     def _score(self, prefix: str, idx: list[int]) -> dict[int, LP]:
         """Label log-probs of claims `idx` after the shared context `prefix`."""
@@ -198,7 +219,9 @@ class ExactScorer(_Base):
 
     def score_all(self, labels: dict[int, bool]) -> dict[int, LP]:
         """Every claim scored with all other labeled claims in context."""
-        return self._score_each([(i, self.context(labels, self.left_out[i])) for i in range(len(self.claims))])
+        return self._score_each(
+            [(i, self.context(labels, self.left_out[i])) for i in range(len(self.claims))]
+        )
 
 
 class FastScorer(_Base):
@@ -206,15 +229,25 @@ class FastScorer(_Base):
 
     name = "fast"
 
-    def __init__(self, claims: list[Claim], backend: LabelReader, template: Template, max_context_tokens: int,
-                 blocks: int = 2, refresh_every: int = 64, refresh_frac: float = 0.25, seed: int = 0,
-                 leave_out: str = "claim"):
+    def __init__(
+        self,
+        claims: list[Claim],
+        backend: LabelReader,
+        template: Template,
+        max_context_tokens: int,
+        blocks: int = 2,
+        refresh_every: int = 64,
+        refresh_frac: float = 0.25,
+        seed: int = 0,
+        leave_out: str = "claim",
+    ):
         super().__init__(claims, backend, template, max_context_tokens, leave_out)
         perm = list(range(len(claims)))
         random.Random(f"icm-blocks-{seed}").shuffle(perm)
         self.n_blocks = max(1, min(blocks, len(claims)))
         self.block = {i: r % self.n_blocks for r, i in enumerate(perm)}
-        if leave_out == "group":  # a group shares its first member's block: never in its own context
+        # a group shares its first member's block: never in its own context
+        if leave_out == "group":
             for i in range(len(claims)):
                 self.block[i] = self.block[min(self.left_out[i])]
         self.refresh_every, self.refresh_frac = refresh_every, refresh_frac
@@ -272,8 +305,11 @@ class FastScorer(_Base):
         return dict(self.cache)
 
     def state(self) -> dict:
-        return {"last_refresh": self.last_refresh, "snapshot": {str(i): y for i, y in self.snapshot.items()},
-                "cache": {str(i): list(v) for i, v in self.cache.items()}}
+        return {
+            "last_refresh": self.last_refresh,
+            "snapshot": {str(i): y for i, y in self.snapshot.items()},
+            "cache": {str(i): list(v) for i, v in self.cache.items()},
+        }
 
     def load_state(self, state: dict) -> None:
         self.last_refresh = int(state.get("last_refresh", 0))
@@ -302,11 +338,31 @@ class SampledScorer(FastScorer):
     |D|; this keeps it O(1) per step, and equal to FastScorer's schedule up to 256 claims.
     """
 
-    def __init__(self, claims: list[Claim], backend: LabelReader, template: Template, max_context_tokens: int,
-                 k: int, share: int = 8, select: str = "random", refresh_every: int = 64,
-                 refresh_frac: float = 0.25, seed: int = 0, leave_out: str = "claim"):
-        super().__init__(claims, backend, template, max_context_tokens, blocks=2, refresh_every=refresh_every,
-                         refresh_frac=refresh_frac, seed=seed, leave_out=leave_out)
+    def __init__(
+        self,
+        claims: list[Claim],
+        backend: LabelReader,
+        template: Template,
+        max_context_tokens: int,
+        k: int,
+        share: int = 8,
+        select: str = "random",
+        refresh_every: int = 64,
+        refresh_frac: float = 0.25,
+        seed: int = 0,
+        leave_out: str = "claim",
+    ):
+        super().__init__(
+            claims,
+            backend,
+            template,
+            max_context_tokens,
+            blocks=2,
+            refresh_every=refresh_every,
+            refresh_frac=refresh_frac,
+            seed=seed,
+            leave_out=leave_out,
+        )
         self.k, self.select, self.seed = k, select, seed
         perm = list(range(len(claims)))
         random.Random(f"icm-chunks-{seed}").shuffle(perm)
@@ -316,10 +372,11 @@ class SampledScorer(FastScorer):
         for i in sorted(self.block):
             chunks.setdefault(self.block[i], []).append(i)
         self.excluded = {b: {j for i in m for j in self.left_out[i]} for b, m in chunks.items()}
-        self.chunk_groups = {b: sorted({self.claims[i].group for i in m if self.claims[i].group is not None})
+        self.chunk_groups = {b: sorted({g for i in m if (g := self.claims[i].group) is not None})
                              for b, m in chunks.items()}
         self.version = 0  # refreshes so far: part of the context seed
-        self.pool: list[int] = []  # the snapshot's labeled claims, sorted: what contexts are drawn from
+        # the snapshot's labeled claims, sorted: what contexts are drawn from
+        self.pool: list[int] = []
 
     def _snap(self, labels: dict[int, bool]) -> None:
         self.snapshot = dict(labels)
@@ -357,7 +414,9 @@ class SampledScorer(FastScorer):
         self._fill(labels)
 
     def _due(self, step: int) -> bool:
-        return step - self.last_refresh >= self.refresh_every * max(1.0, len(self.snapshot) / REFRESH_SCALE)
+        return step - self.last_refresh >= self.refresh_every * max(
+            1.0, len(self.snapshot) / REFRESH_SCALE
+        )
 
     def score_all(self, labels: dict[int, bool]) -> dict[int, LP]:
         self._snap(labels)
@@ -373,15 +432,45 @@ class SampledScorer(FastScorer):
         self.pool = sorted(self.snapshot)
 
 
-def make_scorer(kind: str, claims: list[Claim], backend: LabelReader, template: Template, max_context_tokens: int,
-                blocks: int, refresh_every: int, refresh_frac: float, seed: int,
-                leave_out: str = "claim", context_claims: int | None = None, context_share: int = 8,
-                context_select: str = "random") -> ExactScorer | FastScorer:
+def make_scorer(
+    kind: str,
+    claims: list[Claim],
+    backend: LabelReader,
+    template: Template,
+    max_context_tokens: int,
+    blocks: int,
+    refresh_every: int,
+    refresh_frac: float,
+    seed: int,
+    leave_out: str = "claim",
+    context_claims: int | None = None,
+    context_share: int = 8,
+    context_select: str = "random",
+) -> ExactScorer | FastScorer:
     if kind == "exact":
         return ExactScorer(claims, backend, template, max_context_tokens, leave_out)
     if context_claims is not None:
-        return SampledScorer(claims, backend, template, max_context_tokens, k=context_claims,
-                             share=context_share, select=context_select, refresh_every=refresh_every,
-                             refresh_frac=refresh_frac, seed=seed, leave_out=leave_out)
-    return FastScorer(claims, backend, template, max_context_tokens, blocks=blocks,
-                      refresh_every=refresh_every, refresh_frac=refresh_frac, seed=seed, leave_out=leave_out)
+        return SampledScorer(
+            claims,
+            backend,
+            template,
+            max_context_tokens,
+            k=context_claims,
+            share=context_share,
+            select=context_select,
+            refresh_every=refresh_every,
+            refresh_frac=refresh_frac,
+            seed=seed,
+            leave_out=leave_out,
+        )
+    return FastScorer(
+        claims,
+        backend,
+        template,
+        max_context_tokens,
+        blocks=blocks,
+        refresh_every=refresh_every,
+        refresh_frac=refresh_frac,
+        seed=seed,
+        leave_out=leave_out,
+    )

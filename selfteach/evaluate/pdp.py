@@ -64,11 +64,15 @@ def check_pdp(cfg: PDPSettings, kinds: list[str]) -> None:
     """Bad PDP settings fail before any generation."""
     need = 2 * cfg.pdp_pairs if cfg.method == "pdp" else cfg.pdp_pairs
     if need > cfg.pdp_k:
-        raise SelfteachError(f"--pdp-pairs {cfg.pdp_pairs}: {cfg.method} needs {need} attempts but --pdp-k is "
-                             f"{cfg.pdp_k}")
+        raise SelfteachError(
+            f"--pdp-pairs {cfg.pdp_pairs}: {cfg.method} needs {need} attempts but --pdp-k is "
+            f"{cfg.pdp_k}"
+        )
     if cfg.pdp_judge == "vote" and "trip" in kinds:
-        raise SelfteachError("--pdp-judge vote: needs a final answer to vote on; trip plans have none "
-                             "(use pointwise or pairwise)")
+        raise SelfteachError(
+            "--pdp-judge vote: needs a final answer to vote on; trip plans have none "
+            "(use pointwise or pairwise)"
+        )
 
 
 def rank_attempts(backend: Backend, question: str, attempts: list[str], judge: str, kind: str,
@@ -78,14 +82,23 @@ def rank_attempts(backend: Backend, question: str, attempts: list[str], judge: s
         preds = [predicted(a, kind) for a in attempts]
         return [float(sum(q == p for q in preds)) if p is not None else 0.0 for p in preds]
     if judge == "pointwise":
-        prompts = [backend.chat_prompt(POINTWISE.format(question=question, attempt=a.strip()), system=system)
-                   for a in attempts]
+        prompts = [
+            backend.chat_prompt(
+                POINTWISE.format(question=question, attempt=a.strip()), system=system
+            )
+            for a in attempts
+        ]
         lps = backend.label_logprobs(prompts, label_variants(["Yes", "No"]))
         return [lp["Yes"] - lp["No"] for lp in lps]
     if judge == "pairwise":
         pairs = [(i, j) for i in range(len(attempts)) for j in range(len(attempts)) if i != j]
-        prompts = [backend.chat_prompt(PAIRWISE.format(question=question, a=attempts[i].strip(),
-                                                       b=attempts[j].strip()), system=system) for i, j in pairs]
+        prompts = [
+            backend.chat_prompt(
+                PAIRWISE.format(question=question, a=attempts[i].strip(), b=attempts[j].strip()),
+                system=system,
+            )
+            for i, j in pairs
+        ]
         lps = backend.label_logprobs(prompts, label_variants(["A", "B"]))
         wins = [0.0] * len(attempts)
         for (i, j), lp in zip(pairs, lps, strict=True):
@@ -96,11 +109,15 @@ def rank_attempts(backend: Backend, question: str, attempts: list[str], judge: s
     raise SelfteachError(f"--pdp-judge {judge!r}: choose pointwise, pairwise or vote")
 
 
-def pdp_block(attempts: list[str], order: list[int], method: str, pairs: int) -> tuple[str, list[int]]:
+def pdp_block(
+    attempts: list[str], order: list[int], method: str, pairs: int
+) -> tuple[str, list[int]]:
     """The in-context examples and the attempt indices shown (better first within a pair)."""
     if method == "pdp":
         shown = [(order[i], order[-1 - i]) for i in range(pairs)]
-        parts = ["Here are earlier attempts at this problem, with a reviewer's preference between them."]
+        parts = [
+            "Here are earlier attempts at this problem, with a reviewer's preference between them."
+        ]
         for n, (good, bad) in enumerate(shown, 1):
             parts.append(f"Example {n}\nBetter attempt:\n{attempts[good].strip()}\n\n"
                          f"Worse attempt:\n{attempts[bad].strip()}")
@@ -115,29 +132,67 @@ def pdp_block(attempts: list[str], order: list[int], method: str, pairs: int) ->
     raise SelfteachError(f"--method {method!r}: choose plain, pdp or pdp+")
 
 
-def pdp_prompts(backend: Backend, problems: list[Problem], kinds: list[str], cfg: PDPSettings, suffix: str,
-                seed: int) -> tuple[list[list[int]], list[dict[str, Any]]]:
+def pdp_prompts(
+    backend: Backend,
+    problems: list[Problem],
+    kinds: list[str],
+    cfg: PDPSettings,
+    suffix: str,
+    seed: int,
+) -> tuple[list[list[int]], list[dict[str, Any]]]:
     """Prompt ids with self-ranked attempts in context, and per-item details for the log."""
     budget = pdp_budget(cfg)
     questions = [format_question(p) for p in problems]
     base = [build_prompt_ids(backend, q, cfg.prompt_template, cfg.system) for q in questions]
-    att = backend.generate(base, SamplingParams(n=cfg.pdp_k, max_new_tokens=budget, temperature=cfg.pdp_temperature,
-                                                top_p=cfg.top_p, seed=seed + 7919))
+    att = backend.generate(
+        base,
+        SamplingParams(
+            n=cfg.pdp_k,
+            max_new_tokens=budget,
+            temperature=cfg.pdp_temperature,
+            top_p=cfg.top_p,
+            seed=seed + 7919,
+        ),
+    )
     flat_prompts = [base[i] for i, ts in enumerate(att) for _ in ts]
     flat = [t for ts in att for t in ts]
-    answers = force_answers(backend, flat_prompts, flat, [budget], backend.tokenize(suffix),
-                            SamplingParams(max_new_tokens=cfg.answer_tokens, stop=stop_strings(cfg.answer_stop, kinds), seed=seed),
-                            cfg.shared_prefix)
-    texts = [t.text + (suffix + a[0].text if a[0] is not None else "") for t, a in zip(flat, answers, strict=True)]
+    answers = force_answers(
+        backend,
+        flat_prompts,
+        flat,
+        [budget],
+        backend.tokenize(suffix),
+        SamplingParams(
+            max_new_tokens=cfg.answer_tokens, stop=stop_strings(cfg.answer_stop, kinds), seed=seed
+        ),
+        cfg.shared_prefix,
+    )
+    texts = [
+        t.text + (suffix + a[0].text if a[0] is not None else "")
+        for t, a in zip(flat, answers, strict=True)
+    ]
     prompts, infos = [], []
     for n, (p, kind, q) in enumerate(zip(problems, kinds, questions, strict=True)):
         attempts = texts[n * cfg.pdp_k : (n + 1) * cfg.pdp_k]
         scores = rank_attempts(backend, q, attempts, cfg.pdp_judge, kind, cfg.system)
-        order = sorted(range(len(attempts)), key=lambda i: -scores[i])  # stable: ties keep sample order
+        # stable: ties keep sample order
+        order = sorted(range(len(attempts)), key=lambda i: -scores[i])
         block, shown = pdp_block(attempts, order, cfg.method, cfg.pdp_pairs)
-        prompts.append(build_prompt_ids(backend, f"{q}\n\n{block}", cfg.prompt_template, cfg.system))
+        prompts.append(
+            build_prompt_ids(backend, f"{q}\n\n{block}", cfg.prompt_template, cfg.system)
+        )
         gold = get_scorer(kind)
-        infos.append({"attempts": attempts, "judge_scores": scores, "order": order, "shown": shown,
-                      "attempt_tokens": sum(t.num_tokens for t in flat[n * cfg.pdp_k : (n + 1) * cfg.pdp_k]),
-                      "attempt_scores": [gold(a, p) for a in attempts]})  # analysis only, after ranking
+        infos.append(
+            {
+                "attempts": attempts,
+                "judge_scores": scores,
+                "order": order,
+                "shown": shown,
+                "attempt_tokens": sum(
+                    t.num_tokens for t in flat[n * cfg.pdp_k : (n + 1) * cfg.pdp_k]
+                ),
+                # analysis only, after ranking
+                "attempt_scores": [gold(a, p) for a in attempts],
+            }
+        )
     return prompts, infos

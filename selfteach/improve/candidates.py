@@ -35,10 +35,18 @@ def split_samples(n: int, temperatures: Sequence[float]) -> list[tuple[float, in
     return [(float(t), c) for t, c in zip(temperatures, counts, strict=True) if c > 0]
 
 
-def generate_candidates(backend: Backend, problems: list[Problem], n: int = 8,
-                        temperatures: Sequence[float] = (0.3, 0.6, 0.9), max_new_tokens: int = 128,
-                        seed: int = 0, batch_size: int = 8, run: RunDir | None = None, file: str = "candidates.jsonl",
-                        progress: bool = True) -> list[dict]:
+def generate_candidates(
+    backend: Backend,
+    problems: list[Problem],
+    n: int = 8,
+    temperatures: Sequence[float] = (0.3, 0.6, 0.9),
+    max_new_tokens: int = 128,
+    seed: int = 0,
+    batch_size: int = 8,
+    run: RunDir | None = None,
+    file: str = "candidates.jsonl",
+    progress: bool = True,
+) -> list[dict]:
     """n samples per problem from `backend`, split over `temperatures`. With `run`, rows are
     appended to `file` per problem batch and problems already there are skipped (resume)."""
     from selfteach.evaluate.prompts import solve_prompt
@@ -79,26 +87,38 @@ def diversity_stats(candidates: list[dict]) -> dict:
         by_problem[c["problem_id"]].append(c)
     if not by_problem:
         return {"problems": 0, "candidates": 0}
-    distinct = [len({c["answer"] for c in cs if c["answer"] is not None}) for cs in by_problem.values()]
+    distinct = [
+        len({c["answer"] for c in cs if c["answer"] is not None}) for cs in by_problem.values()
+    ]
     texts = [len({c["text"].strip() for c in cs}) / len(cs) for cs in by_problem.values()]
     out = {
-        "problems": len(by_problem), "candidates": len(candidates),
+        "problems": len(by_problem),
+        "candidates": len(candidates),
         "mean_distinct_answers": sum(distinct) / len(distinct),
         "share_problems_multiple_answers": sum(d >= 2 for d in distinct) / len(distinct),
         "share_no_answer": sum(c["answer"] is None for c in candidates) / len(candidates),
-        "share_truncated": sum(c["finish_reason"] == "length" for c in candidates) / len(candidates),
+        "share_truncated": sum(c["finish_reason"] == "length" for c in candidates)
+        / len(candidates),
         "mean_unique_text_ratio": sum(texts) / len(texts),
         "mean_tokens": sum(c["tokens"] for c in candidates) / len(candidates),
-        "by_temperature": {str(t): n for t, n in sorted(Counter(c["temperature"] for c in candidates).items())},
+        "by_temperature": {
+            str(t): n for t, n in sorted(Counter(c["temperature"] for c in candidates).items())
+        },
     }
     golded = {pid: cs for pid, cs in by_problem.items() if cs[0]["correct"] is not None}
     if golded:
         out |= {
             "candidate_accuracy": sum(c["correct"] for cs in golded.values() for c in cs)
             / sum(len(cs) for cs in golded.values()),
-            "share_problems_any_correct": sum(any(c["correct"] for c in cs) for cs in golded.values()) / len(golded),
-            "share_problems_right_and_wrong": sum(any(c["correct"] for c in cs) and not all(c["correct"] for c in cs)
-                                                  for cs in golded.values()) / len(golded),
+            "share_problems_any_correct": sum(
+                any(c["correct"] for c in cs) for cs in golded.values()
+            )
+            / len(golded),
+            "share_problems_right_and_wrong": sum(
+                any(c["correct"] for c in cs) and not all(c["correct"] for c in cs)
+                for cs in golded.values()
+            )
+            / len(golded),
         }
     return out
 

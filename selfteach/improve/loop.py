@@ -28,7 +28,7 @@ import gc
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -55,55 +55,112 @@ class ImproveConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    model: str = Field("smollm2-135m", description="model to improve (generates candidates, is trained)")
-    label_model: str | None = Field(None, description="model whose ICM labels train `model` (transfer); "
-                                                      "default: the model being improved labels itself")
-    problems: str = Field("builtin:arithmetic", description="data spec of the problems (answers optional "
-                                                            "for training; the eval split needs them)")
-    eval_problems: str | None = Field(None, description="separate eval data spec; default: hold out "
-                                                        "`eval_size` problems from `problems`")
+    model: str = Field(
+        "smollm2-135m", description="model to improve (generates candidates, is trained)"
+    )
+    label_model: str | None = Field(
+        None,
+        description="model whose ICM labels train `model` (transfer); "
+        "default: the model being improved labels itself",
+    )
+    problems: str = Field(
+        "builtin:arithmetic",
+        description="data spec of the problems (answers optional "
+        "for training; the eval split needs them)",
+    )
+    eval_problems: str | None = Field(
+        None,
+        description="separate eval data spec; default: hold out "
+        "`eval_size` problems from `problems`",
+    )
     fields: dict[str, str] = Field(default_factory=dict, description="field mapping for JSONL data")
-    train_size: int | None = Field(None, ge=1, description="use at most this many training problems")
-    eval_size: int = Field(50, ge=1, description="held-out eval problems (when eval_problems is not given)")
-    rounds: int = Field(1, ge=1, le=100, description="ICM+DPO rounds; each round's model generates and labels the next")
+    train_size: int | None = Field(
+        None, ge=1, description="use at most this many training problems"
+    )
+    eval_size: int = Field(
+        50, ge=1, description="held-out eval problems (when eval_problems is not given)"
+    )
+    rounds: int = Field(
+        1,
+        ge=1,
+        le=100,
+        description="ICM+DPO rounds; each round's model generates and labels the next",
+    )
     samples: int = Field(8, ge=2, le=MAX_SAMPLES, description="candidate solutions per problem")
     temperatures: list[Annotated[float, Field(ge=0, le=MAX_TEMPERATURE)]] = Field(
         [0.3, 0.6, 0.9], min_length=1, description="the samples are spread over these temperatures")
-    max_new_tokens: int = Field(128, ge=1, le=MAX_TOKENS, description="cap on tokens per candidate and per eval answer")
+    max_new_tokens: int = Field(
+        128, ge=1, le=MAX_TOKENS, description="cap on tokens per candidate and per eval answer"
+    )
     gen_batch_size: int = Field(8, ge=1, description="problems per generation batch")
     pairs_per_problem: int = Field(5, ge=1, description="cap on (True, False) pairs per problem")
     on_one_class: Literal["stop", "margin-median"] = Field(
-        "stop", description="when ICM labels every candidate one class (a known ICM failure mode): stop with the "
-        "counts, or relabel by ICM's own margins, True above the median margin (still label-free)")
-    icm: dict[str, Any] = Field(default_factory=dict, description="ICMConfig fields (see selfteach.elicit)")
-    dpo: DPOArgs = Field(default_factory=lambda: DPOArgs(epochs=2, learning_rate=5e-6, batch_size=4),
-                         description="DPO settings (model is set per round)")
-    baselines: list[str] = Field(list(BASELINES), description="baselines from the base model: grpo (gold-answer "
-                                 "reward), sft-icm (SFT on ICM-True candidates), sft-gold (SFT on gold solutions, "
-                                 "or on gold-verified candidates when the data has none)")
-    grpo: GRPOArgs = Field(default_factory=lambda: GRPOArgs(learning_rate=1e-6),
-                           description="GRPO baseline settings; num_generations defaults to `samples` (same "
-                                       "sampling budget as the candidates)")
-    grpo_prompts_per_step: int = Field(2, ge=1, description="GRPO baseline: prompts per optimizer step (batch = "
-                                                            "this x num_generations)")
-    sft_learning_rate: float = Field(1e-5, gt=0, le=MAX_LR, description="learning rate of the SFT baselines")
+        "stop",
+        description="when ICM labels every candidate one class (a known ICM failure mode): "
+        "stop with the "
+        "counts, or relabel by ICM's own margins, True above the median margin (still label-free)",
+    )
+    icm: dict[str, Any] = Field(
+        default_factory=dict, description="ICMConfig fields (see selfteach.elicit)"
+    )
+    dpo: DPOArgs = Field(
+        default_factory=lambda: DPOArgs(epochs=2, learning_rate=5e-6, batch_size=4),
+        description="DPO settings (model is set per round)",
+    )
+    baselines: list[str] = Field(
+        list(BASELINES),
+        description="baselines from the base model: grpo (gold-answer "
+        "reward), sft-icm (SFT on ICM-True candidates), sft-gold (SFT on gold solutions, "
+        "or on gold-verified candidates when the data has none)",
+    )
+    grpo: GRPOArgs = Field(
+        default_factory=lambda: GRPOArgs(learning_rate=1e-6),
+        description="GRPO baseline settings; num_generations defaults to `samples` (same "
+        "sampling budget as the candidates)",
+    )
+    grpo_prompts_per_step: int = Field(
+        2,
+        ge=1,
+        description="GRPO baseline: prompts per optimizer step (batch = this x num_generations)",
+    )
+    sft_learning_rate: float = Field(
+        1e-5, gt=0, le=MAX_LR, description="learning rate of the SFT baselines"
+    )
     sft_epochs: float = Field(2.0, gt=0, description="epochs of the SFT baselines")
-    eval_samples: int = Field(4, ge=1, le=MAX_SAMPLES, description="k for maj@k (sampled at eval_temperature); 1 = greedy only")
-    eval_temperature: float = Field(0.7, ge=0, le=MAX_TEMPERATURE, description="temperature of the maj@k samples")
+    eval_samples: int = Field(
+        4,
+        ge=1,
+        le=MAX_SAMPLES,
+        description="k for maj@k (sampled at eval_temperature); 1 = greedy only",
+    )
+    eval_temperature: float = Field(
+        0.7, ge=0, le=MAX_TEMPERATURE, description="temperature of the maj@k samples"
+    )
     seed: Seed = Field(0, description="seed for the split, sampling, pairs and training")
-    serve: bool = Field(False, description="generate, label and evaluate on a llama.cpp server (trained "
-                                           "checkpoints are converted to GGUF and served in turn)")
+    serve: bool = Field(
+        False,
+        description="generate, label and evaluate on a llama.cpp server (trained "
+        "checkpoints are converted to GGUF and served in turn)",
+    )
 
 
 # ---- labels ------------------------------------------------------------------------------
 def icm_labeler(config: dict[str, Any], progress: bool = True) -> Labeler:
     """Label claims with ICM (selfteach.elicit.icm) using the math consistency rule."""
 
-    def label(claims: list[Claim], backend: LabelReader, run: RunDir) -> tuple[dict[str, bool], dict]:
+    def label(
+        claims: list[Claim], backend: LabelReader, run: RunDir
+    ) -> tuple[dict[str, bool], dict]:
         from selfteach.elicit import ICMConfig, icm
 
-        result = icm(claims, backend, task="math", config=ICMConfig(**config) if config else None, run=run,
-                     progress=progress)
+        result = icm(
+            claims,
+            backend,
+            task="math",
+            config=ICMConfig(**config) if config else None,
+            run=run,
+            progress=progress,
+        )
         return dict(result.labels), {**result.metrics, "margins": dict(result.margins)}
 
     return label
@@ -121,8 +178,10 @@ def split_problems(cfg: ImproveConfig) -> tuple[list[Problem], list[Problem]]:
     else:
         with_gold = [p for p in problems if p.answer is not None]
         if len(with_gold) < cfg.eval_size:
-            raise SelfteachError(f"{cfg.problems}: the eval split needs {cfg.eval_size} problems with gold answers, "
-                                 f"found {len(with_gold)}; give --eval-problems FILE or a smaller --eval-size")
+            raise SelfteachError(
+                f"{cfg.problems}: the eval split needs {cfg.eval_size} problems with gold answers, "
+                f"found {len(with_gold)}; give --eval-problems FILE or a smaller --eval-size"
+            )
         order = list(range(len(with_gold)))
         random.Random(cfg.seed).shuffle(order)
         eval_ids = {with_gold[i].id for i in order[: cfg.eval_size]}
@@ -130,19 +189,25 @@ def split_problems(cfg: ImproveConfig) -> tuple[list[Problem], list[Problem]]:
         train = [p for p in problems if p.id not in eval_ids]
     missing = [p.id for p in evals if p.answer is None]
     if missing:
-        raise SelfteachError(f"{cfg.eval_problems}: {len(missing)} eval problems have no gold answer (first id "
-                             f"{missing[0]!r}); the evaluation split needs answers (training problems do not)")
+        raise SelfteachError(
+            f"{cfg.eval_problems}: {len(missing)} eval problems have no gold answer (first id "
+            f"{missing[0]!r}); the evaluation split needs answers (training problems do not)"
+        )
     if cfg.train_size:
         train = train[: cfg.train_size]
     if not train:
-        raise SelfteachError(f"{cfg.problems}: no training problems left after holding out {len(evals)} for eval")
+        raise SelfteachError(
+            f"{cfg.problems}: no training problems left after holding out {len(evals)} for eval"
+        )
     return train, evals
 
 
 class Improver:
     """Runs the stages of one `improve` run directory; each stage is cached for --resume."""
 
-    def __init__(self, cfg: ImproveConfig, run: RunDir, labeler: Labeler | None = None, progress: bool = True):
+    def __init__(
+        self, cfg: ImproveConfig, run: RunDir, labeler: Labeler | None = None, progress: bool = True
+    ):
         self.cfg, self.run, self.progress = cfg, run, progress
         self.labeler = labeler or icm_labeler(cfg.icm, progress)
         self._backends: dict[str, Backend] = {}
@@ -157,11 +222,12 @@ class Improver:
                                                 batch_size=max(8, self.cfg.gen_batch_size))
         return self._backends[spec]
 
-    def release(self, keep: set[str] = frozenset()) -> None:
+    def release(self, keep: Collection[str] = frozenset()) -> None:
         for spec in list(self._backends):
             if spec not in keep:
                 backend = self._backends.pop(spec)
-                if isinstance(backend, ServedProcess):  # a served model: stop its server, free its cores
+                # a served model: stop its server, free its cores
+                if isinstance(backend, ServedProcess):
                     backend.close()
         gc.collect()
 
@@ -180,10 +246,17 @@ class Improver:
         done = path / "result.json"
 
         def go() -> dict:
-            res = evaluate_model(self.backend(spec), problems, samples=self.cfg.eval_samples,
-                                 temperature=self.cfg.eval_temperature, max_new_tokens=self.cfg.max_new_tokens,
-                                 seed=self.cfg.seed, batch_size=self.cfg.gen_batch_size, run_path=path,
-                                 progress=self.progress)
+            res = evaluate_model(
+                self.backend(spec),
+                problems,
+                samples=self.cfg.eval_samples,
+                temperature=self.cfg.eval_temperature,
+                max_new_tokens=self.cfg.max_new_tokens,
+                seed=self.cfg.seed,
+                batch_size=self.cfg.gen_batch_size,
+                run_path=path,
+                progress=self.progress,
+            )
             res["model"] = spec
             RunDir(path).write_json("result.json", res)
             return res
@@ -194,19 +267,35 @@ class Improver:
         return res
 
     def round(self, r: int, train: list[Problem], model_spec: str) -> dict:
-        """One ICM+DPO round from `model_spec`; returns the round record (incl. the new model dir)."""
+        """One ICM+DPO round from `model_spec`; returns the round record (incl. the new model
+        dir)."""
         cfg, rdir = self.cfg, self.run.path / f"round{r}"
         rrun = RunDir(rdir)
         rdir.mkdir(parents=True, exist_ok=True)
         label_spec = cfg.label_model or model_spec
         questions = {p.id: p.question for p in train}
-        record: dict[str, Any] = {"round": r, "generator": model_spec, "labeler": label_spec,
-                                  "labeler_name": cfg.label_model or (cfg.model if r == 1 else f"round {r - 1} model")}
+        record: dict[str, Any] = {
+            "round": r,
+            "generator": model_spec,
+            "labeler": label_spec,
+            "labeler_name": cfg.label_model or (cfg.model if r == 1 else f"round {r - 1} model"),
+        }
 
-        cands = generate_candidates(self.backend(model_spec), train, n=cfg.samples, temperatures=cfg.temperatures,
-                                    max_new_tokens=cfg.max_new_tokens, seed=cfg.seed + r,
-                                    batch_size=cfg.gen_batch_size, run=rrun, progress=self.progress) \
-            if not (rdir / "diversity.json").exists() else rrun.read("candidates.jsonl")
+        cands = (
+            generate_candidates(
+                self.backend(model_spec),
+                train,
+                n=cfg.samples,
+                temperatures=cfg.temperatures,
+                max_new_tokens=cfg.max_new_tokens,
+                seed=cfg.seed + r,
+                batch_size=cfg.gen_batch_size,
+                run=rrun,
+                progress=self.progress,
+            )
+            if not (rdir / "diversity.json").exists()
+            else rrun.read("candidates.jsonl")
+        )
         record["diversity"] = diversity_stats(cands)
         rrun.write_json("diversity.json", record["diversity"])
 
@@ -240,7 +329,8 @@ class Improver:
         def dpo() -> dict:
             from selfteach.train.dpo import train_dpo
 
-            self.release(keep={label_spec} if cfg.label_model else set())  # free memory before training
+            # free memory before training
+            self.release(keep={label_spec} if cfg.label_model else set())
             args = cfg.dpo.model_copy(update={"model": model_spec, "seed": cfg.seed})
             res = train_dpo(pairs, args, out=rdir / "dpo", resume=True)  # continues a killed run
             out = {"model_dir": str(res.model_dir), "metrics": res.metrics, "pairs": len(pairs)}
@@ -266,24 +356,47 @@ class Improver:
                 gold = [p for p in train if p.answer is not None]
                 if not gold:
                     return {"skipped": "no training problem has a gold answer"}
-                g = cfg.grpo.num_generations if "num_generations" in cfg.grpo.model_fields_set else cfg.samples
-                args = cfg.grpo.model_copy(update={"model": cfg.model, "seed": cfg.seed, "num_generations": g,
-                                                   "batch_size": g * cfg.grpo_prompts_per_step,
-                                                   "max_completion_length": cfg.max_new_tokens,
-                                                   "reward": "gold-answer"})
+                g = (
+                    cfg.grpo.num_generations
+                    if "num_generations" in cfg.grpo.model_fields_set
+                    else cfg.samples
+                )
+                args = cfg.grpo.model_copy(
+                    update={
+                        "model": cfg.model,
+                        "seed": cfg.seed,
+                        "num_generations": g,
+                        "batch_size": g * cfg.grpo_prompts_per_step,
+                        "max_completion_length": cfg.max_new_tokens,
+                        "reward": "gold-answer",
+                    }
+                )
                 res = train_grpo(gold, args, out=bdir, resume=True)
-                out = {"model_dir": str(res.model_dir), "metrics": res.metrics, "examples": len(gold),
-                       "labels": "gold answers (reward)"}
+                out = {
+                    "model_dir": str(res.model_dir),
+                    "metrics": res.metrics,
+                    "examples": len(gold),
+                    "labels": "gold answers (reward)",
+                }
             else:
                 rows = sft_rows(name, train, round1)
                 if not rows:
                     return {"skipped": f"no {name} training examples"}
                 from selfteach.train.sft import train_sft
 
-                res = train_sft(cfg.model, rows, bdir, objective="nll", resume=True, progress=False,
-                                learning_rate=cfg.sft_learning_rate, epochs=cfg.sft_epochs, seed=cfg.seed,
-                                batch_size=cfg.dpo.batch_size)
-                out = {"model_dir": res["model_dir"], "metrics": res, "examples": len(rows),
+                sft = train_sft(
+                    cfg.model,
+                    rows,
+                    bdir,
+                    objective="nll",
+                    resume=True,
+                    progress=False,
+                    learning_rate=cfg.sft_learning_rate,
+                    epochs=cfg.sft_epochs,
+                    seed=cfg.seed,
+                    batch_size=cfg.dpo.batch_size,
+                )
+                out = {"model_dir": sft["model_dir"], "metrics": sft, "examples": len(rows),
                        "labels": "ICM labels" if name == "sft-icm" else "gold answers"}
             RunDir(bdir).write_json("result.json", out)
             return out
@@ -299,10 +412,11 @@ def sft_rows(name: str, train: list[Problem], round1: dict) -> list[dict]:
     cands = round1["candidates"]
     if name == "sft-gold":
         prompts = {c["problem_id"]: c["prompt"] for c in cands}
-        with_sol = [p for p in train if p.solution and p.id in prompts]
+        with_sol = [(p.id, sol) for p in train if (sol := p.solution) and p.id in prompts]
         if with_sol:
-            return [{"prompt": prompts[p.id], "completion": p.solution.strip()} for p in with_sol]
-        keep = [c for c in cands if c.get("correct")]  # rejection sampling with the gold answer (RFT)
+            return [{"prompt": prompts[pid], "completion": sol.strip()} for pid, sol in with_sol]
+        # rejection sampling with the gold answer (RFT)
+        keep = [c for c in cands if c.get("correct")]
     elif name == "sft-icm":
         keep = [c for c in cands if round1["labels"].get(c["id"])]
     else:
@@ -329,14 +443,22 @@ def margin_median_labels(labels: dict[str, bool], margins: dict[str, float]) -> 
 
 def _label_accuracy(cands: list[dict], labels: dict[str, bool]) -> dict | None:
     """ICM labels vs gold correctness (reporting only)."""
-    scored = [(labels[c["id"]], bool(c["correct"])) for c in cands if c["id"] in labels and c.get("correct") is not None]
+    scored = [
+        (labels[c["id"]], bool(c["correct"]))
+        for c in cands
+        if c["id"] in labels and c.get("correct") is not None
+    ]
     if not scored:
         return None
     from selfteach.stats import mean_ci
 
     true_share = sum(lab for lab, _ in scored) / len(scored)
-    return {"accuracy": mean_ci([float(lab == g) for lab, g in scored]), "n": len(scored),
-            "labeled_true_share": true_share, "gold_true_share": sum(g for _, g in scored) / len(scored)}
+    return {
+        "accuracy": mean_ci([float(lab == g) for lab, g in scored]),
+        "n": len(scored),
+        "labeled_true_share": true_share,
+        "gold_true_share": sum(g for _, g in scored) / len(scored),
+    }
 
 
 def run_improve(cfg: ImproveConfig, out: str | Path, resume: bool = False, progress: bool = True,

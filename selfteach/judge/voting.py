@@ -46,17 +46,27 @@ class JudgeConfig(BaseModel):
     model_config = ConfigDict(allow_inf_nan=False)
 
     k: int = Field(8, ge=1, le=MAX_SAMPLES, description="sampled judgments per item (votes)")
-    temperature: float = Field(0.5, ge=0.0, le=MAX_TEMPERATURE, description="sampling temperature (paper: 0.5)")
+    temperature: float = Field(
+        0.5, ge=0.0, le=MAX_TEMPERATURE, description="sampling temperature (paper: 0.5)"
+    )
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling mass")
     max_new_tokens: int = Field(384, ge=8, le=MAX_TOKENS, description="cap on a judgment's length")
-    mode: Literal["multi", "pointwise"] = Field("multi", description="multi: all responses in one prompt; "
-                                                "pointwise: each response judged alone")
-    orders: Literal["balanced", "random"] = Field("balanced", description="response orders over the k samples "
-                                                  "(see module docstring)")
-    items_per_call: int = Field(2, ge=1, le=MAX_BATCH, description="items whose samples share one generate call")
-    force_scores: bool = Field(False, description="when a multi-mode sample has no valid score line, read its "
-                               "scores from the model's next-token distribution over 1-10 after the judgment and "
-                               "a score-line prefix (fallback for small judges; not in the paper; marked forced)")
+    mode: Literal["multi", "pointwise"] = Field(
+        "multi",
+        description="multi: all responses in one prompt; pointwise: each response judged alone",
+    )
+    orders: Literal["balanced", "random"] = Field(
+        "balanced", description="response orders over the k samples (see module docstring)"
+    )
+    items_per_call: int = Field(
+        2, ge=1, le=MAX_BATCH, description="items whose samples share one generate call"
+    )
+    force_scores: bool = Field(
+        False,
+        description="when a multi-mode sample has no valid score line, read its "
+        "scores from the model's next-token distribution over 1-10 after the judgment and "
+        "a score-line prefix (fallback for small judges; not in the paper; marked forced)",
+    )
     seed: Seed = Field(0, description="seed of the orders and of sampling")
 
 
@@ -67,7 +77,8 @@ def sample_orders(n: int, k: int, how: str, rng: random.Random) -> tuple[list[li
         return [rng.sample(range(n), n) for _ in range(k)], 1
     m = max(d for d in range(1, k + 1) if k % d == 0 and d <= math.factorial(min(n, 10)))
     base = rng.sample(range(n), n)
-    orders = [base[r:] + base[:r] for r in range(min(m, n))]  # rotations: each response once per position
+    # rotations: each response once per position
+    orders = [base[r:] + base[:r] for r in range(min(m, n))]
     seen = {tuple(o) for o in orders}
     while len(orders) < m:
         o = rng.sample(range(n), n)
@@ -84,7 +95,11 @@ def vote(samples: list[dict], n: int, meta_k: int | None = None) -> dict:
     With `meta_k`, only the `meta_k` valid samples with the highest "meta" score vote.
     Returns totals (summed scores), counts (valid votes per response), winners (indices
     at the top), tie, failed (samples without a parse) and voters."""
-    valid = [s for s in samples if s.get("scores") is not None and any(x is not None for x in s["scores"])]
+    valid = [
+        s
+        for s in samples
+        if s.get("scores") is not None and any(x is not None for x in s["scores"])
+    ]
     if meta_k is not None:
         valid = sorted(valid, key=lambda s: -s.get("meta", -math.inf))[:meta_k]
     totals, counts = [0] * n, [0] * n
@@ -133,7 +148,9 @@ def _plan(backend: Backend, item: JudgeItem, cfg: JudgeConfig, prompt: JudgeProm
     return {"texts": texts, "orders": orders, "per": per, "too_long": too_long}
 
 
-def _assemble(item: JudgeItem, cfg: JudgeConfig, plan: dict, gens: list[list], stop: list[str]) -> list[dict]:
+def _assemble(
+    item: JudgeItem, cfg: JudgeConfig, plan: dict, gens: list[list], stop: list[str]
+) -> list[dict]:
     """Per-sample records with scores mapped back to the original response order."""
     n, orders, per = len(item.responses), plan["orders"], plan["per"]
     gens = [[replace(g, text=close_stopped_box(g.text, g.finish_reason, stop)) for g in row]
@@ -144,27 +161,38 @@ def _assemble(item: JudgeItem, cfg: JudgeConfig, plan: dict, gens: list[list], s
         if pointwise:  # sample j = the j-th judgment of every response
             outs = [gens[i][j] for i in range(n)]
             parsed = [parse_scores(g.text, 1) for g in outs]
-            scores = [p.scores[0] if p.ok else None for p in parsed]
+            scores = [p.scores[0] if p.scores is not None else None for p in parsed]
             errors = [p.error for p in parsed]
-            samples.append({"texts": [g.text for g in outs], "scores": None if all(s is None for s in scores)
-                            else scores, "errors": errors, "tokens": sum(g.num_tokens for g in outs)})
+            samples.append(
+                {
+                    "texts": [g.text for g in outs],
+                    "scores": None if all(s is None for s in scores) else scores,
+                    "errors": errors,
+                    "tokens": sum(g.num_tokens for g in outs),
+                }
+            )
             continue
         o, r = j % len(orders), j // len(orders)
         g = gens[o][r]
         p = parse_scores(g.text, n)
-        scores = None
-        if p.ok:
-            scores = [0] * n
+        mapped: list[int] | None = None  # the scores in the original response order
+        if p.scores is not None:
+            mapped = [0] * n
             for pos, orig in enumerate(orders[o]):
-                scores[orig] = p.scores[pos]
-        samples.append({"order": orders[o], "text": g.text, "scores": scores, "error": p.error,
+                mapped[orig] = p.scores[pos]
+        samples.append({"order": orders[o], "text": g.text, "scores": mapped, "error": p.error,
                         "tokens": g.num_tokens, "finish": g.finish_reason})
     assert per * len(orders) >= cfg.k
     return samples
 
 
-def judge_items(backend: Backend, items: list[JudgeItem], cfg: JudgeConfig, prompt: JudgePrompt | None = None,
-                meta=None) -> list[dict]:
+def judge_items(
+    backend: Backend,
+    items: list[JudgeItem],
+    cfg: JudgeConfig,
+    prompt: JudgePrompt | None = None,
+    meta=None,
+) -> list[dict]:
     """k judgments per item, batched, voted. Returns one record per item:
     {id, subset, prompt, responses, best, mode, samples: [...], vote, error}; `meta`, a
     `MetaRM`, adds a "meta" rating to every multi-mode sample. (The judge's run directory,
@@ -202,9 +230,14 @@ def _sample(backend: Backend, batch: Batch[JudgeItem], plans: list[dict], cfg: J
             for oi in range(len(pl["texts"])):
                 by_per.setdefault(pl["per"], []).append((ii, oi))
     for per, slots in by_per.items():
-        params = SamplingParams(n=per, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                                top_p=cfg.top_p, seed=batch.seed(ids=[batch.ids[slots[0][0]]]),
-                                stop=prompt.stop)
+        params = SamplingParams(
+            n=per,
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            seed=batch.seed(ids=[batch.ids[slots[0][0]]]),
+            stop=prompt.stop,
+        )
         out = backend.generate([plans[ii]["texts"][oi] for ii, oi in slots], params)
         for (ii, oi), g in zip(slots, out, strict=True):
             gens.setdefault(ii, [None] * len(plans[ii]["texts"]))[oi] = g
@@ -233,7 +266,9 @@ def _judgment(backend: Backend, item: JudgeItem, pl: dict, gens: list | None, cf
 FORCE_PREFIX = "\nScores: \\boxed{"
 
 
-def read_scores(backend: Backend, prefixes: list[str], n: int, lo: int = 1, hi: int = 10) -> list[list[int]]:
+def read_scores(
+    backend: Backend, prefixes: list[str], n: int, lo: int = 1, hi: int = 10
+) -> list[list[int]]:
     """Constrained greedy read-out of n scores after each prefix (which ends in
     `\\boxed{`): score by score, the most likely integer in [lo, hi] under the model's
     next-token distribution, then ", " and the next one."""
@@ -242,7 +277,7 @@ def read_scores(backend: Backend, prefixes: list[str], n: int, lo: int = 1, hi: 
     cur = list(prefixes)
     for pos in range(n):
         for i, lp in enumerate(backend.label_logprobs(cur, labels)):
-            best = max(lp, key=lp.get)
+            best = max(lp, key=lp.__getitem__)
             chosen[i].append(int(best))
             cur[i] += best + (", " if pos < n - 1 else "")
     return chosen
@@ -254,7 +289,11 @@ def _force(backend: Backend, item: JudgeItem, samples: list[dict],
     distribution after its judgment + "Scores: \\boxed{" (see `JudgeConfig.force_scores`).
     The original failure reason is kept as `raw_error`; applying it twice is a no-op."""
     responses = item.responses
-    failed = [s for s in samples if s.get("scores") is None and s.get("order") and s.get("error") != "too_long"]
+    failed = [
+        s
+        for s in samples
+        if s.get("scores") is None and s.get("order") and s.get("error") != "too_long"
+    ]
     if not failed:
         return
     prefixes = []
@@ -265,11 +304,11 @@ def _force(backend: Backend, item: JudgeItem, samples: list[dict],
         s["text"] = text.rstrip()
         shown = render(backend, item.prompt, [responses[i] for i in s["order"]], prompt)
         prefixes.append(shown + s["text"] + FORCE_PREFIX)
-    for s, shown in zip(failed, read_scores(backend, prefixes, len(responses)), strict=True):
+    for s, read in zip(failed, read_scores(backend, prefixes, len(responses)), strict=True):
         scores = [0] * len(responses)
         for pos, orig in enumerate(s["order"]):
-            scores[orig] = shown[pos]
-        s.update(text=s["text"] + FORCE_PREFIX + ", ".join(map(str, shown)) + "}", scores=scores,
+            scores[orig] = read[pos]
+        s.update(text=s["text"] + FORCE_PREFIX + ", ".join(map(str, read)) + "}", scores=scores,
                  raw_error=s.get("raw_error") or s.get("error"), error=None, forced=True)
 
 
