@@ -19,9 +19,11 @@ from selfteach.data.jsonl import atomic_write_text
 from selfteach.errors import SelfteachError
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:left}
-th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee;margin:.5em 0}pre{background:#f8f8f8;padding:1em;
-overflow:auto;font-size:12px}.note{color:#555}h2{border-bottom:1px solid #ddd}"""
+table{border-collapse:collapse;margin:1em 0}
+td,th{border:1px solid #ccc;padding:4px 10px;text-align:left}
+th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee;margin:.5em 0}
+pre{background:#f8f8f8;padding:1em;overflow:auto;font-size:12px}
+.note{color:#555}h2{border-bottom:1px solid #ddd}"""
 
 
 def _table(t: dict) -> str:
