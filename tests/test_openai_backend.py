@@ -134,6 +134,12 @@ def _handler(fake: Fake):
                 fake.max_inflight = max(fake.max_inflight, fake.inflight)
             try:
                 time.sleep(stall)
+            finally:
+                # counted out before the reply goes out: a client that got its answer may send
+                # the next request before this thread would otherwise run again (a false 4th)
+                with fake.lock:
+                    fake.inflight -= 1
+            try:
                 if status != 200:
                     return self._send(
                         status,
@@ -143,9 +149,6 @@ def _handler(fake: Fake):
                 self._send(200, fake.completion(body, chat=self.path.endswith("chat/completions")))
             except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
                 pass
-            finally:
-                with fake.lock:
-                    fake.inflight -= 1
 
     return Handler
 
